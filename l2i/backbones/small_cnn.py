@@ -33,6 +33,9 @@ class SmallCNN(nn.Module):
     """
 
     layer_names = ("block1", "block2", "block3", "block4")
+    conv_map_axes = "BCFT"
+    head_names = ("fc",)  # fine-tuning policy (l2i.backbones.pretrained): the head, then blocks input -> output
+    block_names = ("bn0", "block1", "block2", "block3", "block4")
 
     def __init__(self, n_mels: int, num_classes: int, channels: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.2):
         super().__init__()
