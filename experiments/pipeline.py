@@ -1,0 +1,182 @@
+"""The main job as a pipeline of named stages: classifier -> (dictionary -> post-hoc -> by-design -> …).
+
+Each stage reads what earlier stages left in the :class:`PipelineContext` (artifact paths), does its work,
+and returns flat figures (``{"test_accuracy": 0.97}``) that land in the report as ``<stage>.<key>``.
+The report is rewritten after every stage, so a run stopped half-way still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+__all__ = ["PipelineContext", "STAGES", "register_stage", "run_pipeline", "write_report", "demo_main"]
+
+
+@dataclass
+class PipelineContext:
+    """What stages share: the output folder, artifact paths by name, the report so far, the settings."""
+
+    out_dir: Path
+    seed: int = 0
+    artifacts: dict[str, str] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def stage_dir(self, name: str) -> Path:
+        d = self.out_dir / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+StageFn = Callable[[PipelineContext, dict], dict]
+STAGES: dict[str, StageFn] = {}
+#: stages defined in other modules, ``name -> "module:function"``, imported when a pipeline uses them
+LAZY_STAGES: dict[str, str] = {
+    "dictionary": "experiments.nmf:dictionary_stage",
+    "posthoc": "experiments.interpret:posthoc_stage",
+}
+
+
+def register_stage(name: str) -> Callable[[StageFn], StageFn]:
+    def deco(fn: StageFn) -> StageFn:
+        STAGES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_stage(name: str) -> StageFn:
+    """The stage function registered under ``name`` (importing its module for lazy stages)."""
+    if name not in STAGES and name in LAZY_STAGES:
+        import importlib
+
+        module, func = LAZY_STAGES[name].split(":")
+        STAGES[name] = getattr(importlib.import_module(module), func)
+    if name not in STAGES:
+        raise ValueError(f"unknown pipeline stage {name!r}; known stages: {sorted({*STAGES, *LAZY_STAGES})}")
+    return STAGES[name]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def write_report(ctx: PipelineContext, title: str = "listen-to-interpret report") -> tuple[Path, Path]:
+    """``report.json`` (flat keys, for programs) and ``report.md`` (for people) in ``ctx.out_dir``."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = ctx.out_dir / "report.json"
+    json_path.write_text(json.dumps(ctx.report, indent=2, sort_keys=True) + "\n")
+    lines = [f"# {title}", ""]
+    stages: dict[str, list[str]] = {}
+    for key in ctx.report:
+        stages.setdefault(key.split(".", 1)[0], []).append(key)
+    for stage, keys in stages.items():
+        lines += [f"## {stage}", "", "| figure | value | meaning |", "|---|---|---|"]
+        for key in keys:
+            lines.append(f"| `{key}` | {_fmt(ctx.report[key])} | {ctx.descriptions.get(key, '')} |")
+        lines.append("")
+    md_path = ctx.out_dir / "report.md"
+    md_path.write_text("\n".join(lines))
+    return json_path, md_path
+
+
+def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int = 0) -> PipelineContext:
+    """Run the named stages in order; ``stage_settings`` maps stage name -> its settings dict."""
+    unknown = [s for s in stage_settings if s not in STAGES and s not in LAZY_STAGES]
+    if unknown:
+        raise ValueError(f"unknown pipeline stage(s) {unknown}; known stages: {sorted({*STAGES, *LAZY_STAGES})}")
+    ctx = PipelineContext(out_dir=Path(out_dir), seed=seed)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    for name, settings in stage_settings.items():
+        print(f"[l2i] stage {name!r} …", flush=True)
+        start = time.perf_counter()
+        figures = get_stage(name)(ctx, dict(settings or {}))
+        figures["seconds"] = round(time.perf_counter() - start, 2)
+        ctx.descriptions.setdefault(f"{name}.seconds", "wall time of the stage (s)")
+        for key, value in figures.items():
+            ctx.report[f"{name}.{key}"] = value
+        write_report(ctx)
+        print(f"[l2i] stage {name!r} done in {figures['seconds']:.1f} s", flush=True)
+    return ctx
+
+
+# -- stages ----------------------------------------------------------------------------------------------
+
+
+@register_stage("classifier")
+def classifier_stage(ctx: PipelineContext, settings: dict) -> dict:
+    """Train the black-box classifier f from a LightningCLI config, test its best checkpoint.
+
+    settings: ``config`` (path of a ``l2i fit`` config), ``overrides`` (extra CLI arguments, list).
+    """
+    from experiments.cli import lightning_cli
+
+    out = ctx.stage_dir("classifier")
+    args = ["--config", settings.get("config", "experiments/synthetic/classifier.yaml")]
+    args += ["--seed_everything", str(ctx.seed), "--trainer.default_root_dir", str(out)]
+    args += ["--trainer.logger.init_args.save_dir", str(ctx.out_dir), "--trainer.logger.init_args.name", "classifier"]
+    args += [str(a) for a in settings.get("overrides", [])]
+    cli = lightning_cli(args, run=False)
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    trainer.fit(model, datamodule=dm)
+    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = trainer.test(model, datamodule=dm, ckpt_path=ckpt or None, verbose=False)[0]
+    final = out / "classifier.ckpt"
+    if ckpt:
+        shutil.copyfile(ckpt, final)
+    else:
+        trainer.save_checkpoint(final)
+    ctx.artifacts["classifier"] = str(final)
+    (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
+    figures: dict[str, Any] = {}
+    for key, value in results.items():
+        name = key.replace("test/", "test_")
+        figures[name] = float(value)
+        ctx.descriptions[f"classifier.{name}"] = f"{key} of the classifier on the test split"
+    figures["epochs"] = int(trainer.current_epoch)
+    figures["checkpoint"] = str(final)
+    ctx.descriptions["classifier.epochs"] = "training epochs run"
+    ctx.descriptions["classifier.checkpoint"] = "trained classifier (input of later stages)"
+    return figures
+
+
+# -- the demo command -------------------------------------------------------------------------------------
+
+
+def demo_main(argv: list[str]) -> int:
+    """``l2i demo [--config experiments/demo.yaml] [--out_dir runs/demo] [--stages a,b]``."""
+    from jsonargparse import ArgumentParser
+
+    from experiments.cli import resolve_config
+
+    parser = ArgumentParser(prog="l2i demo", description="Run the main job on the embedded synthetic data set.")
+    parser.add_argument("--config", default="experiments/demo.yaml", help="pipeline config (stages and settings)")
+    parser.add_argument("--out_dir", default=None, help="where the report and artifacts go (default from config)")
+    parser.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(resolve_config(args.config).read_text()) or {}
+    stages: dict = config.get("stages") or {}
+    if args.stages:
+        wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
+        missing = [s for s in wanted if s not in stages]
+        if missing:
+            raise SystemExit(f"l2i demo: stage(s) {missing} not in {args.config}; it has {list(stages)}")
+        stages = {s: stages[s] for s in wanted}
+    out_dir = Path(args.out_dir or config.get("out_dir", "runs/demo"))
+    ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)))
+    json_path, md_path = write_report(ctx)
+    print(md_path.read_text())
+    print(f"[l2i] report: {md_path} and {json_path}")
+    return 0

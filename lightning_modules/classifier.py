@@ -1,0 +1,163 @@
+"""ClassifierModule: the black box f — front-end + CNN backbone on log-mel input."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from l2i.backbones import build_backbone, capture_hidden
+from l2i.frontend import AudioFrontEnd, Features, FrontEndConfig
+
+__all__ = ["ClassifierModule", "task_metrics"]
+
+
+def task_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
+    """The metrics of a task, as a collection (DDP-synced by torchmetrics).
+
+    multiclass: ``accuracy`` (top-1, micro), ``macro_accuracy``; multilabel: ``map`` (macro average
+    precision = mAP / macro AUPRC), ``auroc`` (macro), ``f1`` (micro, threshold 0.5).
+    """
+    if task == "multiclass":
+        return torchmetrics.MetricCollection(
+            {
+                "accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
+                "macro_accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, average="macro"),
+            }
+        )
+    if task == "multilabel":
+        return torchmetrics.MetricCollection(
+            {
+                "map": torchmetrics.AveragePrecision(task="multilabel", num_labels=num_classes, average="macro"),
+                "auroc": torchmetrics.AUROC(task="multilabel", num_labels=num_classes, average="macro"),
+                "f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="micro"),
+            }
+        )
+    raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
+
+
+class ClassifierModule(L.LightningModule):
+    """f(x): waveform ``(B, samples)`` -> logits ``(B, num_classes)``.
+
+    Args:
+        backbone: registered backbone name (``l2i.backbones.BACKBONES``), e.g. ``small_cnn``.
+        backbone_kwargs: extra arguments for the backbone factory.
+        frontend: STFT / log-mel parameters (the classifier's input; the dictionary must match them).
+        task: ``multiclass`` (cross-entropy) or ``multilabel`` (binary cross-entropy).
+        num_classes: number of classes (linked from the DataModule by the CLI).
+        class_names: optional names, kept in the checkpoint for reports.
+        lr, weight_decay: AdamW settings; ``max_epochs``-long cosine decay when ``cosine`` is on.
+        pos_weight: optional per-class positive weights for multilabel BCE.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "small_cnn",
+        backbone_kwargs: dict[str, Any] | None = None,
+        frontend: FrontEndConfig | None = None,
+        task: Literal["multiclass", "multilabel"] = "multiclass",
+        num_classes: int = 8,
+        class_names: list[str] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        cosine: bool = True,
+        pos_weight: list[float] | None = None,
+    ):
+        super().__init__()
+        frontend_cfg = FrontEndConfig.from_any(frontend)
+        self.save_hyperparameters(ignore=["frontend"])
+        self.hparams["frontend"] = frontend_cfg.to_dict()  # plain dict: checkpoints load with weights_only
+        self.task = task
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.frontend = AudioFrontEnd(frontend_cfg)
+        self.backbone = build_backbone(backbone, n_mels=frontend_cfg.n_mels, num_classes=num_classes, **(backbone_kwargs or {}))
+        if pos_weight is not None and len(pos_weight) != num_classes:
+            raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
+        self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
+        metrics = task_metrics(task, num_classes)
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
+
+    # -- the black box --------------------------------------------------------------------------------
+    @property
+    def layer_names(self) -> Sequence[str]:
+        """Hidden layers an interpreter may tap (names inside ``self.backbone``)."""
+        return tuple(getattr(self.backbone, "layer_names", ()))
+
+    def features(self, waveform: torch.Tensor, sample_rate: int | None = None) -> Features:
+        """Front-end on the device: ``(B, samples)`` -> :class:`~l2i.frontend.Features`."""
+        return self.frontend(waveform, sample_rate)
+
+    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """``(B, samples)`` -> logits ``(B, C)``."""
+        return self.backbone(self.features(waveform, sample_rate).logmel)
+
+    def hidden(self, logmel: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the named hidden maps for a log-mel batch ``(B, n_mels, T)``."""
+        with capture_hidden(self.backbone, layers) as maps:
+            logits = self.backbone(logmel)
+        return logits, dict(maps)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(-1) if self.task == "multiclass" else logits.sigmoid()
+
+    # -- training -------------------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "multiclass":
+            return F.cross_entropy(logits, target)
+        return F.binary_cross_entropy_with_logits(logits, target.float(), pos_weight=self.pos_weight)
+
+    def _batch_rate(self, batch: dict) -> int | None:
+        rate = batch.get("sample_rate")
+        if rate is None:
+            return None
+        if torch.is_tensor(rate):
+            if rate.numel() > 1 and not bool((rate == rate.flatten()[0]).all()):
+                raise ValueError(f"a batch mixes sample rates {sorted(set(rate.tolist()))}; resample in the DataModule")
+            return int(rate.flatten()[0])
+        return int(rate)
+
+    def _step(self, batch: dict, metrics: torchmetrics.MetricCollection | None, stage: str) -> torch.Tensor:
+        logits = self(batch["waveform"], self._batch_rate(batch))
+        target = batch["target"]
+        loss = self.loss(logits, target)
+        bs = target.shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", batch_size=bs, sync_dist=stage != "train")
+        if metrics is not None:
+            metrics.update(self.probabilities(logits), target if self.task == "multiclass" else target.long())
+            self.log_dict(metrics, prog_bar=stage == "val", batch_size=bs, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        logits = self(batch["waveform"], self._batch_rate(batch))
+        return {"id": batch.get("id"), "logits": logits, "probabilities": self.probabilities(logits)}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if not self.hparams.cosine or self.trainer is None or not self.trainer.max_epochs or self.trainer.max_epochs < 1:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    @classmethod
+    def load_frozen(cls, checkpoint_path: str, map_location: str | torch.device = "cpu") -> "ClassifierModule":
+        """Load a trained classifier for interpretation: eval mode, no gradients (batch-norm frozen)."""
+        model = cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True)
+        model.eval()
+        model.requires_grad_(False)
+        return model
