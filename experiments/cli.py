@@ -74,6 +74,7 @@ COMMANDS: dict[str, str] = {
     "demo": "experiments.pipeline:demo_main",
     "nmf": "experiments.nmf:main",
     "interpret": "experiments.interpret:main",
+    "crossval": "experiments.crossval:main",
 }
 
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int | None:
         print("  demo: train, interpret and report on the embedded synthetic data set (l2i demo --help)")
         print("  nmf: learn an NMF dictionary for a data set (l2i nmf --help)")
         print("  interpret: listenable interpretations of audio files (l2i interpret --help)")
+        print("  crossval: k-fold cross-validation of a fit config, mean ± std (l2i crossval --help)")
         if not argv:
             return 2
         return 0
