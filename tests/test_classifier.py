@@ -1,0 +1,79 @@
+"""ClassifierModule: learns the synthetic task, exposes hidden maps, multiclass and multilabel."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules import SyntheticDataModule
+from lightning_modules import ClassifierModule
+
+FRONTEND = {"sample_rate": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 32}
+
+
+def _fit(mode: str, epochs: int, tmp_path, **data):
+    L.seed_everything(0, workers=True)
+    dm = SyntheticDataModule(mode=mode, num_classes=4, duration_s=1.0, num_train=320, num_val=64, num_test=128,
+                             batch_size=32, distractor_prob=0.3, max_labels=2, **data)
+    model = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [8, 16, 32, 32]}, frontend=FRONTEND,
+                             task=mode, num_classes=dm.num_classes, class_names=dm.class_names, lr=3e-3)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    return trainer, model, dm, trainer.test(model, datamodule=dm, verbose=False)[0]
+
+
+@pytest.mark.slow
+def test_tiny_multiclass_classifier_beats_chance_clearly(tmp_path):
+    _, _, _, results = _fit("multiclass", 3, tmp_path)
+    assert results["test/accuracy"] >= 0.75  # chance is 0.25
+
+
+@pytest.mark.slow
+def test_tiny_multilabel_classifier_beats_prevalence(tmp_path):
+    _, _, dm, results = _fit("multilabel", 3, tmp_path)
+    assert results["test/map"] >= 0.7  # a random scorer's AP is the prevalence, about 0.4 here
+    assert results["test/auroc"] >= 0.8  # random: 0.5
+
+
+def test_hidden_maps_by_layer_name_and_checkpoint_round_trip(tmp_path):
+    model = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 8]}, frontend=FRONTEND,
+                             num_classes=3)
+    assert model.layer_names == ("block1", "block2", "block3", "block4")
+    x = torch.randn(2, 16000) * 0.1
+    model.eval()
+    feats = model.features(x)
+    logits, maps = model.hidden(feats.logmel, ["block2", "block4"])
+    assert logits.shape == (2, 3)
+    frames = feats.logmel.shape[-1]
+    assert maps["block2"].shape == (2, 8, 32 // 4, frames // 4)
+    assert maps["block4"].shape == (2, 8, 32 // 16, frames // 16)
+    with pytest.raises(KeyError, match="tappable layers"):
+        model.hidden(feats.logmel, ["block9"])
+    trainer = L.Trainer(accelerator="cpu", logger=False, max_epochs=0, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.strategy.connect(model)
+    path = tmp_path / "c.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = ClassifierModule.load_frozen(str(path))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    assert loaded.hparams["frontend"]["n_mels"] == 32
+
+
+def test_silent_batch_gives_finite_loss():
+    model = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 8]}, frontend=FRONTEND,
+                             num_classes=3)
+    logits = model(torch.zeros(4, 16000))
+    loss = model.loss(logits, torch.tensor([0, 1, 2, 0]))
+    assert torch.isfinite(logits).all() and torch.isfinite(loss)
+
+
+def test_bad_settings_name_the_field():
+    with pytest.raises(ValueError, match="pos_weight"):
+        ClassifierModule(num_classes=3, task="multilabel", pos_weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match="unknown backbone"):
+        ClassifierModule(backbone="resnet999")
+    with pytest.raises(ValueError, match="task"):
+        ClassifierModule(task="regression")
