@@ -1,0 +1,217 @@
+"""Decode + resample once into an on-disk cache; read clips back from a memory-mapped array.
+
+Layout under ``cache_dir`` (one pair of files per list of paths, e.g. one per split):
+
+- ``{tag}-{rate}hz-{samples}-{dtype}-{digest}.npy``: ``(N, samples)`` float16/float32, row ``i`` = file ``i``
+  decoded with :func:`datamodules.files.decode_clip` at ``rate``, padded with zeros / cropped to ``samples``;
+- the same name with ``.json``: the manifest - per row the file's ``[path, mtime_ns, size]``, the decoded
+  length (before padding) and, for files that failed, the reason.
+
+``digest`` hashes the ordered path list, so the file names already key on path + rate + length + dtype.
+Each row is also keyed on its file's mtime and size: :meth:`WaveformCache.build` re-decodes exactly the rows
+whose file changed (or that are new) and reuses the rest. Writes go to a temporary file and are renamed
+into place (``os.replace``) so readers never see a half-written array.
+
+Readers (:class:`CachedArray`) open the ``.npy`` lazily with ``mmap_mode="r"`` in each process, so the
+object pickles cheaply into DataLoader workers and pages are shared through the OS page cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from l2i.audio import AudioFileError
+
+__all__ = ["WaveformCache", "CachedArray"]
+
+CACHE_VERSION = 1
+
+
+def _fingerprint(path: str) -> list:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, -1, -1]
+    return [path, int(st.st_mtime_ns), int(st.st_size)]
+
+
+def _identity(x):
+    return x
+
+
+class _DecodeRows(Dataset):
+    """Decodes the rows to (re)build; used through a DataLoader so decoding runs in worker processes."""
+
+    def __init__(self, paths: Sequence[str], rows: Sequence[int], sample_rate: int, num_samples: int):
+        self.paths, self.rows, self.sample_rate, self.num_samples = list(paths), list(rows), sample_rate, num_samples
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        from datamodules import files  # looked up at call time so tests can monkeypatch files.load_audio
+
+        row = self.rows[i]
+        path = self.paths[row]
+        try:
+            wav = files.decode_clip(path, self.sample_rate, None)
+        except AudioFileError as exc:
+            return row, None, exc.reason
+        length = min(int(wav.shape[-1]), self.num_samples)
+        out = torch.zeros(self.num_samples, dtype=torch.float32)
+        out[:length] = wav[:length]
+        return row, out.numpy(), length
+
+
+class CachedArray:
+    """Read access to one cache array. ``read(i)`` -> float32 ``(samples,)`` tensor; ``lengths[i]`` =
+    decoded samples (before zero padding); ``ok[i]`` False for files that failed (reason in ``reasons``).
+
+    ``subset(rows)`` gives a view over selected rows (same file, no copy)."""
+
+    def __init__(self, array_path: str, paths: list[str], lengths: np.ndarray, ok: np.ndarray,
+                 reasons: list[str | None], rows: np.ndarray | None = None):
+        self.array_path = str(array_path)
+        self.paths = paths
+        self._lengths = np.asarray(lengths, dtype=np.int64)
+        self._ok = np.asarray(ok, dtype=bool)
+        self._reasons = reasons
+        self.rows = np.arange(len(paths)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self._mm: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._lengths[self.rows]
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self._ok[self.rows]
+
+    def failures(self) -> list[tuple[str, str]]:
+        """``[(path, reason)]`` of the rows whose file could not be decoded."""
+        return [(self.paths[r], self._reasons[r] or "decode failed") for r in self.rows if not self._ok[r]]
+
+    def subset(self, rows: Sequence[int]) -> "CachedArray":
+        return CachedArray(self.array_path, self.paths, self._lengths, self._ok, self._reasons, self.rows[np.asarray(rows, dtype=np.int64)])
+
+    def _array(self) -> np.ndarray:
+        if self._mm is None:
+            self._mm = np.load(self.array_path, mmap_mode="r")
+        return self._mm
+
+    def read(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Samples ``[start:stop]`` of row ``index`` as float32 ``(stop - start,)``."""
+        row = self._array()[self.rows[index]]
+        return torch.from_numpy(np.array(row[start:stop], dtype=np.float32))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_mm"] = None  # each worker maps the file itself
+        return state
+
+
+class WaveformCache:
+    """A directory of cache arrays at one ``sample_rate`` / ``num_samples`` / ``dtype``.
+
+    ``build(paths, tag)`` returns a :class:`CachedArray` with row ``i`` = ``paths[i]``, decoding only what
+    is missing or stale (file mtime or size changed). A file that fails to decode leaves a zero row with
+    ``ok=False`` and its reason; the caller applies its ``on_bad_file`` policy.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, sample_rate: int, num_samples: int,
+                 dtype: Literal["float16", "float32"] = "float16"):
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"cache dtype must be float16 or float32, got {dtype!r}")
+        self.cache_dir = Path(cache_dir)
+        self.sample_rate = int(sample_rate)
+        self.num_samples = int(num_samples)
+        self.dtype = dtype
+
+    def key(self, paths: Sequence[str], tag: str) -> str:
+        digest = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:16]
+        safe_tag = "".join(c if c.isalnum() or c in "-_" else "_" for c in tag) or "split"
+        return f"{safe_tag}-{self.sample_rate}hz-{self.num_samples}-{self.dtype}-{digest}"
+
+    def _load_manifest(self, manifest_path: Path, paths: list[str]) -> dict | None:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+        expected = {"version": CACHE_VERSION, "sample_rate": self.sample_rate,
+                    "num_samples": self.num_samples, "dtype": self.dtype}
+        if any(manifest.get(k) != v for k, v in expected.items()):
+            return None
+        if [e[0] for e in manifest.get("files", [])] != paths:
+            return None
+        return manifest
+
+    def build(self, paths: Sequence[str], tag: str = "split", *, num_workers: int = 0,
+              progress: bool = True) -> CachedArray:
+        """Make the cache for ``paths`` current and return it (see class doc)."""
+        paths = [str(Path(p).resolve()) for p in paths]
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        key = self.key(paths, tag)
+        array_path = self.cache_dir / f"{key}.npy"
+        manifest_path = self.cache_dir / f"{key}.json"
+        n = len(paths)
+        current = [_fingerprint(p) for p in paths]
+
+        manifest = self._load_manifest(manifest_path, paths) if array_path.exists() else None
+        fresh = manifest is None
+        if fresh:
+            lengths = np.zeros(n, dtype=np.int64)
+            ok = np.zeros(n, dtype=bool)
+            reasons: list[str | None] = [None] * n
+            stale = list(range(n))
+        else:
+            lengths = np.asarray(manifest["lengths"], dtype=np.int64)
+            ok = np.asarray(manifest["ok"], dtype=bool)
+            reasons = list(manifest["reasons"])
+            stale = [i for i in range(n) if manifest["files"][i] != current[i]]
+
+        if stale:
+            tmp_path = array_path.with_name(f"{key}.tmp-{os.getpid()}.npy")
+            if fresh:
+                arr = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=self.dtype, shape=(n, self.num_samples))
+            else:
+                # copy-on-update: readers of the old array keep a consistent file until os.replace
+                old = np.load(array_path, mmap_mode="r")
+                arr = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=self.dtype, shape=(n, self.num_samples))
+                arr[:] = old
+                del old
+            loader = DataLoader(
+                _DecodeRows(paths, stale, self.sample_rate, self.num_samples),
+                batch_size=None, num_workers=num_workers, collate_fn=_identity,
+            )
+            desc = f"caching {tag} ({len(stale)}/{n} files @ {self.sample_rate} Hz)"
+            for row, wav, extra in tqdm(loader, total=len(stale), desc=desc, disable=not progress, leave=False):
+                if wav is None:
+                    arr[row] = 0
+                    ok[row], lengths[row], reasons[row] = False, 0, str(extra)
+                else:
+                    arr[row] = wav.astype(self.dtype)
+                    ok[row], lengths[row], reasons[row] = True, int(extra), None
+            arr.flush()
+            del arr
+            os.replace(tmp_path, array_path)
+            manifest = {
+                "version": CACHE_VERSION, "sample_rate": self.sample_rate, "num_samples": self.num_samples,
+                "dtype": self.dtype, "files": current, "lengths": lengths.tolist(), "ok": ok.tolist(),
+                "reasons": reasons,
+            }
+            tmp_manifest = manifest_path.with_name(f"{key}.tmp-{os.getpid()}.json")
+            tmp_manifest.write_text(json.dumps(manifest))
+            os.replace(tmp_manifest, manifest_path)
+        return CachedArray(str(array_path), paths, lengths, ok, reasons)

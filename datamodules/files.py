@@ -1,0 +1,547 @@
+"""Shared code for file-based data sets (ESC-50, SONYC-UST, MagnaTagATune, MTG-Jamendo).
+
+What lives here:
+
+- validation helpers that fail with messages a user can act on: missing root, missing CSV, missing column
+  (names the CSV and the column and lists the columns present), a listed file absent, an empty or
+  unreadable file, an unknown class / tag, duplicated rows;
+- the ``on_bad_file`` policy: ``"error"`` raises :class:`~l2i.audio.AudioFileError` naming the file and the
+  reason; ``"skip"`` drops the item, logs a warning **and** appends ``path,reason`` to a report CSV
+  (:class:`SkipReport`, ``skipped_files.csv``) - an item is never dropped silently;
+- :class:`AudioFileDataset`: a map-style dataset over :class:`AudioItem` (path, target, id) that decodes with
+  :func:`l2i.audio.load_audio` at the module rate and fixes the length, or reads the same clip from a
+  :class:`~datamodules.cache.WaveformCache` memmap;
+- :func:`collate_batch`: the batch dictionary of the batch contract;
+- :class:`FileDataModule`: the LightningDataModule skeleton the data-set modules fill in (items per split).
+
+Batch contract (every module): ``waveform`` float32 ``(B, samples)`` at ``sample_rate``; ``target`` int64
+``(B,)`` (multiclass) or float32 multi-hot ``(B, C)`` (multilabel); ``sample_rate`` int64 ``(B,)``; ``id``
+``list[str]`` (length B). Chunked data sets add ``clip_index`` / ``chunk_index`` int64 ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import csv
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from l2i.audio import AudioFileError, audio_info, load_audio
+from l2i.frontend import fix_length
+
+__all__ = [
+    "OnBadFile",
+    "DatasetFormatError",
+    "AudioItem",
+    "SkipReport",
+    "require_root",
+    "require_file",
+    "read_table",
+    "require_columns",
+    "check_duplicates",
+    "parse_int",
+    "check_audio_files",
+    "decode_clip",
+    "AudioFileDataset",
+    "collate_batch",
+    "FileDataModule",
+]
+
+log = logging.getLogger(__name__)
+
+OnBadFile = Literal["error", "skip"]
+
+
+class DatasetFormatError(ValueError):
+    """The data set on disk does not have the expected layout or content. The message says where and what."""
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """One example: ``path`` (absolute), ``target`` (``int`` class index, or float32 multi-hot ``(C,)``),
+    ``id`` (unique within the data set, e.g. the file name), ``extra`` (optional further batch keys)."""
+
+    path: str
+    target: Any
+    id: str
+    extra: dict | None = None  # further per-item batch keys, e.g. ``{"target_x": float32 (6,)}``
+
+
+# ----------------------------------------------------------------------------------------------------------
+# skip report
+# ----------------------------------------------------------------------------------------------------------
+class SkipReport:
+    """Append-only CSV of the files the ``skip`` policy dropped: header ``dataset,split,path,reason``.
+
+    Safe to use from DataLoader workers (each row is one small ``O_APPEND`` write). :meth:`reset` starts a
+    fresh report (called once per ``setup``); every :meth:`add` also logs a warning naming the report.
+    """
+
+    HEADER = ("dataset", "split", "path", "reason")
+
+    def __init__(self, path: str | os.PathLike, dataset: str):
+        self.path = Path(path)
+        self.dataset = dataset
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as fh:
+            csv.writer(fh).writerow(self.HEADER)
+        self._seen.clear()
+
+    def add(self, split: str, path: str, reason: str) -> None:
+        key = (split, str(path))
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+            if not self.path.exists():
+                self.reset()
+                self._seen.add(key)
+            with open(self.path, "a", newline="") as fh:
+                csv.writer(fh).writerow((self.dataset, split, str(path), reason))
+        log.warning("%s/%s: skipping %s (%s); listed in %s", self.dataset, split, path, reason, self.path)
+
+    def rows(self) -> list[dict[str, str]]:
+        """The report's rows (for tests and summaries)."""
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def __getstate__(self):  # the lock cannot be pickled into DataLoader workers
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------------------------
+def require_root(root: str | os.PathLike, dataset: str, expected: str) -> Path:
+    """The data-set root as an absolute path; raises ``FileNotFoundError`` saying what should be there."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{dataset}: root {str(path)!r} does not exist or is not a directory; expected {expected}")
+    return path.resolve()
+
+
+def require_file(path: str | os.PathLike, dataset: str, what: str) -> Path:
+    """``path`` if it is an existing non-empty file, else ``FileNotFoundError`` naming it and ``what`` it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{dataset}: {what} {str(path)!r} not found")
+    if path.stat().st_size == 0:
+        raise DatasetFormatError(f"{dataset}: {what} {str(path)!r} is empty (0 bytes)")
+    return path
+
+
+def require_columns(header: Sequence[str], required: Iterable[str], source: str | os.PathLike) -> None:
+    """Raise :class:`DatasetFormatError` naming the file, each missing column, and the columns present."""
+    present = list(header)
+    missing = [c for c in required if c not in present]
+    if missing:
+        shown = ", ".join(repr(c) for c in present[:60]) + (" ..." if len(present) > 60 else "")
+        raise DatasetFormatError(
+            f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}; columns present: [{shown}]"
+        )
+
+
+def read_table(
+    path: str | os.PathLike, *, delimiter: str = ",", required: Iterable[str] = ()
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a delimited text table with a header row -> ``(header, rows)``; each row a ``{column: text}``.
+
+    Columns are addressed by name only. ``required`` columns are checked with :func:`require_columns`.
+    Rows with a different number of fields than the header raise :class:`DatasetFormatError` (line number).
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DatasetFormatError(f"{path}: no header row") from None
+        if len(header) == 1 and delimiter != "," and "," in header[0]:
+            raise DatasetFormatError(f"{path}: expected {delimiter!r}-separated columns but the header looks comma-separated")
+        require_columns(header, required, path)
+        rows = []
+        for lineno, fields in enumerate(reader, start=2):
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            if len(fields) != len(header):
+                raise DatasetFormatError(f"{path}, line {lineno}: {len(fields)} fields but the header has {len(header)}")
+            rows.append(dict(zip(header, fields)))
+    return header, rows
+
+
+def check_duplicates(keys: Sequence[Any], source: str | os.PathLike, what: str) -> None:
+    """Raise :class:`DatasetFormatError` listing (up to 5) keys that occur more than once."""
+    seen: set = set()
+    dups: list = []
+    for k in keys:
+        if k in seen and k not in dups:
+            dups.append(k)
+        seen.add(k)
+    if dups:
+        more = f" (and {len(dups) - 5} more)" if len(dups) > 5 else ""
+        raise DatasetFormatError(f"{source}: duplicated rows for {what} {', '.join(map(repr, dups[:5]))}{more}")
+
+
+def parse_int(value: str, source: str | os.PathLike, column: str, row_id: str) -> int:
+    """``int(value)`` (accepting ``"1.0"``) or :class:`DatasetFormatError` naming file, column and row."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise DatasetFormatError(f"{source}: column {column!r} of row {row_id!r} is {value!r}, not a number") from None
+    if not f.is_integer():
+        raise DatasetFormatError(f"{source}: column {column!r} of row {row_id!r} is {value!r}, not an integer")
+    return int(f)
+
+
+def _bad_file_reason(path: str, check_header: bool) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return "file listed in the metadata does not exist"
+    if p.stat().st_size == 0:
+        return "file is empty (0 bytes)"
+    if check_header:
+        try:
+            info = audio_info(p)
+        except AudioFileError as exc:
+            return exc.reason
+        if info.frames == 0:
+            return "file holds no audio samples"
+    return None
+
+
+def check_audio_files(
+    items: Sequence[AudioItem],
+    *,
+    split: str,
+    on_bad_file: OnBadFile,
+    report: SkipReport | None,
+    check_headers: bool = True,
+) -> list[AudioItem]:
+    """Keep the items whose file exists, is non-empty and (``check_headers``) has a readable audio header.
+
+    ``on_bad_file="error"``: raise :class:`AudioFileError` for the first bad file (name + reason).
+    ``"skip"``: drop it, warn, and add it to ``report``.
+    """
+    kept = []
+    for item in items:
+        reason = _bad_file_reason(item.path, check_headers)
+        if reason is None:
+            kept.append(item)
+        elif on_bad_file == "error":
+            raise AudioFileError(item.path, f"{reason} (split {split!r}; set on_bad_file: skip to drop such files)")
+        else:
+            _require_report(report).add(split, item.path, reason)
+    return kept
+
+
+def _require_report(report: SkipReport | None) -> SkipReport:
+    if report is None:
+        raise RuntimeError("on_bad_file='skip' needs a SkipReport")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------
+# decoding and the dataset
+# ----------------------------------------------------------------------------------------------------------
+def decode_clip(
+    path: str, sample_rate: int, num_samples: int | None = None, *, offset_s: float = 0.0, duration_s: float | None = None
+) -> torch.Tensor:
+    """Decode ``path`` to float32 mono at ``sample_rate``; pad with zeros / crop (from the start) to
+    ``num_samples`` when given. -> ``(samples,)``. Raises :class:`AudioFileError` naming the file."""
+    wav, _ = load_audio(path, sample_rate, offset_s=offset_s, duration_s=duration_s)
+    if num_samples is not None:
+        wav = fix_length(wav, num_samples)
+    return wav
+
+
+class AudioFileDataset(Dataset):
+    """Map-style dataset over :class:`AudioItem`; item ``i`` -> ``{"waveform": float32 (num_samples,),
+    "target": int | float32 (C,), "sample_rate": int, "id": str}``.
+
+    With ``cache`` (a :class:`~datamodules.cache.CachedArray` whose row ``i`` holds item ``i``) the clip is
+    read from the memmap and no decoding happens. Without it the file is decoded here (in the DataLoader
+    worker). A file that fails to decode raises (``on_bad_file="error"``) or, with ``"skip"``, is reported
+    and the item comes back as ``None``; :func:`collate_batch` leaves it out of the batch.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[AudioItem],
+        sample_rate: int,
+        num_samples: int,
+        *,
+        cache=None,
+        split: str = "",
+        on_bad_file: OnBadFile = "error",
+        report: SkipReport | None = None,
+    ):
+        self.items = list(items)
+        self.sample_rate = int(sample_rate)
+        self.num_samples = int(num_samples)
+        self.cache = cache
+        self.split = split
+        self.on_bad_file = on_bad_file
+        self.report = report
+        if cache is not None and len(cache) != len(self.items):
+            raise ValueError(f"cache holds {len(cache)} rows for {len(self.items)} items")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> torch.Tensor | None:
+        """The fixed-length waveform ``(num_samples,)`` of item ``index`` (``None`` when skipped)."""
+        item = self.items[index]
+        if self.cache is not None:
+            return fix_length(self.cache.read(index), self.num_samples)
+        try:
+            return decode_clip(item.path, self.sample_rate, self.num_samples)
+        except AudioFileError as exc:
+            if self.on_bad_file == "error":
+                raise
+            _require_report(self.report).add(self.split, item.path, exc.reason)
+            return None
+
+    def __getitem__(self, index: int) -> dict | None:
+        wav = self.load(index)
+        if wav is None:
+            return None
+        item = self.items[index]
+        out = {"waveform": wav, "target": item.target, "sample_rate": self.sample_rate, "id": item.id}
+        if item.extra:
+            out.update(item.extra)
+        return out
+
+
+def collate_batch(samples: Sequence[dict | None]) -> dict:
+    """Stack dataset items into the batch dictionary (``None`` items - skipped files - are left out).
+
+    Tensors are stacked; ``target`` becomes int64 ``(B,)`` for ints and float32 ``(B, C)`` for multi-hot
+    arrays; other ints -> int64 ``(B,)``; strings -> ``list[str]``.
+    """
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        return {}
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(first, np.ndarray):
+            batch[key] = torch.from_numpy(np.stack(values)).float()
+        elif isinstance(first, (bool, np.bool_)):
+            batch[key] = torch.tensor(values, dtype=torch.bool)
+        elif isinstance(first, (int, np.integer)):
+            batch[key] = torch.tensor(values, dtype=torch.int64)
+        elif isinstance(first, (float, np.floating)):
+            batch[key] = torch.tensor(values, dtype=torch.float32)
+        else:
+            batch[key] = list(values)
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the DataModule skeleton
+# ----------------------------------------------------------------------------------------------------------
+class FileDataModule(L.LightningDataModule, abc.ABC):
+    """Common machinery of the file-based DataModules; a subclass implements :meth:`build_items`.
+
+    Subclasses set ``name``, ``task``, ``class_names``, ``num_classes`` and list their splits in
+    ``splits`` (``{"train": ..., "val": ..., "test": ...}`` -> the data set's own split names are the
+    subclass's business). The waveform length is ``num_samples = round(duration_s * sample_rate)``.
+
+    ``prepare_data`` (one process per node) fills the cache; ``setup`` builds the items, applies the
+    ``on_bad_file`` policy and opens the cache (building it if ``prepare_data`` was not called).
+    """
+
+    name: str = "files"
+    task: str = "multiclass"
+    stages = ("train", "val", "test")
+
+    def __init__(
+        self,
+        root: str,
+        sample_rate: int,
+        duration_s: float,
+        batch_size: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        cache_dir: str | None = None,
+        cache_dtype: Literal["float16", "float32"] = "float16",
+        on_bad_file: OnBadFile = "error",
+        report_dir: str | None = None,
+        check_headers: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if on_bad_file not in ("error", "skip"):
+            raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        if sample_rate <= 0 or duration_s <= 0 or batch_size <= 0:
+            raise ValueError("sample_rate, duration_s and batch_size must be positive")
+        self.root = str(root)
+        self.sample_rate = int(sample_rate)
+        self.duration_s = float(duration_s)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.cache_dir = cache_dir
+        self.cache_dtype = cache_dtype
+        self.on_bad_file = on_bad_file
+        self.report_dir = report_dir
+        self.check_headers = bool(check_headers)
+        self.seed = int(seed)
+        self.datasets: dict[str, Dataset] = {}
+        self.items: dict[str, list[AudioItem]] = {}
+        self._report: SkipReport | None = None
+        self._report_started = False
+
+    # -- to be provided by subclasses ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_items(self, stage: str) -> list[AudioItem]:
+        """The items of ``stage`` (``train``/``val``/``test``) from the metadata, validated (labels, split
+        membership, unknown classes and duplicates checked; files not yet opened)."""
+
+    # -- shared -------------------------------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.duration_s * self.sample_rate))
+
+    @property
+    def cache_num_samples(self) -> int:
+        """Samples per cached row (subclasses with chunking cache whole clips)."""
+        return self.num_samples
+
+    @property
+    def report(self) -> SkipReport:
+        """Where ``on_bad_file: skip`` lists dropped files: ``report_dir`` or ``cache_dir/<name>`` or
+        ``./l2i-reports/<name>``, file ``skipped_files.csv``."""
+        if self._report is None:
+            base = Path(self.report_dir) if self.report_dir else (
+                Path(self.cache_dir) / self.name if self.cache_dir else Path.cwd() / "l2i-reports" / self.name
+            )
+            self._report = SkipReport(base / "skipped_files.csv", self.name)
+        return self._report
+
+    def _start_report(self) -> None:
+        """Begin a fresh skip report once per DataModule instance: ``setup("fit")`` followed by
+        ``setup("test")`` must not erase what the first call reported."""
+        if not self._report_started:
+            self.report.reset()
+            self._report_started = True
+
+    def _cache(self):
+        from datamodules.cache import WaveformCache
+
+        return WaveformCache(
+            Path(self.cache_dir) / self.name, self.sample_rate, self.cache_num_samples, dtype=self.cache_dtype
+        )
+
+    def _valid_items(self, stage: str) -> list[AudioItem]:
+        items = self.build_items(stage)
+        return check_audio_files(
+            items, split=stage, on_bad_file=self.on_bad_file, report=self.report, check_headers=self.check_headers
+        )
+
+    def _cached_items(self, stage: str, items: list[AudioItem]):
+        """Build/refresh the cache for ``items``; -> ``(items that decoded, CachedArray aligned with them)``."""
+        cache = self._cache()
+        array = cache.build([it.path for it in items], tag=stage, num_workers=self.num_workers)
+        bad = array.failures()
+        if bad:
+            if self.on_bad_file == "error":
+                path, reason = bad[0]
+                more = f" ({len(bad) - 1} more bad file(s) in split {stage!r})" if len(bad) > 1 else ""
+                raise AudioFileError(path, f"{reason}{more}; set on_bad_file: skip to drop such files")
+            for path, reason in bad:
+                self.report.add(stage, path, reason)
+            keep = [i for i in range(len(items)) if array.ok[i]]
+            return [items[i] for i in keep], array.subset(keep)
+        return items, array
+
+    def prepare_data(self) -> None:
+        if self.cache_dir:
+            self._start_report()
+            for stage in self.stages:
+                self._cached_items(stage, self._valid_items(stage))
+
+    def _stages_for(self, stage: str | None) -> tuple[str, ...]:
+        if stage in (None, "fit"):
+            return ("train", "val") if stage == "fit" else self.stages
+        if stage == "validate":
+            return ("val",)
+        if stage in ("test", "predict"):
+            return ("test",)
+        raise ValueError(f"unknown stage {stage!r}")
+
+    def setup(self, stage: str | None = None) -> None:
+        self._start_report()
+        for split in self._stages_for(stage):
+            if split not in self.stages:  # e.g. no validation set configured
+                continue
+            items = self._valid_items(split)
+            array = None
+            if self.cache_dir:
+                items, array = self._cached_items(split, items)
+            if not items:
+                raise DatasetFormatError(f"{self.name}: split {split!r} has no usable items under {self.root}")
+            self.items[split] = items
+            self.datasets[split] = self.make_dataset(split, items, array)
+
+    def make_dataset(self, split: str, items: list[AudioItem], array) -> Dataset:
+        return AudioFileDataset(
+            items, self.sample_rate, self.num_samples, cache=array, split=split,
+            on_bad_file=self.on_bad_file, report=self.report,
+        )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.stages:
+            raise RuntimeError(f"{self.name}: no {split!r} split is configured (splits: {list(self.stages)})")
+        if split not in self.datasets:
+            raise RuntimeError(f"{self.name}: call setup() before asking for the {split!r} loader")
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=collate_batch,
+            generator=generator,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
