@@ -75,6 +75,8 @@ COMMANDS: dict[str, str] = {
     "nmf": "experiments.nmf:main",
     "interpret": "experiments.interpret:main",
     "crossval": "experiments.crossval:main",
+    "evaluate": "experiments.evaluate:main",
+    "benchmark": "experiments.benchmark:main",
 }
 
 
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int | None:
         print("  demo: train, interpret and report on the embedded synthetic data set (l2i demo --help)")
         print("  nmf: learn an NMF dictionary for a data set (l2i nmf --help)")
         print("  interpret: listenable interpretations of audio files (l2i interpret --help)")
+        print("  evaluate: the evaluation suite for a trained interpreter (l2i evaluate --help)")
+        print("  benchmark: interpreters side by side on one data set, one table (l2i benchmark --help)")
         print("  crossval: k-fold cross-validation of a fit config, mean ± std (l2i crossval --help)")
         if not argv:
             return 2
