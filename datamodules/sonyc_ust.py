@@ -226,7 +226,7 @@ class SONYCUSTDataModule(FileDataModule):
                 truth[fname] = values
 
         n_fine = len(label_cols)
-        x_idx = [i for _, x in tx.fine_groups() if x is not None]
+        x_idx = [x for _, x in tx.fine_groups() if x is not None]
         complete_idx = [i for c, _ in tx.fine_groups() for i in c]
         clips: dict[str, list[AudioItem]] = {s: [] for s in SPLIT_NAMES}
         dropped: dict[str, int] = {s: 0 for s in SPLIT_NAMES}
