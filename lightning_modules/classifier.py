@@ -10,7 +10,13 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from l2i.backbones import build_backbone, capture_hidden
+from l2i.backbones import (
+    build_backbone,
+    capture_hidden,
+    finetune_param_groups,
+    prepare_for_device,
+    set_frozen_batchnorm_eval,
+)
 from l2i.frontend import AudioFrontEnd, Features, FrontEndConfig
 
 __all__ = ["ClassifierModule", "task_metrics"]
@@ -52,6 +58,14 @@ class ClassifierModule(L.LightningModule):
         class_names: optional names, kept in the checkpoint for reports.
         lr, weight_decay: AdamW settings; ``max_epochs``-long cosine decay when ``cosine`` is on.
         pos_weight: optional per-class positive weights for multilabel BCE.
+        pretrained: path of a backbone checkpoint (e.g. PANNs ``Cnn14_mAP=0.431.pth``) loaded with
+            ``weights_only=True``; every parameter outside the new head must match by name and shape.
+        finetune: which parameters train: ``head`` (the new head only), ``last_blocks`` (the head and the
+            last ``last_blocks`` blocks), ``all``. Frozen blocks keep their batch-norm statistics.
+        pretrained_lr_scale: learning-rate factor of the trainable pretrained blocks (default 0.1 with a
+            ``pretrained`` file, 1.0 from scratch).
+        channels_last, compile: device speed-ups (:func:`l2i.backbones.prepare_for_device`); mixed precision
+            is the trainer's ``precision`` (e.g. ``bf16-mixed``).
     """
 
     def __init__(
@@ -66,6 +80,12 @@ class ClassifierModule(L.LightningModule):
         weight_decay: float = 1e-4,
         cosine: bool = True,
         pos_weight: list[float] | None = None,
+        pretrained: str | None = None,
+        finetune: Literal["head", "last_blocks", "all"] = "all",
+        last_blocks: int = 2,
+        pretrained_lr_scale: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         frontend_cfg = FrontEndConfig.from_any(frontend)
@@ -75,7 +95,18 @@ class ClassifierModule(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.frontend = AudioFrontEnd(frontend_cfg)
-        self.backbone = build_backbone(backbone, n_mels=frontend_cfg.n_mels, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.backbone = build_backbone(
+            backbone, n_mels=frontend_cfg.n_mels, num_classes=num_classes, pretrained=pretrained, **(backbone_kwargs or {})
+        )
+        if finetune not in ("head", "last_blocks", "all"):
+            raise ValueError(f"finetune must be head|last_blocks|all, got {finetune!r}")
+        if pretrained_lr_scale is None:
+            pretrained_lr_scale = 0.1 if pretrained else 1.0
+        # sets requires_grad now, so the frozen part is frozen from the first step (and in checkpoints' hparams)
+        self._param_groups = finetune_param_groups(
+            self.backbone, finetune, lr, pretrained_lr_scale=pretrained_lr_scale, last_blocks=last_blocks
+        )
+        prepare_for_device(self.backbone, channels_last=channels_last, compile=compile)
         if pos_weight is not None and len(pos_weight) != num_classes:
             raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
         self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
@@ -134,6 +165,10 @@ class ClassifierModule(L.LightningModule):
             self.log_dict(metrics, prog_bar=stage == "val", batch_size=bs, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning puts the whole model in train mode each epoch: frozen blocks go back to eval (their BN stats stay)
+        set_frozen_batchnorm_eval(self.backbone)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, self.train_metrics, "train")
 
@@ -148,7 +183,8 @@ class ClassifierModule(L.LightningModule):
         return {"id": batch.get("id"), "logits": logits, "probabilities": self.probabilities(logits)}
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in self._param_groups]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if not self.hparams.cosine or self.trainer is None or not self.trainer.max_epochs or self.trainer.max_epochs < 1:
             return optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
@@ -156,8 +192,10 @@ class ClassifierModule(L.LightningModule):
 
     @classmethod
     def load_frozen(cls, checkpoint_path: str, map_location: str | torch.device = "cpu") -> "ClassifierModule":
-        """Load a trained classifier for interpretation: eval mode, no gradients (batch-norm frozen)."""
-        model = cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True)
+        """Load a trained classifier for interpretation: eval mode, no gradients (batch-norm frozen).
+
+        The checkpoint holds the trained weights, so the ``pretrained`` file it was started from is not read again."""
+        model = cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True, pretrained=None)
         model.eval()
         model.requires_grad_(False)
         return model

@@ -77,3 +77,44 @@ def test_bad_settings_name_the_field():
         ClassifierModule(backbone="resnet999")
     with pytest.raises(ValueError, match="task"):
         ClassifierModule(task="regression")
+
+
+def test_pretrained_file_and_head_only_finetuning(tmp_path):
+    """`pretrained` loads the backbone by name; `finetune: head` trains the head only, frozen BN stats stay."""
+    source = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 8]}, frontend=FRONTEND,
+                              num_classes=5)
+    with torch.no_grad():
+        for p in source.backbone.parameters():
+            p.add_(torch.randn_like(p))
+        source.backbone.block1.bn1.running_mean.add_(1.0)
+    path = tmp_path / "pretrained.pth"
+    torch.save({"model": source.backbone.state_dict()}, path)
+
+    model = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 8]}, frontend=FRONTEND,
+                             num_classes=3, pretrained=str(path), finetune="head", lr=1e-2)
+    block_before = {k: v.clone() for k, v in model.backbone.state_dict().items() if not k.startswith("fc.")}
+    assert torch.equal(block_before["block1.conv1.weight"], source.backbone.block1.conv1.weight)
+    assert torch.equal(block_before["block1.bn1.running_mean"], source.backbone.block1.bn1.running_mean)
+    head_before = model.backbone.fc.weight.clone()
+
+    dm = SyntheticDataModule(num_classes=3, duration_s=1.0, num_train=32, num_val=8, num_test=8, batch_size=16)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    optimizer = trainer.optimizers[0]
+    assert [g["name"] for g in optimizer.param_groups] == ["head"]
+    after = model.backbone.state_dict()
+    for key, value in block_before.items():
+        assert torch.equal(after[key], value), f"{key} moved although only the head trains"
+    assert not torch.equal(model.backbone.fc.weight, head_before)
+
+
+def test_last_blocks_policy_scales_the_pretrained_learning_rate():
+    model = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 8]}, frontend=FRONTEND,
+                             num_classes=3, finetune="last_blocks", last_blocks=1, pretrained_lr_scale=0.1, lr=1e-3)
+    groups = {g["name"]: g for g in model._param_groups}
+    assert groups["head"]["lr"] == pytest.approx(1e-3) and groups["pretrained"]["lr"] == pytest.approx(1e-4)
+    assert all(p.requires_grad for p in model.backbone.block4.parameters())
+    assert not any(p.requires_grad for p in model.backbone.block1.parameters())
+    with pytest.raises(ValueError, match="finetune"):
+        ClassifierModule(finetune="some")
