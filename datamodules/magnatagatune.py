@@ -123,6 +123,13 @@ class ChunkedAudioDataset(Dataset):
         try:
             from datamodules import files
 
+            if Path(item.path).suffix.lower() == ".mp3":
+                # libsndfile's MP3 seek lands up to a frame (1,152 samples) off; decoding from the start and
+                # slicing gives the same samples as the cache (a small margin keeps the resampler's edge out)
+                margin = self.sample_rate // 10
+                wav = files.decode_clip(item.path, self.sample_rate, None,
+                                        duration_s=(start + self.chunk_samples + margin) / self.sample_rate)
+                return fix_length(wav[start:start + self.chunk_samples], self.chunk_samples)
             return files.decode_clip(item.path, self.sample_rate, self.chunk_samples,
                                      offset_s=start / self.sample_rate, duration_s=self.chunk_samples / self.sample_rate)
         except AudioFileError as exc:
