@@ -8,9 +8,11 @@ average precision. Per coarse group g:
   (0.01), plus 1.0; a prediction is positive when ``p >= t``;
 - TP/FP/FN at each threshold summed over clips and columns; at fine level clips whose ground truth holds
   ``c-X`` fall back to coarse counting for the group (see :func:`group_counts`);
-- ``P = TP / max(TP + FP, 0.5)``, ``R = TP / max(TP + FN, 0.5)``; points sorted by recall (numpy's default
-  argsort on the table in the baseline's row order), ``(R=0, P=1)`` prepended and ``(R=1, P=0)`` appended,
-  area by the trapezoid rule.
+- ``P = TP / max(TP + FP, 0.5)``, ``R = TP / max(TP + FN, 0.5)``; points sorted by recall, ``(R=0, P=1)``
+  prepended and ``(R=1, P=0)`` appended, area by the trapezoid rule. Points with equal recall keep the
+  baseline's table order (thresholds descending per group, ascending for the micro table): the baseline
+  calls numpy's default (unstable) argsort, whose order of ties - and so the area - depends on the numpy
+  version and CPU (AVX-512 sorts differ); we sort stably so a result is the same everywhere.
 
 macro-AUPRC = mean of the 8 group AUPRCs (also at fine level); micro-AUPRC = the same curve on TP/FP/FN
 summed over groups at every threshold of the union of the groups' thresholds (each group evaluated at its
@@ -176,7 +178,7 @@ def _pr(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _auprc(precision: np.ndarray, recall: np.ndarray) -> float:
-    order = np.argsort(recall)  # numpy's default kind, on the table in the baseline's row order
+    order = np.argsort(recall, kind="stable")  # ties keep the table's row order (see module doc)
     r = np.concatenate([[0.0], recall[order], [1.0]])
     p = np.concatenate([[1.0], precision[order], [0.0]])
     return float((np.diff(r) * (p[1:] + p[:-1]) / 2.0).sum())
@@ -287,8 +289,9 @@ class SONYCUSTMetric(Metric):
         return full
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, target_x: torch.Tensor | None = None) -> None:
-        preds = preds.detach().float()
-        target = target.detach().float()
+        # float64 predictions stay float64 (a float32 cast moves e.g. 0.01 below the 0.01 threshold floor)
+        preds = preds.detach().to(torch.float64 if preds.dtype == torch.float64 else torch.float32)
+        target = target.detach().to(preds.dtype)
         if preds.dim() != 2 or target.dim() != 2 or preds.shape[0] != target.shape[0]:
             raise ValueError(f"preds and target must be (B, C) with the same B, got {tuple(preds.shape)}, {tuple(target.shape)}")
         if self.level == "fine":
@@ -297,7 +300,7 @@ class SONYCUSTMetric(Metric):
             if target.shape[1] == self._n_complete:
                 if target_x is None or target_x.shape != (target.shape[0], len(self._x_positions)):
                     raise ValueError(f"fine target with {self._n_complete} columns needs target_x of shape (B, {len(self._x_positions)})")
-                target = self._expand(target, target_x.detach().float())
+                target = self._expand(target, target_x.detach().to(target.dtype))
         n = self.num_columns
         if preds.shape[1] != n or target.shape[1] != n:
             raise ValueError(
