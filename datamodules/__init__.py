@@ -1,5 +1,15 @@
-"""DataModules: one per data set, all yielding the same batch dictionary (see ``SyntheticDataModule``)."""
+"""DataModules: one per data set, all yielding the same batch dictionary (see ``SyntheticDataModule`` and
+:mod:`datamodules.files` for the contract)."""
 
+from datamodules.esc50 import ESC50DataModule
+from datamodules.magnatagatune import MagnaTagATuneDataModule, MTGJamendoDataModule
+from datamodules.sonyc_ust import SONYCUSTDataModule
 from datamodules.synthetic import SyntheticDataModule
 
-__all__ = ["SyntheticDataModule"]
+__all__ = [
+    "SyntheticDataModule",
+    "ESC50DataModule",
+    "SONYCUSTDataModule",
+    "MagnaTagATuneDataModule",
+    "MTGJamendoDataModule",
+]
