@@ -1,0 +1,39 @@
+"""The evaluation suite: one ``torchmetrics.Metric`` per metric family (DDP-safe states), pure torch.
+
+* :class:`~l2i.evaluation.fidelity.Fidelity` — interpreter vs classifier agreement (top-1/top-k; multilabel F1 /
+  accuracy with per-class thresholds, :func:`~l2i.evaluation.fidelity.tune_thresholds`);
+* :class:`~l2i.evaluation.faithfulness.Faithfulness` — drop of f when the chosen vs random components are removed;
+* :class:`~l2i.evaluation.mask.MaskMetrics` — L-MAC's AI, AD, AG, FF, Fid-In, SPS, COMP;
+* :class:`~l2i.evaluation.ground_truth.GroundTruth` — SI-SDR against true sources, energy inside their support;
+* :class:`~l2i.evaluation.noise.NoiseRobustness` — the same under white noise at an SNR;
+* :class:`~l2i.evaluation.overlap.OverlapMixtures` — A + λ·B mixtures from any labelled dataset;
+* :func:`~l2i.evaluation.suite.evaluate_interpreter` — all of it over a dataloader -> one flat dict.
+"""
+
+from l2i.evaluation.faithfulness import Faithfulness, removal_drops
+from l2i.evaluation.fidelity import Fidelity, tune_thresholds
+from l2i.evaluation.ground_truth import GroundTruth, class_sources, si_sdr, support_energy_fraction
+from l2i.evaluation.mask import MaskMetrics, complexity, sparseness
+from l2i.evaluation.noise import NoiseRobustness, add_white_noise
+from l2i.evaluation.overlap import OverlapMixtures
+from l2i.evaluation.suite import DESCRIPTIONS, evaluate_interpreter, results_markdown
+
+__all__ = [
+    "Fidelity",
+    "tune_thresholds",
+    "Faithfulness",
+    "removal_drops",
+    "MaskMetrics",
+    "sparseness",
+    "complexity",
+    "GroundTruth",
+    "class_sources",
+    "si_sdr",
+    "support_energy_fraction",
+    "NoiseRobustness",
+    "add_white_noise",
+    "OverlapMixtures",
+    "evaluate_interpreter",
+    "results_markdown",
+    "DESCRIPTIONS",
+]

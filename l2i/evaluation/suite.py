@@ -1,0 +1,231 @@
+"""The evaluation suite in one call: :func:`evaluate_interpreter` runs every metric family of
+:mod:`l2i.evaluation` over a dataloader and returns one flat dict (``"<family>.<key>" -> float``).
+
+Per batch (``waveform (B, N)``; ``target``; optional ``sources``/``source_labels`` for ground truth):
+
+1. ``interp = interpreter.interpret(waveform, None, threshold)``: explains the classifier's prediction;
+   :class:`~l2i.evaluation.fidelity.Fidelity` on ``interp.logits`` vs the classifier's logits;
+2. random baseline (when ``interpret`` takes ``components=``): the same classes explained with as many random
+   components (:func:`~l2i.interpreter.interpretation.random_components`);
+3. :class:`~l2i.evaluation.faithfulness.Faithfulness` (residual waveforms through the classifier) and
+   :class:`~l2i.evaluation.mask.MaskMetrics` (L-MAC's AI/AD/AG/FF/FidIn/SPS/COMP on the masked spectrogram);
+4. ground truth (when the batch has sources): the **true** classes are explained, scored by
+   :class:`~l2i.evaluation.ground_truth.GroundTruth` (with a random-component interpretation as baseline);
+5. noise robustness, per SNR in ``noise_snr_db``: the noisy clips are explained for the same classes as the
+   clean ones (the true classes when sources are known) and scored by
+   :class:`~l2i.evaluation.noise.NoiseRobustness`.
+
+Keys: ``fidelity.*``, ``faithfulness.*``, ``lmac.*``, ``ground_truth.*``, ``noise_<snr>dB.*``, ``clips``,
+``seconds``. :func:`results_markdown` renders them as a table, :data:`DESCRIPTIONS` explains each family.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from l2i.evaluation.common import can_classify_magnitude, classify_waveform, supports_components
+from l2i.evaluation.faithfulness import Faithfulness
+from l2i.evaluation.fidelity import Fidelity
+from l2i.evaluation.ground_truth import GroundTruth, class_sources, si_sdr
+from l2i.evaluation.mask import MaskMetrics
+from l2i.evaluation.noise import NoiseRobustness, add_white_noise
+from l2i.interpreter.interpretation import random_components
+
+__all__ = ["evaluate_interpreter", "results_markdown", "DESCRIPTIONS", "noise_prefix"]
+
+DESCRIPTIONS = {
+    "fidelity": "agreement of the interpreter's prediction Θ(H) with the classifier's (fraction)",
+    "faithfulness": "drop of f's logit / probability of the explained class when the chosen (vs as many random) components are removed",
+    "lmac": "L-MAC's mask metrics: AI, AD, AG, FF, FidIn in %; SPS (Gini) and COMP (entropy, nats)",
+    "ground_truth": "SI-SDR (dB) of the interpretation of the true class against its true source; energy share inside the source's support",
+    "noise": "change of fidelity, relevance of the chosen components and SI-SDR under white noise",
+}
+
+
+def noise_prefix(snr_db: float) -> str:
+    v = float(snr_db)
+    return f"noise_{int(v) if v.is_integer() else v}dB"
+
+
+def _task_of(interpreter, classifier, task: str | None) -> str:
+    for obj in (task, getattr(classifier, "task", None), getattr(interpreter, "task", None)):
+        if obj in ("multiclass", "multilabel"):
+            return obj
+    raise ValueError("evaluate_interpreter: cannot tell the task; pass task='multiclass' or 'multilabel'")
+
+
+def _device_of(module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    try:
+        return next(module.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def _interpret(interpreter, waveform, target, threshold, components=None):
+    if components is None:
+        return interpreter.interpret(waveform, target=target, threshold=threshold)
+    return interpreter.interpret(waveform, target=target, threshold=threshold, components=components)
+
+
+@torch.no_grad()
+def evaluate_interpreter(
+    interpreter,
+    classifier,
+    dataloader: Iterable[dict],
+    *,
+    task: str | None = None,
+    threshold: float = 0.2,
+    top_k: Sequence[int] | int = (3,),
+    thresholds: float | Sequence[float] | Tensor | None = None,
+    classifier_thresholds: float | Sequence[float] | Tensor | None = 0.5,
+    random_baseline: bool = True,
+    mask_domain: str | None = None,
+    ground_truth: bool | None = None,
+    noise_snr_db: Sequence[float] | float | None = (10.0,),
+    max_batches: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    frontend=None,
+) -> dict[str, float]:
+    """Run the whole suite; returns ``{"fidelity.top1": …, "faithfulness.…": …, …, "clips": n, "seconds": s}``.
+
+    Args:
+        interpreter: anything with ``interpret(waveform, target=None, threshold=…) -> Interpretation``
+            (post-hoc, by-design, baselines); ``components=`` support enables the random baselines.
+        classifier: ``classifier(waveform (B, N)) -> logits (B, C)`` (e.g. ``ClassifierModule``); frozen.
+        dataloader: batches with ``waveform (B, N)`` and ``target``; ``sources``/``source_labels`` (and
+            multilabel ``source_targets``) enable the ground-truth family.
+        task: multiclass | multilabel (default: the classifier's / interpreter's ``task``).
+        threshold: relevance threshold τ of the interpretations.
+        top_k: extra k of multiclass top-k fidelity.
+        thresholds, classifier_thresholds: multilabel interpreter / classifier decision thresholds (float or
+            (C,)); tune the interpreter's on validation with :func:`l2i.evaluation.fidelity.tune_thresholds`.
+        random_baseline: compute random-component baselines (needs ``components=`` in ``interpret``).
+        mask_domain: ``magnitude`` (mask the spectrogram, L-MAC's way; needs ``classifier.frontend`` and
+            ``.backbone``) or ``waveform`` (classify the interpretation/residual audio); default: magnitude when
+            possible.
+        ground_truth: force the ground-truth family on/off (default: on when batches carry ``sources``).
+        noise_snr_db: SNRs (dB) of the noise experiment; ``None`` or ``()`` skips it.
+        max_batches: stop after this many batches.
+        seed: seed of random components and noise (CPU generator; the results are reproducible).
+        device: where to run (default: the classifier's device).
+        frontend: the STFT front-end of the interpretations' masks (default ``classifier.frontend``, else
+            ``interpreter.frontend``); needed by the ground-truth family.
+    """
+    start = time.perf_counter()
+    task = _task_of(interpreter, classifier, task)
+    device = _device_of(classifier, device)
+    frontend = frontend or getattr(classifier, "frontend", None) or getattr(interpreter, "frontend", None)
+    if mask_domain is None:
+        mask_domain = "magnitude" if can_classify_magnitude(classifier) else "waveform"
+    snrs = [] if noise_snr_db is None else ([float(noise_snr_db)] if isinstance(noise_snr_db, (int, float)) else [float(s) for s in noise_snr_db])
+    use_random = bool(random_baseline) and supports_components(interpreter)
+    gen = torch.Generator().manual_seed(int(seed))
+
+    fidelity = faith = lmac = gt = None
+    noise = {s: NoiseRobustness(s) for s in snrs}
+    clips = 0
+    for b, batch in enumerate(dataloader):
+        if max_batches is not None and b >= max_batches:
+            break
+        if "waveform" not in batch:
+            raise KeyError(f"evaluate_interpreter: batches need 'waveform', got keys {sorted(batch)}")
+        waveform = batch["waveform"].to(device).float()
+        clips += waveform.shape[0]
+        logits = classify_waveform(classifier, waveform)
+        if fidelity is None:
+            fidelity = Fidelity(task, logits.shape[-1], top_k=top_k, thresholds=thresholds, classifier_thresholds=classifier_thresholds).to(device)
+            faith = Faithfulness(task)
+            lmac = MaskMetrics(task, class_thresholds=0.5 if classifier_thresholds is None else torch.as_tensor(classifier_thresholds))
+            gt = GroundTruth()
+        interp = _interpret(interpreter, waveform, None, threshold)
+        fidelity.update(interp.logits.to(device), logits)
+        rand = None
+        if use_random:
+            rand = _interpret(interpreter, waveform, interp.classes, threshold, random_components(interp.components, gen))
+        faith.update_from_logits(
+            logits,
+            classify_waveform(classifier, interp.residual),
+            interp.classes,
+            None if rand is None else classify_waveform(classifier, rand.residual),
+        )
+        lmac.update_from_interpretation(classifier, waveform, interp, mask_domain)
+
+        has_sources = "sources" in batch and "source_labels" in batch
+        do_gt = has_sources if ground_truth is None else bool(ground_truth)
+        if do_gt and not has_sources:
+            raise KeyError("evaluate_interpreter(ground_truth=True): batches need 'sources' and 'source_labels'")
+        reference, ref_sdr, src = interp, None, None
+        if do_gt:
+            if frontend is None:
+                raise ValueError("evaluate_interpreter: the ground-truth family needs a front-end (classifier.frontend or frontend=)")
+            target = batch["target"].to(device)
+            gt_interp = _interpret(interpreter, waveform, target, threshold)
+            gt_rand = None
+            if use_random:
+                gt_rand = _interpret(interpreter, waveform, gt_interp.classes, threshold, random_components(gt_interp.components, gen))
+            ref_sdr = gt.update_from_batch(frontend, batch, gt_interp, gt_rand)
+            reference = gt_interp
+            targets = batch.get("source_targets")
+            src = class_sources(batch["sources"].to(device).float(), batch["source_labels"].to(device), gt_interp.classes,
+                                None if targets is None else targets.to(device))
+        for snr, metric in noise.items():
+            noisy_wave = add_white_noise(waveform, snr, gen)
+            noisy = _interpret(interpreter, noisy_wave, reference.classes, threshold)
+            sdr_clean = sdr_noisy = None
+            if src is not None:
+                scored = (reference.classes >= 0) & (src.pow(2).sum(-1) > 0)
+                N = min(src.shape[-1], noisy.audio.shape[-1])
+                sdr_clean = ref_sdr[scored]
+                sdr_noisy = si_sdr(noisy.audio[..., :N], src[..., :N])[scored]
+            metric.update_from_interpretations(
+                reference, noisy, task, sdr_clean, sdr_noisy,
+                clean_classifier_logits=logits, noisy_classifier_logits=classify_waveform(classifier, noisy_wave),
+            )
+    if fidelity is None:
+        raise ValueError("evaluate_interpreter: the dataloader yielded no batch")
+
+    out: dict[str, float] = {}
+
+    def put(prefix: str, values: dict) -> None:
+        for k, v in values.items():
+            v = float(v)
+            out[f"{prefix}.{k}"] = 0.0 if math.isnan(v) else v
+
+    put("fidelity", fidelity.compute())
+    put("faithfulness", faith.compute())
+    put("lmac", lmac.compute())
+    if gt is not None and gt.interp:
+        put("ground_truth", gt.compute())
+    for snr, metric in noise.items():
+        put(noise_prefix(snr), metric.compute())
+    out["clips"] = float(clips)
+    out["random_baseline"] = float(use_random)
+    out["seconds"] = round(time.perf_counter() - start, 2)
+    return out
+
+
+def results_markdown(results: dict[str, float], title: str | None = None, columns: dict[str, dict[str, float]] | None = None) -> str:
+    """A markdown table of :func:`evaluate_interpreter` results (one column), or of several named result dicts
+    side by side (``columns={"L2I": res1, "oracle": res2}``)."""
+    cols = columns if columns is not None else {"value": results}
+    keys: list[str] = []
+    for res in cols.values():
+        keys += [k for k in res if k not in keys]
+    lines = [f"## {title}", ""] if title else []
+    lines.append("| metric | " + " | ".join(cols) + " |")
+    lines.append("|---|" + "---|" * len(cols))
+    for k in keys:
+        cells = []
+        for res in cols.values():
+            v = res.get(k)
+            cells.append("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+        lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,107 @@
+"""The whole suite on synthetic mixtures with a tiny trained classifier (~10 s to train, once per session):
+an oracle interpreter (knows the true sources) scores at the top, its inverse at the bottom, and random
+components (same number) score below the oracle's chosen ones."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from l2i.evaluation import OverlapMixtures, evaluate_interpreter, results_markdown
+from test_evaluation_helpers import OracleInterpreter, datamodule, dictionary, one_thread, make_loader, trained_classifier
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup():
+    clf = trained_classifier()
+    W = dictionary()
+    loader = make_loader(32, batch_size=16)
+    interpreters = {}
+    for mode in ("oracle", "inverted"):
+        it = OracleInterpreter(clf, W, mode)
+        for b in loader:
+            it.register(b)
+        interpreters[mode] = it
+    with one_thread():
+        results = {m: evaluate_interpreter(it, clf, loader, noise_snr_db=(5.0,), seed=0) for m, it in interpreters.items()}
+    return clf, W, interpreters, results
+
+
+def test_suite_keys_finite_and_documented(setup):
+    _, _, _, results = setup
+    res = results["oracle"]
+    for family in ("fidelity.top1", "faithfulness.frac_prob_relevant_gt_random", "lmac.AI", "lmac.SPS", "lmac.COMP",
+                   "ground_truth.si_sdr_interpretation_mean", "ground_truth.si_sdr_random_mean",
+                   "ground_truth.energy_in_support_mean", "noise_5dB.fidelity_change", "noise_5dB.relevance_change",
+                   "noise_5dB.si_sdr_change"):
+        assert family in res, family
+    assert all(math.isfinite(v) for r in results.values() for v in r.values())
+    assert res["clips"] == 32 and res["random_baseline"] == 1.0
+    md = results_markdown(res, columns={"oracle": results["oracle"], "inverted": results["inverted"]})
+    assert "| `lmac.FF` |" in md and md.count("\n") > 30
+
+
+def test_perfect_and_inverted_interpreters_give_the_extremes(setup):
+    _, _, _, results = setup
+    o, inv = results["oracle"], results["inverted"]
+    assert o["fidelity.top1"] == 1.0 and inv["fidelity.top1"] == 0.0
+    assert o["lmac.FidIn"] > 90 and inv["lmac.FidIn"] < 20
+    assert o["lmac.AD"] < 5 and inv["lmac.AD"] > 50
+    assert o["lmac.FF"] > 50 > inv["lmac.FF"]
+    assert o["faithfulness.relevant_prob_drop_mean"] > 0.5 > inv["faithfulness.relevant_prob_drop_mean"]
+    assert o["ground_truth.energy_in_support_mean"] > 0.9 and inv["ground_truth.energy_in_support_mean"] < 0.2
+    assert o["ground_truth.si_sdr_interpretation_mean"] > o["ground_truth.si_sdr_mixture_mean"]
+    assert inv["ground_truth.si_sdr_interpretation_mean"] < 0
+
+
+def test_random_components_score_below_the_chosen_ones(setup):
+    o = setup[3]["oracle"]
+    assert o["faithfulness.relevant_prob_drop_mean"] > o["faithfulness.random_prob_drop_mean"]
+    assert o["faithfulness.frac_prob_relevant_gt_random"] > 0.8
+    assert o["ground_truth.si_sdr_interpretation_mean"] > o["ground_truth.si_sdr_random_mean"] + 10
+    assert o["ground_truth.frac_interpretation_gt_random"] > 0.8
+    assert o["ground_truth.energy_in_support_mean"] > o["ground_truth.energy_in_support_random_mean"]
+
+
+def test_noise_degrades_gracefully(setup):
+    o = setup[3]["oracle"]
+    assert o["noise_5dB.si_sdr_noisy"] < o["noise_5dB.si_sdr_clean"]
+    assert 0 <= o["noise_5dB.chosen_kept"] <= 1 and 0 <= o["noise_5dB.chosen_jaccard"] <= 1
+
+
+def test_suite_on_overlap_mixtures_and_reproducible(setup):
+    clf, W, _, _ = setup
+    ds = OverlapMixtures(datamodule().dataset("test", 16), weight=1.0, seed=0)
+    loader = DataLoader(ds, batch_size=8)
+    it = OracleInterpreter(clf, W)
+    for b in loader:
+        it.register(b)
+    with one_thread():
+        a = evaluate_interpreter(it, clf, loader, noise_snr_db=None, seed=1)
+        b = evaluate_interpreter(it, clf, loader, noise_snr_db=None, seed=1)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    assert a["ground_truth.count"] == 16
+    assert a["ground_truth.si_sdr_interpretation_mean"] > a["ground_truth.si_sdr_mixture_mean"]
+    assert a["ground_truth.si_sdr_interpretation_mean"] > a["ground_truth.si_sdr_random_mean"]
+
+
+def test_interpreter_without_components_keyword_skips_random_baselines(setup):
+    clf, W, interpreters, _ = setup
+
+    class NoComponents:
+        task = "multiclass"
+
+        def interpret(self, waveform, target=None, threshold=0.2):
+            return interpreters["oracle"].interpret(waveform, target, threshold)
+
+    with one_thread():
+        res = evaluate_interpreter(NoComponents(), clf, make_loader(16), noise_snr_db=None, max_batches=1)
+    assert res["random_baseline"] == 0.0 and "faithfulness.random_prob_drop_mean" not in res
+    with pytest.raises(KeyError, match="sources"):
+        evaluate_interpreter(NoComponents(), clf, [{"waveform": torch.zeros(2, 8000), "target": torch.zeros(2)}], ground_truth=True)
