@@ -430,7 +430,7 @@ def build_parser():
 
 
 def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
-    init = parser.instantiate_classes(cfg)
+    init = parser.instantiate(cfg) if hasattr(parser, "instantiate") else parser.instantiate_classes(cfg)
     out = Path(cfg.out)
     run = None
     if wandb_run and cfg.wandb:
@@ -452,7 +452,7 @@ def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
             progress=cfg.progress, dataset=cfg.dataset, threads=cfg.threads,
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        (out.parent / f"{out.stem}.yaml").write_text(parser.dump(cfg, skip_none=False))
+        (out.parent / f"{out.stem}.yaml").write_text(parser.dump(cfg))
         if run is not None:
             try:
                 run.summary.update({k: v for k, v in figures.items() if isinstance(v, (int, float))})

@@ -95,10 +95,13 @@ def _check_dictionary(W: Any, source: str) -> torch.Tensor:
 
 
 def _normalise(W: torch.Tensor, source: str) -> torch.Tensor:
+    """Unit-L2-norm columns; a dictionary that already has them is returned unchanged (bit-exact round trips)."""
     norms = W.norm(dim=0)
     zero = (norms <= 1e-12).nonzero().flatten().tolist()
     if zero:
         raise ValueError(f"{source}: dictionary column(s) {zero[:10]}{'…' if len(zero) > 10 else ''} are all zero")
+    if bool(((norms - 1).abs() <= 1e-5).all()):
+        return W
     return W / norms
 
 

@@ -491,9 +491,7 @@ class NMF:
             # W step: VHᵀ and HHᵀ once, several sweeps over the columns of W
             HHt = H @ H.t()
             HVt = H @ V.t()  # (K, F) = (VHᵀ)ᵀ
-            obj = 0.5 * normV2 - float(torch.sum(WtV * H, dtype=torch.float64)) + 0.5 * float(
-                torch.sum(G * HHt, dtype=torch.float64)
-            )
+            obj = 0.5 * normV2 - _inner(WtV, H) + 0.5 * _inner(G, HHt)
             hist.append(obj)
             _hals_dictionary(Wt, HVt, HHt, self.inner_iters, K0)
             if self._converged(hist):
@@ -513,9 +511,7 @@ class NMF:
             H.mul_(WtV).div_(denom)
             HHt = H @ H.t()
             VHt = V @ H.t()
-            obj = 0.5 * normV2 - float(torch.sum(WtV * H, dtype=torch.float64)) + 0.5 * float(
-                torch.sum(G * HHt, dtype=torch.float64)
-            ) + lam * float(H.sum(dtype=torch.float64))
+            obj = 0.5 * normV2 - _inner(WtV, H) + 0.5 * _inner(G, HHt) + lam * float(H.sum(dtype=torch.float64))
             hist.append(obj)
             # MM step of D + λ Σ ||w_k|| ||h_k||_1 at unit-norm W: denominator W HHᵀ + λ W diag(||h_k||_1)
             denom = W @ HHt
@@ -874,6 +870,12 @@ def _sqnorm(V: Tensor, chunk: int = 16384) -> float:
     return sum(float(torch.sum(V[:, s : s + chunk].to(torch.float64) ** 2)) for s in range(0, V.shape[1], chunk))
 
 
+def _inner(A: Tensor, B: Tensor) -> float:
+    """``Σ_ij A_ij B_ij`` of two ``(K, N)`` matrices: row-wise dot products (in A's dtype, accurate over a
+    row), summed in float64 — far cheaper than casting the whole product to float64."""
+    return float(torch.linalg.vecdot(A, B, dim=-1).sum(dtype=torch.float64))
+
+
 def _hals_rows(H: Tensor, R: Tensor, G: Tensor, sweeps: int, chunk: int) -> None:
     """In place: ``sweeps`` HALS sweeps over the rows of ``H (K, N)`` for ``min 0.5 tr(HᵀGH) - tr(RᵀH)``,
     ``H ≥ 0`` with ``R = WᵀV - λ (K, N)`` and ``G = WᵀW (K, K)``. Frames are processed in blocks of
@@ -899,12 +901,20 @@ def _hals_dictionary(Wt: Tensor, BT: Tensor, A: Tensor, sweeps: int, first: int)
     minimiser over the unit sphere ∩ orthant; a column whose ``[r]_+`` is zero is left unchanged."""
     K = Wt.shape[0]
     WT = Wt.t()
+    on_cpu = Wt.device.type == "cpu"
+    diag = A.diagonal().tolist() if on_cpu else None
     for _ in range(sweeps):
         for k in range(first, K):
             r = torch.addmv(BT[k], WT, A[k], alpha=-1.0)
-            r.add_(Wt[k] * A[k, k]).clamp_(min=0)
-            n = r.norm()
-            Wt[k] = torch.where(n > 1e-12, r / n.clamp_min(1e-12), Wt[k])
+            if on_cpu:  # fewer, cheaper ops; a host sync costs nothing here
+                r.add_(Wt[k], alpha=diag[k]).clamp_(min=0)
+                n = float(r.norm())
+                if n > 1e-12:
+                    Wt[k].copy_(r.div_(n))
+            else:  # no host sync on accelerators
+                r.add_(Wt[k] * A[k, k]).clamp_(min=0)
+                n = r.norm()
+                Wt[k] = torch.where(n > 1e-12, r / n.clamp_min(1e-12), Wt[k])
 
 
 def _renormalise(W: Tensor, Wn: Tensor, H: Tensor, free: Tensor) -> tuple[Tensor, Tensor]:

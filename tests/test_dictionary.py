@@ -1,0 +1,183 @@
+"""The dictionary artifact (round trip, front-end checks, .npy import) and the ``l2i nmf`` job / pipeline
+stage on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from l2i.dictionary import DictionaryArtifact, DictionaryMismatchError
+from l2i.frontend import FrontEndConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_fe(**kw) -> FrontEndConfig:
+    return FrontEndConfig(**{"sample_rate": 8000, "n_fft": 256, "hop_length": 128, **kw})
+
+
+def artifact(K=6, **meta) -> DictionaryArtifact:
+    W = torch.rand(129, K, generator=torch.Generator().manual_seed(0))
+    return DictionaryArtifact(W, small_fe(), {"beta": 2, "sparsity": 0.1, "objective": 12.5, **meta})
+
+
+# -- the artifact ------------------------------------------------------------------------------------------
+def test_round_trip_weights_only(tmp_path):
+    a = artifact(labels=[f"c{i}" for i in range(6)], dataset="synthetic", split="train")
+    path = a.save(tmp_path / "sub" / "dictionary.pt")
+    raw = torch.load(path, weights_only=True)  # plain tensors / dicts only
+    assert raw["format"] == "l2i.dictionary" and raw["dictionary"].shape == (129, 6)
+    b = DictionaryArtifact.load(path, frontend=small_fe())
+    assert torch.equal(a.W, b.W) and b.frontend == a.frontend and b.meta == a.meta
+    assert b.n_components == 6 and b.n_freq == 129 and b.labels[2] == "c2"
+    assert b.W.dtype == torch.float32
+    assert torch.allclose(b.W.norm(dim=0), torch.ones(6), atol=1e-6)  # unit-norm columns
+    assert (b.W >= 0).all()
+    # a full FrontEndConfig dict and a spectral_params() dict are accepted as well
+    DictionaryArtifact.load(path, frontend=small_fe().to_dict())
+    DictionaryArtifact.load(path, frontend=small_fe().spectral_params())
+    # parameters that do not change a frame's meaning (mel bands, duration) are not compared
+    DictionaryArtifact.load(path, frontend=small_fe(n_mels=32, duration_s=3.0))
+
+
+def test_mismatched_frontend_refused_naming_every_field(tmp_path):
+    path = artifact().save(tmp_path / "d.pt")
+    model = FrontEndConfig(sample_rate=16000, n_fft=256, hop_length=64, window="hamming")
+    with pytest.raises(DictionaryMismatchError) as err:
+        DictionaryArtifact.load(path, frontend=model)
+    msg = str(err.value)
+    assert str(path) in msg
+    for piece in ("sample_rate: dictionary 8000 vs model 16000", "hop_length: dictionary 128 vs model 64",
+                  "window: dictionary 'hann' vs model 'hamming'"):
+        assert piece in msg
+    assert "n_fft" not in msg  # equal fields are not listed
+    assert set(artifact().mismatches(model)) == {"sample_rate", "hop_length", "window"}
+    assert isinstance(err.value, ValueError)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        DictionaryArtifact.load(tmp_path / "missing.pt")
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt.pt: not a readable dictionary artifact"):
+        DictionaryArtifact.load(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(ValueError, match="other.pt: not a dictionary artifact"):
+        DictionaryArtifact.load(other)
+    broken = tmp_path / "broken.pt"
+    d = artifact().to_dict()
+    d["dictionary"] = -d["dictionary"]
+    torch.save(d, broken)
+    with pytest.raises(ValueError, match="broken.pt: .*negative"):
+        DictionaryArtifact.load(broken)
+
+
+def test_constructor_checks():
+    with pytest.raises(DictionaryMismatchError, match="n_fft=256 gives 129"):
+        DictionaryArtifact(torch.rand(257, 4), small_fe())
+    with pytest.raises(ValueError, match="NaN"):
+        DictionaryArtifact(torch.full((129, 2), float("nan")), small_fe())
+    with pytest.raises(ValueError, match="labels"):
+        DictionaryArtifact(torch.rand(129, 3), small_fe(), {"labels": ["a"]})
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\]"):
+        DictionaryArtifact(torch.cat([torch.rand(129, 1), torch.zeros(129, 1)], 1), small_fe())
+
+
+def test_from_npy(tmp_path):
+    W = np.random.default_rng(0).random((129, 5)) * 3
+    np.save(tmp_path / "w.npy", W)
+    a = DictionaryArtifact.from_npy(tmp_path / "w.npy", small_fe(), dataset="esc50", source_note="authors")
+    assert a.n_components == 5 and a.meta["dataset"] == "esc50" and a.meta["imported"]
+    assert torch.allclose(a.W.norm(dim=0), torch.ones(5), atol=1e-6)
+    cos = torch.nn.functional.cosine_similarity(a.W, torch.from_numpy(W).float(), dim=0)
+    assert torch.allclose(cos, torch.ones(5), atol=1e-6)  # same directions
+    np.save(tmp_path / "t.npy", W.T)
+    with pytest.raises(DictionaryMismatchError, match="looks transposed"):
+        DictionaryArtifact.from_npy(tmp_path / "t.npy", small_fe())
+    np.save(tmp_path / "neg.npy", W - 1)
+    with pytest.raises(ValueError, match="neg.npy: dictionary has negative"):
+        DictionaryArtifact.from_npy(tmp_path / "neg.npy", small_fe())
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        DictionaryArtifact.from_npy(tmp_path / "nope.npy", small_fe())
+
+
+# -- the job ------------------------------------------------------------------------------------------------
+TINY = {
+    "data": {"class_path": "datamodules.SyntheticDataModule",
+             "init_args": {"num_train": 24, "num_val": 16, "num_test": 8, "sample_rate": 8000, "duration_s": 1.0, "batch_size": 8}},
+    "frontend": {"sample_rate": 8000, "n_fft": 256, "hop_length": 128},
+    "nmf": {"n_components": 8, "sparsity": 0.05, "epochs": 2, "batch_frames": 400, "transform_iters": 20},
+    "eval_clips": 16,
+    "progress": False,
+    "wandb": False,
+    "device": "cpu",
+}
+
+
+def test_learn_dictionary_cli(tmp_path):
+    import yaml
+
+    from experiments.nmf import main
+
+    cfg = tmp_path / "nmf.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "out": str(tmp_path / "run" / "dictionary.pt")}))
+    assert main(["--config", str(cfg)]) == 0
+    art = DictionaryArtifact.load(tmp_path / "run" / "dictionary.pt", frontend=small_fe())
+    assert art.W.shape == (129, 8)
+    m = art.meta
+    assert m["dataset"] == "synthetic" and m["split"] == "train" and m["clips"] == 24
+    assert m["frames"] == 24 * 63 and m["n_components"] == 8 and m["beta"] == 2 and m["sparsity"] == 0.05
+    assert np.isfinite(m["objective"]) and 0 < m["relative_error"] < 0.6
+    assert 0 < m["class_purity"] <= 1
+    for name in ("dictionary.png", "reconstructions.png", "dictionary.yaml"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+    # bad settings: a clear message and exit code 2, no traceback
+    assert main(["--config", str(cfg), "--nmf.beta", "3"]) == 2
+
+
+def test_dictionary_stage_uses_the_classifier_frontend(tmp_path):
+    from experiments.nmf import dictionary_stage
+    from experiments.pipeline import PipelineContext
+
+    fe = FrontEndConfig(sample_rate=8000, n_fft=128, hop_length=64, n_mels=32)
+    ckpt = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"frontend": fe.to_dict(), "lr": 1e-3}}, ckpt)
+    ctx = PipelineContext(out_dir=tmp_path / "demo", artifacts={"classifier": str(ckpt)})
+    figures = dictionary_stage(ctx, dict(TINY))  # TINY's n_fft 256 is overridden by the checkpoint's 128
+    path = ctx.artifacts["dictionary"]
+    assert path == str(tmp_path / "demo" / "dictionary" / "dictionary.pt")
+    art = DictionaryArtifact.load(path, frontend=fe)
+    assert art.n_freq == 65 and art.frontend == fe.spectral_params()
+    assert figures["n_components"] == 8 and figures["frames"] == 24 * 126 and figures["objective"] > 0
+    assert figures["frontend_from"] == str(ckpt)
+    assert "dictionary.objective" in ctx.descriptions and "dictionary.frames" in ctx.descriptions
+    assert all(isinstance(v, (int, float, str)) for v in figures.values())
+
+
+def test_wandb_failure_never_crashes(tmp_path, monkeypatch):
+    import wandb
+
+    from experiments.nmf import log_images_to_wandb
+
+    img = tmp_path / "x.png"
+    img.write_bytes(b"")
+    monkeypatch.setattr(wandb, "run", None, raising=False)
+    assert log_images_to_wandb([img]) is False  # no active run: nothing logged
+
+    def boom(*a, **k):
+        raise RuntimeError("wandb is down")
+
+    monkeypatch.setattr(wandb, "run", object(), raising=False)
+    monkeypatch.setattr(wandb, "Image", lambda path: path)
+    monkeypatch.setattr(wandb, "log", boom)
+    with pytest.warns(UserWarning, match="wandb is down"):
+        assert log_images_to_wandb([img]) is False
