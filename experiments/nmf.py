@@ -50,6 +50,11 @@ class NMFSettings:
         transform_iters: cap of the activation solve per mini-batch.
         seed: initialisation seed.
         dtype: ``float32`` or ``float64``.
+        noise_components: size of a block of components learnt first on noise-only material (the batch
+            key ``noise_key``, e.g. the synthetic set's ``background``) and then kept fixed while
+            ``n_components`` more are learnt on the clips (the SONYC-UST setup); 0 = none. The dictionary
+            then has ``noise_components + n_components`` columns, noise first, labelled in ``meta``.
+        noise_key: batch key of the noise-only waveforms.
     """
 
     n_components: int = 64
@@ -63,14 +68,18 @@ class NMFSettings:
     transform_iters: int = 50
     seed: int = 0
     dtype: str = "float32"
+    noise_components: int = 0
+    noise_key: str = "background"
 
-    def build(self, device: torch.device | None = None, progress: bool = False) -> NMF:
+    def build(self, device: torch.device | None = None, progress: bool = False, n_components: int | None = None) -> NMF:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"nmf.dtype must be float32 or float64, got {self.dtype!r}")
         if self.batch_frames < 1 or self.epochs < 1:
             raise ValueError(f"nmf.batch_frames and nmf.epochs must be >= 1, got {self.batch_frames}, {self.epochs}")
+        if self.noise_components < 0:
+            raise ValueError(f"nmf.noise_components must be >= 0, got {self.noise_components}")
         return NMF(
-            self.n_components,
+            self.n_components if n_components is None else n_components,
             beta=self.beta,
             sparsity=self.sparsity,
             solver=self.solver,
@@ -115,9 +124,14 @@ def clip_loader(datamodule: Any, split: str, num_clips: int | None, batch_size: 
     return getattr(datamodule, name)()
 
 
-def _batch_spectra(batch: Any, frontend: AudioFrontEnd, device: torch.device) -> torch.Tensor:
-    """A batch of clips -> V = log1p|X| ``(B, F, T)`` on ``device``."""
-    wav = batch["waveform"] if isinstance(batch, dict) else batch[0]
+def _batch_spectra(batch: Any, frontend: AudioFrontEnd, device: torch.device, key: str = "waveform") -> torch.Tensor:
+    """A batch of clips -> V = log1p|X| ``(B, F, T)`` on ``device`` (``key``: which waveform of the batch)."""
+    if isinstance(batch, dict):
+        if key not in batch:
+            raise ValueError(f"batches have no {key!r} waveform (keys: {sorted(batch)})")
+        wav = batch[key]
+    else:
+        wav = batch[0]
     sr = batch.get("sample_rate") if isinstance(batch, dict) else None
     if isinstance(sr, torch.Tensor):
         sr = int(sr.flatten()[0])
@@ -135,8 +149,8 @@ class FrameStream:
     generation and the STFT); past that, every pass streams the clips again.
     """
 
-    def __init__(self, loader, frontend: AudioFrontEnd, device: torch.device, batch_frames: int, max_clips: int | None = None, cache_mb: float = 1024.0):
-        self.loader, self.frontend, self.device = loader, frontend, device
+    def __init__(self, loader, frontend: AudioFrontEnd, device: torch.device, batch_frames: int, max_clips: int | None = None, cache_mb: float = 1024.0, key: str = "waveform"):
+        self.loader, self.frontend, self.device, self.key = loader, frontend, device, key
         self.batch_frames, self.max_clips, self.cache_mb = int(batch_frames), max_clips, float(cache_mb)
         self.cache: list[torch.Tensor] | None = None
         self.clips = 0
@@ -152,7 +166,7 @@ class FrameStream:
         buf: list[torch.Tensor] = []
         held = 0
         for batch in self.loader:
-            V = _batch_spectra(batch, self.frontend, self.device)  # (B, F, T)
+            V = _batch_spectra(batch, self.frontend, self.device, self.key)  # (B, F, T)
             if self.max_clips is not None:
                 V = V[: max(self.max_clips - clips, 0)]
             if V.shape[0] == 0:
@@ -342,7 +356,15 @@ def learn_dictionary(
     loader = clip_loader(datamodule, split, num_clips, seed=settings.seed)
     stream = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=num_clips, cache_mb=cache_mb)
     start = time.perf_counter()
-    res = model.fit_stream(lambda: stream, epochs=settings.epochs, forget_factor=settings.forget_factor)
+    W_noise = None
+    if settings.noise_components:
+        noise_model = settings.build(dev, progress=progress, n_components=settings.noise_components)
+        noise_stream = FrameStream(
+            clip_loader(datamodule, split, num_clips, seed=settings.seed), fe, dev, settings.batch_frames,
+            max_clips=num_clips, cache_mb=cache_mb, key=settings.noise_key,
+        )
+        W_noise = noise_model.fit_stream(lambda: noise_stream, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
+    res = model.fit_stream(lambda: stream, epochs=settings.epochs, forget_factor=settings.forget_factor, W_fixed=W_noise)
     fit_seconds = time.perf_counter() - start
     W = res.dictionary
     figures: dict[str, Any] = {}
@@ -362,6 +384,7 @@ def learn_dictionary(
         figures["class_purity"] = purity
     figures.update(
         n_components=int(W.shape[1]),
+        noise_components=int(settings.noise_components),
         n_freq=int(W.shape[0]),
         frames=int(stream.frames),
         clips=int(stream.clips),
@@ -385,6 +408,8 @@ def learn_dictionary(
         **{k: v for k, v in figures.items() if k in ("relative_error", "activation_zeros", "class_purity")},
         **(extra_meta or {}),
     }
+    if W_noise is not None:
+        meta["labels"] = ["noise"] * W_noise.shape[1] + ["event"] * settings.n_components
     art = DictionaryArtifact(W=W.detach().float().cpu(), frontend=fe_cfg.spectral_params(), meta=meta)
     out = Path(out)
     art.save(out)

@@ -624,6 +624,7 @@ class NMF:
         epochs: int = 1,
         forget_factor: float = 0.7,
         W0: Tensor | None = None,
+        W_fixed: Tensor | None = None,
         reduce_fn: Callable[[Tensor], Tensor] | None = None,
         to_frames: Callable[[Any], Tensor] | None = None,
         w_sweeps: int | None = None,
@@ -652,6 +653,9 @@ class NMF:
             forget_factor: weight left to the statistics after one full pass, in (0, 1].
             W0: initial dictionary ``(F, K)``; default: a short full-batch fit (``init_iters`` iterations,
                 NNDSVDa start) on the first batch, or the state's W when resuming.
+            W_fixed: optional ``(F, K0)`` columns kept fixed (e.g. a noise block learnt on noise-only
+                material); they come first in the dictionary, which then has ``K0 + n_components`` columns
+                (only when starting, not when resuming: the state remembers them).
             reduce_fn: applied before each W update to the batch's statistics, concatenated into one 1-D
                 tensor (``[H_b H_bᵀ, V_b H_bᵀ, S_b, frames, objective]`` flattened); must return the summed
                 tensor of the same shape (e.g. a DDP ``all_reduce(SUM)``), so that every process holds the
@@ -681,8 +685,8 @@ class NMF:
         show = self.progress if progress is None else bool(progress)
         sweeps = self.inner_iters if w_sweeps is None else int(w_sweeps)
         st = self._stream
-        if W0 is not None and st is not None:
-            raise ValueError("W0 given but a streaming state exists (loaded or from a previous fit_stream)")
+        if (W0 is not None or W_fixed is not None) and st is not None:
+            raise ValueError("W0 / W_fixed given but a streaming state exists (loaded or from a previous fit_stream)")
         last = float("nan")
         for _ in range(int(epochs)):
             it = make()
@@ -699,7 +703,7 @@ class NMF:
                 Vb = self._prep(Vb, "batch")
                 Vb, _ = _frames(Vb, "batch")
                 if st is None:
-                    st = self._stream = self._init_stream(Vb, W0)
+                    st = self._stream = self._init_stream(Vb, W0, W_fixed)
                 elif Vb.shape[0] != st["W"].shape[0]:
                     raise ValueError(f"batch has {Vb.shape[0]} frequency bins, the dictionary {st['W'].shape[0]}")
                 W = st["W"]
@@ -720,23 +724,29 @@ class NMF:
         self.dictionary_ = st["W"]
         return NMFResult(st["W"].clone(), None, last, list(st["history"]), n_iter=st["epoch"], converged=False)
 
-    def _init_stream(self, Vb: Tensor, W0: Tensor | None) -> dict[str, Any]:
+    def _init_stream(self, Vb: Tensor, W0: Tensor | None, W_fixed: Tensor | None = None) -> dict[str, Any]:
         F, n = Vb.shape
-        K = self.n_components
+        Wf = None if W_fixed is None else self._prep_dictionary(W_fixed, F, Vb.device, "W_fixed")
+        K0 = 0 if Wf is None else Wf.shape[1]
+        K = K0 + self.n_components
         if W0 is not None:
             W = self._prep_dictionary(W0, F, Vb.device, "W0")
-            if W.shape[1] != K:
-                raise ValueError(f"W0 must have n_components={K} columns, got {W.shape[1]}")
+            if W.shape[1] != self.n_components:
+                raise ValueError(f"W0 must have n_components={self.n_components} columns, got {W.shape[1]}")
+            if Wf is not None:
+                W = torch.cat([Wf, W], dim=1)
         else:
             # a short full-batch fit on the first mini-batch (NNDSVDa start): far fewer bad local minima
             # than K random frames (measured: planted K=5, batches of 200 frames, 8 epochs: 1.00x vs 1.49x
             # the full-batch objective)
             first = NMF(
-                K, beta=self.beta, sparsity=self.sparsity, solver=self.solver, max_iter=self.init_iters, tol=1e-4,
+                self.n_components, beta=self.beta, sparsity=self.sparsity, solver=self.solver, max_iter=self.init_iters, tol=1e-4,
                 inner_iters=self.inner_iters, init="nndsvda", seed=self.seed, dtype=self.dtype, eps=self.eps,
                 chunk_size=self.chunk_size,
             )
-            W = first.fit(Vb).dictionary
+            W = first.fit(Vb, W_fixed=Wf).dictionary
+            if Wf is not None:
+                W[:, :K0] = Wf  # bit-exact fixed block
         zeros = lambda *s: torch.zeros(*s, dtype=W.dtype, device=W.device)  # noqa: E731
         return {
             "W": W.contiguous(),
@@ -748,6 +758,7 @@ class NMF:
             "epoch": 0,
             "steps": 0,
             "history": [],
+            "fixed": K0,
         }
 
     def _stream_step(
@@ -795,19 +806,24 @@ class NMF:
         st["B"].mul_(rho).add_(incB)
         st["S"].mul_(rho).add_(incS)
         st["steps"] += 1
+        K0 = st.get("fixed", 0)
         if self.beta == 2 and self.solver == "hals":
             Wt = W.t().contiguous()
-            _hals_dictionary(Wt, st["B"].t().contiguous(), st["A"], sweeps, 0)
+            _hals_dictionary(Wt, st["B"].t().contiguous(), st["A"], sweeps, K0)
             st["W"] = Wt.t().contiguous()
         elif self.beta == 2:
+            Wf = W[:, :K0].clone()
             for _ in range(sweeps):
                 denom = W @ st["A"]
                 if lam:
                     denom.add_(W * (lam * st["S"])[None, :])
                 W = normalize_columns(W * st["B"] / denom.add_(eps))[0]
+                W[:, :K0] = Wf
             st["W"] = W
         else:
-            st["W"] = normalize_columns(st["A"] / st["B"].add(eps))[0]
+            Wn = normalize_columns(st["A"] / st["B"].add(eps))[0]
+            Wn[:, :K0] = W[:, :K0]
+            st["W"] = Wn
         return n_frames, obj
 
     # -- streaming state ---------------------------------------------------------------------------------
@@ -827,6 +843,7 @@ class NMF:
             "epoch": int(st["epoch"]),
             "steps": int(st["steps"]),
             "history": [float(h) for h in st["history"]],
+            "fixed": int(st.get("fixed", 0)),
             "config": {"n_components": self.n_components, "beta": self.beta, "sparsity": self.sparsity, "solver": self.solver},
         }
 
@@ -842,6 +859,10 @@ class NMF:
             raise ValueError("streaming state does not match this NMF: " + "; ".join(diff))
         W = state["W"]
         F, K = W.shape
+        if K != int(state.get("fixed", 0)) + self.n_components:
+            raise ValueError(
+                f"streaming state W has {K} columns, expected fixed {int(state.get('fixed', 0))} + n_components {self.n_components}"
+            )
         shapes = {"A": (K, K) if self.beta == 2 else (F, K), "B": (F, K), "S": (K,)}
         for k, s in shapes.items():
             if tuple(state[k].shape) != s:
@@ -858,6 +879,7 @@ class NMF:
             "epoch": int(state["epoch"]),
             "steps": int(state["steps"]),
             "history": [float(h) for h in state["history"]],
+            "fixed": int(state.get("fixed", 0)),
         }
         self.dictionary_ = self._stream["W"]
 

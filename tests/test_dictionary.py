@@ -138,8 +138,9 @@ def test_learn_dictionary_cli(tmp_path):
     assert m["frames"] == 24 * 63 and m["n_components"] == 8 and m["beta"] == 2 and m["sparsity"] == 0.05
     assert np.isfinite(m["objective"]) and 0 < m["relative_error"] < 0.6
     assert 0 < m["class_purity"] <= 1
-    for name in ("dictionary.png", "reconstructions.png", "dictionary.yaml"):
+    for name in ("dictionary.png", "reconstructions.png"):
         assert (tmp_path / "run" / name).stat().st_size > 1000
+    assert "n_components: 8" in (tmp_path / "run" / "dictionary.yaml").read_text()  # the resolved config
     # bad settings: a clear message and exit code 2, no traceback
     assert main(["--config", str(cfg), "--nmf.beta", "3"]) == 2
 
@@ -181,3 +182,18 @@ def test_wandb_failure_never_crashes(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "log", boom)
     with pytest.warns(UserWarning, match="wandb is down"):
         assert log_images_to_wandb([img]) is False
+
+
+def test_noise_block_from_background(tmp_path):
+    """The synthetic items carry their background noise: a noise block learnt on it comes first."""
+    from datamodules.synthetic import SyntheticDataModule
+    from experiments.nmf import NMFSettings, learn_dictionary
+
+    dm = SyntheticDataModule(num_train=16, num_val=8, sample_rate=8000, duration_s=1.0, batch_size=8)
+    settings = NMFSettings(n_components=6, noise_components=2, epochs=1, batch_frames=400, transform_iters=20)
+    art, fig = learn_dictionary(dm, small_fe(), settings, tmp_path / "d.pt", device="cpu", save_images=False, progress=False, eval_split=None)
+    assert art.n_components == 8 and fig["noise_components"] == 2
+    assert art.labels == ["noise"] * 2 + ["event"] * 6
+    with pytest.raises(ValueError, match="no 'silence' waveform"):
+        learn_dictionary(dm, small_fe(), NMFSettings(n_components=4, noise_components=2, noise_key="silence"),
+                         tmp_path / "e.pt", device="cpu", save_images=False, progress=False, eval_split=None)

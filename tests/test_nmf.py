@@ -238,3 +238,26 @@ def test_kl_recovers_planted():
     W, H, V = planted(F=40, K=4, N=500, seed=30)
     res = NMF(4, beta=1, max_iter=1500, tol=0, dtype=torch.float64, init="nndsvda").fit(V)
     assert best_cosines(W, res.dictionary).min() >= 0.95
+
+
+@pytest.mark.parametrize("solver", ["hals", "mu"])
+def test_streaming_with_fixed_noise_block(solver, tmp_path):
+    W_noise, _, V_noise = planted(F=30, K=2, N=300, seed=40)
+    W_ev, H_ev, _ = planted(F=30, K=3, N=1200, seed=41)
+    H_n = torch.rand(2, 1200, generator=torch.Generator().manual_seed(42), dtype=torch.float64) * 0.5
+    V = W_ev @ H_ev + W_noise @ H_n
+    noise = NMF(2, solver=solver, dtype=torch.float64).fit_stream([V_noise[:, :150], V_noise[:, 150:]], epochs=10).dictionary
+    nmf = NMF(3, solver=solver, dtype=torch.float64)
+    res = nmf.fit_stream([V[:, s : s + 200] for s in range(0, 1200, 200)], epochs=6, W_fixed=noise)
+    assert res.dictionary.shape == (30, 5)
+    assert torch.allclose(res.dictionary[:, :2], noise, atol=1e-12)  # the block stayed fixed
+    assert best_cosines(W_noise, noise).min() >= 0.95
+    assert best_cosines(W_ev, res.dictionary[:, 2:]).min() >= 0.9
+    state = nmf.state_dict()
+    assert state["fixed"] == 2
+    other = NMF(3, solver=solver, dtype=torch.float64)
+    other.load_state_dict(state)
+    r2 = other.fit_stream([V[:, :200]], epochs=1)
+    assert torch.allclose(r2.dictionary[:, :2], noise, atol=1e-12)
+    with pytest.raises(ValueError, match="expected fixed 2 \\+ n_components 4"):
+        NMF(4, solver=solver, dtype=torch.float64).load_state_dict({**state, "config": {**state["config"], "n_components": 4}})
