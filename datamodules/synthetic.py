@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.sampling import EpochSampler
 from l2i.synthetic import CLASS_NAMES, SyntheticConfig, generate_clip
 
 __all__ = ["SyntheticDataset", "SyntheticDataModule"]
@@ -119,7 +120,11 @@ class SyntheticDataModule(L.LightningDataModule):
         return SyntheticDataset(self.config, split, size, self.seed)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, **self.loader_kwargs)
+        # the order depends on (seed, epoch) only and the loader has its own generator, so a resumed run sees
+        # the same batches as an uninterrupted one (callbacks.resume.ExactResume)
+        dataset = self.dataset(split)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset), shuffle, self.seed),
+                          generator=torch.Generator().manual_seed(self.seed), **self.loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -40,6 +40,26 @@ class L2ICLI(LightningCLI):
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads a given checkpoint's hyper-parameters first: check the file safely before that,
+        so a file carrying pickled code is refused with a clear message naming it (not a deep traceback)."""
+        from l2i.checkpoints import safe_load
+
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
+            safe_load(ckpt)  # raises UnsafeCheckpointError / CheckpointError naming the file
+        super()._parse_ckpt_path()
+
+    def _weights_only_by_default(self) -> None:
+        """Resume / evaluate from checkpoints with ``weights_only=True`` unless the config says otherwise
+        (Lightning would default to ``False`` for local files)."""
+        config = self.config_init[self.subcommand]
+        if config.get("weights_only") is None:
+            config["weights_only"] = True
+
+    before_fit = before_validate = before_test = before_predict = _weights_only_by_default
+
 
 def _expand_config_paths(args: list[str]) -> list[str]:
     """Let ``--config experiments/x.yaml`` work from any working directory."""
@@ -62,6 +82,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> 
         subclass_mode_data=True,
         parser_kwargs={"parser_mode": "omegaconf"},
         trainer_defaults={"logger": DEFAULT_LOGGER},
+        # a resumed run (--ckpt_path last) writes its config where the killed run wrote the same one
+        save_config_kwargs={"overwrite": True},
         args=None if args is None else _expand_config_paths(args),
         run=run,
         **kwargs,

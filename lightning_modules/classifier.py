@@ -17,6 +17,7 @@ from l2i.backbones import (
     prepare_for_device,
     set_frozen_batchnorm_eval,
 )
+from l2i.checkpoints import CheckpointError, safe_load
 from l2i.frontend import AudioFrontEnd, Features, FrontEndConfig
 
 __all__ = ["ClassifierModule", "task_metrics"]
@@ -194,8 +195,20 @@ class ClassifierModule(L.LightningModule):
     def load_frozen(cls, checkpoint_path: str, map_location: str | torch.device = "cpu") -> "ClassifierModule":
         """Load a trained classifier for interpretation: eval mode, no gradients (batch-norm frozen).
 
-        The checkpoint holds the trained weights, so the ``pretrained`` file it was started from is not read again."""
-        model = cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True, pretrained=None)
+        Read with ``weights_only=True`` (:func:`l2i.checkpoints.safe_load`): a file carrying pickled code is
+        refused with a clear message. The checkpoint holds the trained weights, so the ``pretrained`` file it
+        was started from is not read again."""
+        ckpt = safe_load(checkpoint_path, map_location=map_location, what="classifier checkpoint")
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+            raise CheckpointError(f"classifier checkpoint {checkpoint_path}: not a Lightning checkpoint of a ClassifierModule "
+                                  "(needs 'state_dict' and 'hyper_parameters')")
+        hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+        model = cls(**{**hparams, "pretrained": None})
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"classifier checkpoint {checkpoint_path}: weights do not fit the model its "
+                                  f"hyper-parameters describe (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        model.to(map_location)
         model.eval()
         model.requires_grad_(False)
         return model

@@ -1,0 +1,56 @@
+"""A training sampler whose order depends only on ``(seed, epoch)`` and that can resume mid-epoch.
+
+Lightning calls ``set_epoch`` on the train sampler at every epoch start; :class:`callbacks.resume.ExactResume`
+calls :meth:`EpochSampler.skip` after restoring a checkpoint saved mid-epoch, so the resumed run sees the
+same clips in the same order as an uninterrupted one. Under DDP Lightning wraps it in a distributed sampler
+(which shards and reshuffles per epoch); exact mid-epoch resume is a single-process guarantee.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+__all__ = ["EpochSampler"]
+
+
+class EpochSampler(Sampler[int]):
+    """Indices ``0 … num_items-1``, shuffled by a generator seeded with ``(seed, epoch)`` when ``shuffle``.
+
+    Args:
+        num_items: dataset length.
+        shuffle: random order per epoch (else the natural order).
+        seed: base seed; epoch ``e`` uses ``seed * 1_000_003 + e``.
+    """
+
+    def __init__(self, num_items: int, shuffle: bool = True, seed: int = 0):
+        if num_items < 0:
+            raise ValueError(f"num_items must be >= 0, got {num_items}")
+        self.num_items, self.shuffle, self.seed = int(num_items), bool(shuffle), int(seed)
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip(self, num_indices: int) -> None:
+        """Start the next iteration ``num_indices`` into the epoch's order (one-shot: later epochs start at 0)."""
+        if not 0 <= num_indices <= self.num_items:
+            raise ValueError(f"cannot skip {num_indices} of {self.num_items} items")
+        self._skip = int(num_indices)
+
+    def order(self) -> torch.Tensor:
+        """The whole epoch's order, ``(num_items,)`` int64."""
+        if not self.shuffle:
+            return torch.arange(self.num_items)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_items, generator=g)
+
+    def __iter__(self) -> Iterator[int]:
+        start, self._skip = self._skip, 0
+        yield from self.order()[start:].tolist()
+
+    def __len__(self) -> int:
+        return self.num_items

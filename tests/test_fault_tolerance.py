@@ -1,0 +1,163 @@
+"""Fault tolerance: a run killed with SIGKILL resumes from last.ckpt and ends where an uninterrupted run
+ends; crafted pickles are refused; non-finite losses stop the run naming the stage and step."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from callbacks.guards import NaNGuard, NonFiniteLossError
+from datamodules import SyntheticDataModule
+from datamodules.sampling import EpochSampler
+from l2i.checkpoints import CheckpointError, UnsafeCheckpointError, safe_load
+from lightning_modules import ClassifierModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_config(tmp_path: Path) -> list[str]:
+    """The demo classifier config made tiny: 96 clips / batch 16 = 6 steps per epoch, 2 epochs; last.ckpt
+    every 4 steps and at epoch ends."""
+    config = yaml.safe_load((ROOT / "experiments/synthetic/classifier.yaml").read_text())
+    config["trainer"].update(max_epochs=2, logger=False, enable_progress_bar=False, accelerator="cpu", deterministic=True)
+    for cb in config["trainer"]["callbacks"]:
+        if "every_n_train_steps" in cb.get("init_args", {}):
+            cb["init_args"]["every_n_train_steps"] = 4
+    config["data"]["init_args"].update(num_train=96, num_val=32, num_test=32, duration_s=1.0, batch_size=16)
+    config["model"]["init_args"]["backbone_kwargs"] = {"channels": [4, 8, 8, 8]}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return ["--config", str(path)]
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import lightning as L
+    from experiments.cli import lightning_cli
+
+    class KillAt(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == int(os.environ["KILL_AT_STEP"]):
+                os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as a node failure
+
+    cli = lightning_cli(sys.argv[1:], run=False)
+    cli.trainer.callbacks.append(KillAt())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    """
+)
+
+
+def _run(args: list[str], cwd: Path, env: dict | None = None, script: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(script)] if script else [sys.executable, "-m", "experiments.cli"]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(cmd + (["fit"] if not script else []) + args, cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return safe_load(ckpt)["state_dict"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_from_last_matches_uninterrupted(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    TINY = _tiny_config(tmp_path)
+    done = _run(TINY + ["--trainer.default_root_dir", str(straight)], cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    script = tmp_path / "kill_run.py"
+    script.write_text(KILLER)
+    # step 10 is batch 4 of epoch 2; the last checkpoint before it is step 8 (mid-epoch)
+    dead = _run(TINY + ["--trainer.default_root_dir", str(killed)], cwd=ROOT, env={"KILL_AT_STEP": "10"}, script=script)
+    assert dead.returncode == -signal.SIGKILL, dead.stderr[-3000:]
+    last = killed / "checkpoints" / "last.ckpt"
+    assert safe_load(last)["global_step"] == 8
+
+    resumed = _run(TINY + ["--trainer.default_root_dir", str(killed), "--ckpt_path", "last"], cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restoring states from the checkpoint path at" in resumed.stderr and "last.ckpt" in resumed.stderr
+    assert "defaulting to `False`" not in resumed.stderr  # resumed with weights_only=True
+    a, b = _weights(straight / "checkpoints" / "last.ckpt"), _weights(killed / "checkpoints" / "last.ckpt")
+    assert safe_load(killed / "checkpoints" / "last.ckpt")["global_step"] == 12
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), f"{key} differs after resume"
+
+
+def test_epoch_sampler_order_depends_on_seed_and_epoch_only_and_skips():
+    s = EpochSampler(10, shuffle=True, seed=3)
+    s.set_epoch(1)
+    first = list(s)
+    assert sorted(first) == list(range(10))
+    assert list(s) == first  # same epoch, same order
+    s.set_epoch(2)
+    assert list(s) != first
+    s.set_epoch(1)
+    s.skip(4)
+    assert list(s) == first[4:]
+    assert list(s) == first  # the skip is one-shot
+    assert list(EpochSampler(5, shuffle=False)) == [0, 1, 2, 3, 4]
+
+
+def test_crafted_pickle_checkpoint_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo should-not-run",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "payload": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.ckpt: refused.*weights_only"):
+        safe_load(path)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.ckpt"):
+        ClassifierModule.load_frozen(str(path))
+    from experiments.cli import main
+
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.ckpt: refused"):  # resuming from it: refused before fit
+        main(["fit", *_tiny_config(tmp_path), "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(path)])
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint" * 4)
+    with pytest.raises(CheckpointError, match=r"junk\.ckpt: not a readable torch file"):
+        safe_load(junk)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        safe_load(tmp_path / "missing.ckpt")
+
+
+def test_nan_loss_stops_naming_stage_and_step_after_saving(tmp_path):
+    class Exploding(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if self.global_step == 2 else loss
+
+    model = Exploding(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3)
+    dm = SyntheticDataModule(num_classes=3, num_train=64, num_val=8, num_test=8, batch_size=8, duration_s=1.0)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
+                        callbacks=[NaNGuard()])
+    with pytest.raises(NonFiniteLossError, match=r"Exploding: training loss is nan at global step 2 \(epoch 0, batch index 2\)"):
+        trainer.fit(model, datamodule=dm)
+    saved = tmp_path / "nonfinite-step2.ckpt"
+    assert saved.is_file()
+    state = safe_load(saved)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_silent_and_extreme_gain_batches_give_finite_losses():
+    model = ClassifierModule(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3)
+    model.train()
+    target = torch.tensor([0, 1, 2, 0])
+    for waveform in (torch.zeros(4, 16000), torch.randn(4, 16000) * 1e4, torch.full((4, 16000), 1e-30)):
+        loss = model.loss(model(waveform), target)
+        assert torch.isfinite(loss), waveform.abs().max()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
