@@ -48,6 +48,7 @@ def test_rows_equal_decoding_and_reuse(tmp_path, clips, decode_log):
     for i in range(3):
         assert torch.equal(again.read(i), ref[i])
     torch.testing.assert_close(again.read(1, 100, 200), ref[1][100:200])
+    assert torch.equal(again.read_many([2, 0, 2]), torch.stack([ref[2], ref[0], ref[2]]))  # one batched read
 
 
 def test_rows_match_the_decoder(tmp_path, clips):
