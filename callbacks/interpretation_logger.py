@@ -1,0 +1,429 @@
+"""InterpretationLogger: listen to the interpretations while an interpreter trains — in W&B and without it.
+
+Every ``every_n_epochs`` validation epochs (and the last one) and at test, for a **fixed** set of clips (the
+first ``clips_per_class`` clips of every class of the validation / test set, chosen once, so the same clips
+are heard every epoch), the LightningModule's ``interpret(waveform, threshold=…)`` is called and, on rank zero
+only:
+
+* a ``wandb.Table`` is logged under ``interpretations/<stage>`` with the columns :data:`COLUMNS` — id, true
+  label(s), classifier prediction, interpreter prediction, explained class, relevance bar chart, input /
+  interpretation / residual audio (``wandb.Audio`` at the model's sample rate, clipped to [−1, 1], captions
+  with the class and its relevance) and a spectrogram image (input | interpretation | activations);
+* the same clips are written into the run folder, ``<run>/interpretations/<stage>-epoch<NNN>/`` (16-bit WAVs,
+  PNGs, ``index.html``: a static gallery with audio players, images and metrics — no server needed), and
+  ``<run>/interpretations/index.html`` links every gallery. ``<run>`` is ``out_dir`` if given, else the W&B run
+  folder (``…/wandb/offline-run-…``) when W&B works, else the trainer's ``log_dir`` / ``default_root_dir``.
+
+W&B failures never stop training (a warning, then files only); see :mod:`callbacks.safe_logging`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from callbacks.safe_logging import wandb_run
+
+__all__ = ["InterpretationLogger", "COLUMNS", "select_clips", "write_gallery_index"]
+
+COLUMNS = [
+    "id",
+    "true_label",
+    "classifier_prediction",
+    "interpreter_prediction",
+    "explained_class",
+    "relevance",
+    "input_audio",
+    "interpretation_audio",
+    "residual_audio",
+    "spectrogram",
+]
+
+#: recorded into the page so a headless browser (tests) can read them with --dump-dom
+_PAGE_SCRIPT = """
+<script>
+window.galleryErrors = [];
+window.addEventListener('error', function (e) {
+  var t = e.target || {};
+  var what = (t.tagName ? t.tagName + ' ' + (t.currentSrc || t.src || '') : (e.message || 'error'));
+  window.galleryErrors.push(what);
+  var box = document.getElementById('errors');
+  box.textContent = window.galleryErrors.join('\\n');
+  box.setAttribute('data-count', String(window.galleryErrors.length));
+}, true);
+document.addEventListener('DOMContentLoaded', function () {
+  document.querySelectorAll('audio').forEach(function (a) {
+    function show() {
+      if (!isFinite(a.duration)) return;
+      a.setAttribute('data-duration', a.duration.toFixed(3));
+      var label = document.getElementById(a.id + '-duration');
+      if (label) label.textContent = a.duration.toFixed(2) + ' s';
+    }
+    a.addEventListener('loadedmetadata', show);
+    if (a.readyState >= 1) show();
+  });
+});
+</script>
+"""
+
+_STYLE = """
+<style>
+body { font-family: sans-serif; margin: 1.5em; }
+table { border-collapse: collapse; }
+td, th { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; font-size: 13px; }
+img.spec { max-width: 560px; } img.rel { max-width: 300px; }
+.dur { color: #666; font-size: 11px; }
+#errors { display: none; }
+</style>
+"""
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))[:80] or "clip"
+
+
+def _first_label(target: torch.Tensor) -> int:
+    t = torch.as_tensor(target)
+    if t.dim() == 0:
+        return int(t)
+    nz = torch.nonzero(t > 0.5).flatten()
+    return int(nz[0]) if nz.numel() else -1
+
+
+def select_clips(dataset, num_classes: int, clips_per_class: int = 1, max_clips: int = 16, max_scan: int | None = None) -> list[int]:
+    """Indices of the first ``clips_per_class`` clips of every class (multilabel: by first label), in dataset
+    order — deterministic, so the same clips are chosen every epoch and every run. At most ``max_clips``."""
+    need = {c: clips_per_class for c in range(num_classes)}
+    chosen: list[int] = []
+    limit = len(dataset) if max_scan is None else min(len(dataset), max_scan)
+    for i in range(limit):
+        c = _first_label(dataset[i]["target"])
+        if need.get(c, 0) > 0:
+            need[c] -= 1
+            chosen.append(i)
+            if len(chosen) >= max_clips or not any(need.values()):
+                break
+    return sorted(chosen)
+
+
+def _dataset_of(loaders) -> Any:
+    if loaders is None:
+        return None
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0] if loaders else None
+    if isinstance(loaders, dict):
+        loaders = next(iter(loaders.values()), None)
+    return getattr(loaders, "dataset", None)
+
+
+def write_gallery_index(root: Path) -> Path:
+    """``root/index.html`` linking every ``<stage>-epoch<NNN>/index.html`` gallery below ``root``."""
+    pages = sorted(p.parent.name for p in root.glob("*/index.html"))
+    items = "\n".join(f'<li><a href="{html.escape(p)}/index.html">{html.escape(p)}</a></li>' for p in pages)
+    out = root / "index.html"
+    out.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>interpretations</title>{_STYLE}</head>"
+                   f"<body><h1>Interpretations</h1><ul>{items}</ul></body></html>\n")
+    return out
+
+
+class InterpretationLogger(Callback):
+    """Listenable interpretations of a fixed clip set, to W&B (table) and to a static HTML gallery.
+
+    Args:
+        every_n_epochs: log every N validation epochs (and at the last epoch); at test always (``on_test``).
+        clips_per_class: clips of each class in the fixed set.
+        max_clips: upper bound on the fixed set.
+        threshold: relevance threshold passed to ``interpret`` (default: the module's own default).
+        out_dir: folder of the galleries (default: the run folder, see the module docstring).
+        log_to_wandb: log the ``wandb.Table`` when a W&B run is usable.
+        on_test: also log at the end of ``trainer.test``.
+        images: draw the spectrogram / relevance PNGs (matplotlib).
+        max_scan: clips looked at when choosing the fixed set (default: the whole split).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        clips_per_class: int = 1,
+        max_clips: int = 16,
+        threshold: float | None = None,
+        out_dir: str | None = None,
+        log_to_wandb: bool = True,
+        on_test: bool = True,
+        images: bool = True,
+        max_scan: int | None = None,
+    ):
+        super().__init__()
+        if every_n_epochs < 1 or clips_per_class < 1 or max_clips < 1:
+            raise ValueError("InterpretationLogger: every_n_epochs, clips_per_class and max_clips must be >= 1")
+        self.every_n_epochs, self.clips_per_class, self.max_clips = int(every_n_epochs), int(clips_per_class), int(max_clips)
+        self.threshold, self.out_dir, self.log_to_wandb = threshold, out_dir, bool(log_to_wandb)
+        self.on_test, self.images, self.max_scan = bool(on_test), bool(images), max_scan
+        self._clips: dict[str, dict] = {}
+        self.galleries: list[Path] = []
+
+    # -- the fixed clip set ----------------------------------------------------------------------------
+    def _fixed_clips(self, trainer, pl_module, stage: str) -> dict | None:
+        if stage in self._clips:
+            return self._clips[stage]
+        dataset = _dataset_of(trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders)
+        if dataset is None:
+            warnings.warn(f"InterpretationLogger: no {stage} dataset to choose clips from", RuntimeWarning, stacklevel=2)
+            return None
+        num_classes = int(getattr(pl_module, "num_classes", 0) or len(self._class_names(trainer, pl_module)) or 1)
+        idx = select_clips(dataset, num_classes, self.clips_per_class, self.max_clips, self.max_scan)
+        items = [dataset[i] for i in idx]
+        if not items:
+            return None
+        n = min(int(torch.as_tensor(it["waveform"]).shape[-1]) for it in items)
+        clips = {
+            "waveform": torch.stack([torch.as_tensor(it["waveform"]).float()[..., :n] for it in items]),
+            "target": [torch.as_tensor(it["target"]) for it in items],
+            "id": [str(it.get("id", f"{stage}-{i:05d}")) for it, i in zip(items, idx)],
+        }
+        self._clips[stage] = clips
+        return clips
+
+    @staticmethod
+    def _class_names(trainer, pl_module) -> list[str]:
+        for obj in (pl_module, getattr(trainer, "datamodule", None)):
+            names = getattr(obj, "class_names", None)
+            if names:
+                return list(names)
+        return []
+
+    # -- hooks -------------------------------------------------------------------------------------------
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = int(trainer.current_epoch)
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if (epoch + 1) % self.every_n_epochs != 0 and not last:
+            return
+        self.log_interpretations(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if self.on_test:
+            self.log_interpretations(trainer, pl_module, "test")
+
+    # -- the work ----------------------------------------------------------------------------------------
+    def run_dir(self, trainer) -> Path:
+        if self.out_dir:
+            return Path(self.out_dir)
+        run = wandb_run(trainer) if self.log_to_wandb else None
+        if run is not None and getattr(run, "dir", None):
+            return Path(run.dir).parent  # …/wandb/<offline-run-…>/ (files/ is W&B's own)
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    @torch.no_grad()
+    def log_interpretations(self, trainer, pl_module, stage: str) -> Path | None:
+        """Interpret the fixed clips and write / log them; returns the gallery page (rank zero) or None."""
+        if not trainer.is_global_zero:
+            return None
+        clips = self._fixed_clips(trainer, pl_module, stage)
+        if clips is None:
+            return None
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            wave = clips["waveform"].to(pl_module.device)
+            kwargs = {} if self.threshold is None else {"threshold": self.threshold}
+            interp = pl_module.interpret(wave, **kwargs)
+        finally:
+            pl_module.train(was_training)
+        interp = interp.detach().to("cpu")
+        names = self._class_names(trainer, pl_module)
+        epoch = int(trainer.current_epoch)
+        folder = self.run_dir(trainer) / "interpretations" / f"{stage}-epoch{epoch:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        frontend = getattr(pl_module, "frontend", None)
+        rows = self._write_files(folder, clips, interp, names, frontend, wave.cpu())
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        page = self._write_page(folder, rows, stage, epoch, metrics)
+        write_gallery_index(folder.parent)
+        self.galleries.append(page)
+        if self.log_to_wandb:
+            self._log_wandb(trainer, stage, rows, interp.sample_rate)
+        return page
+
+    def _label(self, names: list[str], c: int) -> str:
+        return names[c] if 0 <= c < len(names) else str(c)
+
+    def _prediction(self, logits: torch.Tensor | None, names: list[str], multilabel: bool) -> str:
+        if logits is None:
+            return ""
+        if multilabel:
+            p = logits.float().sigmoid()
+            on = [f"{self._label(names, int(c))} ({float(p[c]):.2f})" for c in torch.nonzero(p > 0.5).flatten()]
+            return ", ".join(on) or "(none)"
+        p = logits.float().softmax(-1)
+        c = int(p.argmax())
+        return f"{self._label(names, c)} ({float(p[c]):.2f})"
+
+    def _write_files(self, folder: Path, clips: dict, interp, names: list[str], frontend, wave: torch.Tensor) -> list[dict]:
+        import soundfile as sf
+
+        sr = int(interp.sample_rate or getattr(getattr(frontend, "config", None), "sample_rate", 16000))
+        multilabel = clips["target"][0].dim() > 0
+        magnitude = frontend(wave).magnitude if frontend is not None else None
+        rows = []
+        for i, cid in enumerate(clips["id"]):
+            base = _safe(cid)
+            target = clips["target"][i]
+            true = (", ".join(self._label(names, int(c)) for c in torch.nonzero(target > 0.5).flatten())
+                    if multilabel else self._label(names, int(target)))
+            inp = folder / f"{base}_input.wav"
+            sf.write(inp, np.clip(wave[i].numpy(), -1, 1), sr, subtype="PCM_16")
+            for j in range(interp.classes.shape[1]):
+                c = int(interp.classes[i, j])
+                if c < 0:
+                    continue
+                cname = self._label(names, c)
+                tag = f"{base}_{_safe(cname)}"
+                rel = interp.relevance[i, c]
+                chosen = interp.components[i, c]
+                files = {"input_audio": inp.name}
+                for key, audio in (("interpretation_audio", interp.audio[i, j]), ("residual_audio", interp.residual[i, j])):
+                    path = folder / f"{tag}_{key.split('_')[0]}.wav"
+                    sf.write(path, np.clip(audio.numpy(), -1, 1), sr, subtype="PCM_16")
+                    files[key] = path.name
+                if self.images:
+                    files["spectrogram"] = self._spectrogram_png(folder / f"{tag}_spectrogram.png", magnitude, interp, i, j, cname)
+                    files["relevance"] = self._relevance_png(folder / f"{tag}_relevance.png", rel, chosen, cname)
+                top = torch.argsort(rel, descending=True)[:3]
+                rows.append({
+                    "id": cid,
+                    "true_label": true,
+                    "classifier_prediction": self._prediction(interp.classifier_logits[i] if interp.classifier_logits is not None else interp.logits[i], names, multilabel),
+                    "interpreter_prediction": self._prediction(interp.logits[i], names, multilabel),
+                    "explained_class": cname,
+                    "chosen": int(chosen.sum()),
+                    "top_components": ", ".join(f"k{int(k)}={float(rel[k]):.2f}" for k in top),
+                    "files": files,
+                    "sample_rate": sr,
+                    "input": wave[i].numpy(),
+                    "interpretation": interp.audio[i, j].numpy(),
+                    "residual": interp.residual[i, j].numpy(),
+                })
+        return rows
+
+    @staticmethod
+    def _spectrogram_png(path: Path, magnitude, interp, i: int, j: int, cname: str) -> str:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        panels = []
+        if magnitude is not None:
+            mag = magnitude[i]
+            panels.append(("input log(1+|X|)", torch.log1p(mag)))
+            m = interp.mask[i, j]
+            if m.shape == mag.shape:
+                panels.append((f"interpretation ({cname})", torch.log1p(m * mag)))
+        else:
+            panels.append((f"mask ({cname})", interp.mask[i, j]))
+        panels.append(("activations H", interp.activations[i]))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), dpi=80)
+        for ax, (title, img) in zip(np.atleast_1d(axes), panels):
+            ax.imshow(img.numpy(), origin="lower", aspect="auto", cmap="magma")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("frame")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path.name
+
+    @staticmethod
+    def _relevance_png(path: Path, rel: torch.Tensor, chosen: torch.Tensor, cname: str) -> str:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4, 2.2), dpi=80)
+        k = np.arange(rel.numel())
+        colors = np.where(chosen.numpy(), "tab:red", "tab:gray")
+        ax.bar(k, rel.numpy(), color=colors)
+        ax.set_title(f"relevance for {cname} (red: chosen)", fontsize=9)
+        ax.set_xlabel("component k")
+        ax.set_ylim(0, 1.05)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path.name
+
+    @staticmethod
+    def _write_page(folder: Path, rows: list[dict], stage: str, epoch: int, metrics: dict[str, float]) -> Path:
+        esc = html.escape
+        head = ["id", "true label", "classifier", "interpreter", "explained", "relevance", "input", "interpretation", "residual", "spectrogram"]
+        lines = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
+                 f"<title>interpretations {esc(stage)} epoch {epoch}</title>", _STYLE, _PAGE_SCRIPT, "</head><body>",
+                 f"<h1>Interpretations — {esc(stage)}, epoch {epoch}</h1>", "<div id='errors' data-count='0'></div>"]
+        if metrics:
+            lines.append("<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>")
+            lines += [f"<tr><td>{esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in sorted(metrics.items())]
+            lines.append("</table>")
+        lines.append("<h2>Clips</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
+        for r_i, r in enumerate(rows):
+            f = r["files"]
+
+            def player(key: str, n: int = r_i) -> str:
+                aid = f"a{n}-{key}"
+                return (f"<audio id='{aid}' controls preload='metadata' src='{esc(f[key])}'></audio>"
+                        f"<div class='dur' id='{aid}-duration'></div>")
+
+            rel = f"<img class='rel' src='{esc(f['relevance'])}' alt='relevance'>" if "relevance" in f else ""
+            spec = f"<img class='spec' src='{esc(f['spectrogram'])}' alt='spectrogram'>" if "spectrogram" in f else ""
+            lines.append(
+                "<tr>" + "".join(f"<td>{x}</td>" for x in (
+                    esc(r["id"]), esc(r["true_label"]), esc(r["classifier_prediction"]), esc(r["interpreter_prediction"]),
+                    f"{esc(r['explained_class'])}<br>{r['chosen']} chosen<br>{esc(r['top_components'])}", rel,
+                    player("input_audio"), player("interpretation_audio"), player("residual_audio"), spec)) + "</tr>"
+            )
+        lines += ["</table>", "</body></html>"]
+        page = folder / "index.html"
+        page.write_text("\n".join(lines) + "\n")
+        (folder / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if k not in ("input", "interpretation", "residual")} for r in rows], indent=1))
+        return page
+
+    def _log_wandb(self, trainer, stage: str, rows: list[dict], sample_rate: int | None) -> None:
+        run = wandb_run(trainer)
+        if run is None:
+            return
+        try:
+            import wandb
+
+            table = wandb.Table(columns=COLUMNS)
+            for r in rows:
+                sr = int(r["sample_rate"])
+                cap = f"{r['explained_class']} · {r['top_components']}"
+                folder_files = r["files"]
+                table.add_data(
+                    r["id"], r["true_label"], r["classifier_prediction"], r["interpreter_prediction"], r["explained_class"],
+                    wandb.Image(str(self._gallery_file(trainer, stage, folder_files.get("relevance")))) if "relevance" in folder_files else None,
+                    wandb.Audio(np.clip(r["input"], -1, 1), sample_rate=sr, caption=f"input · true {r['true_label']}"),
+                    wandb.Audio(np.clip(r["interpretation"], -1, 1), sample_rate=sr, caption=f"interpretation · {cap}"),
+                    wandb.Audio(np.clip(r["residual"], -1, 1), sample_rate=sr, caption=f"residual · {cap}"),
+                    wandb.Image(str(self._gallery_file(trainer, stage, folder_files.get("spectrogram")))) if "spectrogram" in folder_files else None,
+                )
+            run.log({f"interpretations/{stage}": table, "trainer/global_step": trainer.global_step})
+        except Exception as err:  # W&B must never stop training
+            from callbacks.safe_logging import SafeWandbLogger
+
+            for logger in trainer.loggers:
+                if isinstance(logger, SafeWandbLogger):
+                    logger._fail("log the interpretation table", err)
+                    return
+            warnings.warn(f"InterpretationLogger: W&B table not logged ({type(err).__name__}: {err})", RuntimeWarning, stacklevel=2)
+
+    def _gallery_file(self, trainer, stage: str, name: str | None) -> Path:
+        return self.galleries[-1].parent / name if name else Path()
