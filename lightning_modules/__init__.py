@@ -1,5 +1,6 @@
 """Thin Lightning glue around the pure-torch core in :mod:`l2i`."""
 
 from lightning_modules.classifier import ClassifierModule
+from lightning_modules.posthoc import PostHocInterpreterModule
 
-__all__ = ["ClassifierModule"]
+__all__ = ["ClassifierModule", "PostHocInterpreterModule"]

@@ -1,0 +1,295 @@
+"""The post-hoc interpreter (L2I, stage 2a) in pure torch: frozen classifier f -> Ψ -> H -> Θ, decoder W H.
+
+:class:`PostHocInterpreter` holds the classifier's front-end and backbone (frozen, always in eval mode: its
+batch-norm statistics never move, whatever ``.train()`` is called with), the NMF dictionary ``W (F, K)``
+(a buffer, or a parameter kept non-negative and column-normalised by ReLU + normalisation when
+``finetune_dictionary``), Ψ and Θ. :func:`interpreter_losses` gives the three losses of method.md;
+:class:`LossSchedule` their epoch-dependent weights. No Lightning here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from l2i.backbones import capture_hidden
+from l2i.frontend import AudioFrontEnd, Features
+from l2i.interpreter.interpretation import Interpretation, build_interpretation, select_classes
+from l2i.interpreter.psi import Psi, map_to_sequence
+from l2i.interpreter.theta import Theta
+
+__all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers"]
+
+#: λ per loss as ``{loss: {first epoch: weight}}`` (authors' ESC-50 schedule, method.md): reconstruction 5.0 from
+#: the start; fidelity 0.5 from epoch 1 and 1.0 from epoch 20; sparsity 0.4 from epoch 1 (epoch 0:
+#: reconstruction only).
+AUTHORS_ESC50_SCHEDULE: dict[str, dict[int, float]] = {
+    "reconstruction": {0: 5.0},
+    "fidelity": {1: 0.5, 20: 1.0},
+    "sparsity": {1: 0.4},
+}
+LOSS_NAMES = ("fidelity", "reconstruction", "sparsity")
+
+
+class LossSchedule:
+    """Loss weights by epoch: ``{loss: {first_epoch: weight, …}}``; before a loss's first key its weight is 0.
+
+    ``weights(epoch) -> {"fidelity": λ_fid, "reconstruction": λ_rec, "sparsity": λ_spa}``. Keys may be
+    strings of integers (YAML); a bare number means "this weight from epoch 0".
+    """
+
+    def __init__(self, schedule: Mapping[str, Mapping[int, float] | float] | None = None):
+        schedule = AUTHORS_ESC50_SCHEDULE if schedule is None else schedule
+        unknown = set(schedule) - set(LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"loss_weights: unknown loss(es) {sorted(unknown)}; known: {list(LOSS_NAMES)}")
+        self.schedule: dict[str, list[tuple[int, float]]] = {}
+        for name in LOSS_NAMES:
+            spec = schedule.get(name, {})
+            if isinstance(spec, (int, float)):
+                spec = {0: float(spec)}
+            steps = []
+            for epoch, weight in spec.items():
+                try:
+                    e, w = int(epoch), float(weight)
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"loss_weights.{name}: entries must be epoch: weight, got {epoch!r}: {weight!r}") from err
+                if e < 0 or not w >= 0 or w != w or w == float("inf"):
+                    raise ValueError(f"loss_weights.{name}: epoch must be >= 0 and weight finite >= 0, got {epoch}: {weight}")
+                steps.append((e, w))
+            self.schedule[name] = sorted(steps)
+
+    def weights(self, epoch: int) -> dict[str, float]:
+        out = {}
+        for name, steps in self.schedule.items():
+            w = 0.0
+            for e, value in steps:
+                if epoch >= e:
+                    w = value
+            out[name] = w
+        return out
+
+    def to_dict(self) -> dict[str, dict[int, float]]:
+        return {name: dict(steps) for name, steps in self.schedule.items()}
+
+
+@dataclass
+class PostHocOutput:
+    """One forward pass: ``features`` (front-end), ``classifier_logits (B, C)``, ``activations H (B, K, T)``,
+    ``logits (B, C)`` = Θ(H), ``pooled z (B, K)``, ``reconstruction W H (B, F, T)``."""
+
+    features: Features
+    classifier_logits: Tensor
+    activations: Tensor
+    logits: Tensor
+    pooled: Tensor
+    reconstruction: Tensor
+
+
+def interpreter_losses(out: PostHocOutput, task: str) -> dict[str, Tensor]:
+    """The three losses of method.md, each a scalar.
+
+    * ``fidelity``: multiclass — cross-entropy between softmax(Θ(H)) and softmax(f(x)) (f detached);
+      multilabel — binary cross-entropy between sigmoid(Θ(H)) and sigmoid(f(x));
+    * ``reconstruction``: mean squared error between ``W H`` and ``V = log1p|X|``;
+    * ``sparsity``: mean of ``|H|``.
+    """
+    target = out.classifier_logits.detach()
+    if task == "multiclass":
+        fidelity = -(target.softmax(-1) * out.logits.log_softmax(-1)).sum(-1).mean()
+    elif task == "multilabel":
+        fidelity = F.binary_cross_entropy_with_logits(out.logits, target.sigmoid())
+    else:
+        raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
+    return {
+        "fidelity": fidelity,
+        "reconstruction": F.mse_loss(out.reconstruction, out.features.nmf),
+        "sparsity": out.activations.abs().mean(),
+    }
+
+
+def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None, count: int = 3) -> list[str]:
+    """The last ``count`` tappable layers whose maps keep a time axis (4-D conv maps preferred), as the authors
+    tap three convolutional blocks."""
+    names = list(getattr(backbone, "layer_names", ()))
+    if maps is not None:
+        conv = [n for n in names if n in maps and maps[n].dim() == 4]
+        timed = conv or [n for n in names if n in maps and maps[n].dim() == 3]
+        names = timed
+    if not names:
+        raise ValueError(f"{type(backbone).__name__} names no tappable layers (layer_names); give `layers` explicitly")
+    return names[-count:]
+
+
+class PostHocInterpreter(nn.Module):
+    """``forward(waveform (B, samples)) -> PostHocOutput``; ``interpret(...) -> Interpretation``.
+
+    Args:
+        frontend: the classifier's :class:`~l2i.frontend.AudioFrontEnd` (frozen).
+        backbone: the classifier's backbone, ``logmel (B, n_mels, T) -> logits (B, C)`` (frozen, eval).
+        dictionary: ``W (F, K)``, non-negative; F must equal the front-end's frequency bins.
+        num_classes: C.
+        task: ``multiclass`` | ``multilabel``.
+        layers: backbone modules to tap (default :func:`default_layers`: the last three conv blocks).
+        hidden: Ψ width; psi_dropout: dropout in Ψ.
+        pooling, attention_dim: Θ's pooling (``attention`` | ``max`` | ``mean``).
+        finetune_dictionary: train W too (kept ≥ 0 by a ReLU, columns normalised to unit L2 norm).
+        probe_frames: frames of the dummy input used to size Ψ (default: the front-end's clip length, or 128).
+    """
+
+    def __init__(
+        self,
+        frontend: AudioFrontEnd,
+        backbone: nn.Module,
+        dictionary: Tensor,
+        num_classes: int,
+        task: Literal["multiclass", "multilabel"] = "multiclass",
+        layers: Sequence[str] | None = None,
+        hidden: int = 128,
+        psi_dropout: float = 0.0,
+        pooling: Literal["attention", "max", "mean"] = "attention",
+        attention_dim: int = 256,
+        finetune_dictionary: bool = False,
+        probe_frames: int | None = None,
+    ):
+        super().__init__()
+        if task not in ("multiclass", "multilabel"):
+            raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
+        W = torch.as_tensor(dictionary).detach().float()
+        n_freq = frontend.config.n_freq
+        if W.dim() != 2 or W.shape[0] != n_freq:
+            raise ValueError(
+                f"dictionary W must be (F={n_freq}, K) for the front-end (n_fft={frontend.config.n_fft}), "
+                f"got {tuple(W.shape)}"
+            )
+        if not bool(torch.isfinite(W).all()) or bool((W < 0).any()):
+            raise ValueError("dictionary W must be finite and non-negative")
+        norms = W.norm(dim=0)
+        if bool((norms == 0).any()):
+            raise ValueError(f"dictionary W has all-zero column(s) {torch.nonzero(norms == 0).flatten().tolist()}")
+        W = W / norms
+        self.task = task
+        self.num_classes = int(num_classes)
+        self.n_components = int(W.shape[1])
+        self.finetune_dictionary = bool(finetune_dictionary)
+        self.frontend = frontend
+        self.backbone = backbone
+        self.frontend.requires_grad_(False)
+        self.backbone.requires_grad_(False)
+        if self.finetune_dictionary:
+            self.dictionary_param = nn.Parameter(W.clone())
+        else:
+            self.register_buffer("dictionary_buffer", W.clone())
+        self.conv_map_axes = getattr(backbone, "conv_map_axes", "BCFT")
+        # size Ψ from one dummy forward through the frozen backbone
+        cfg = frontend.config
+        T = probe_frames or (cfg.num_frames() if cfg.num_samples else 128)
+        T = max(int(T), int(getattr(backbone, "min_frames", 1)))
+        device = next((p.device for p in backbone.parameters()), torch.device("cpu"))
+        names = list(layers) if layers else list(getattr(backbone, "layer_names", ()))
+        was_training = backbone.training
+        backbone.eval()
+        with torch.no_grad(), capture_hidden(backbone, names, detach=True) as maps:
+            probe_logits = backbone(torch.zeros(2, cfg.n_mels, T, device=device))
+        backbone.train(was_training)
+        if probe_logits.shape[-1] != self.num_classes:
+            raise ValueError(f"the classifier has {probe_logits.shape[-1]} outputs, num_classes is {self.num_classes}")
+        self.layers = list(layers) if layers else default_layers(backbone, maps)
+        channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
+        self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
+        self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim)
+        self.psi.to(device)
+        self.theta.to(device)
+        self.train(self.training)
+
+    # -- the frozen classifier stays frozen -----------------------------------------------------------
+    def train(self, mode: bool = True) -> "PostHocInterpreter":
+        """Ψ and Θ follow ``mode``; the classifier's front-end and backbone stay in eval mode (BN frozen)."""
+        super().train(mode)
+        self.frontend.eval()
+        self.backbone.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Ψ, Θ and (when fine-tuned) the dictionary."""
+        params = [*self.psi.parameters(), *self.theta.parameters()]
+        if self.finetune_dictionary:
+            params.append(self.dictionary_param)
+        return params
+
+    @property
+    def dictionary(self) -> Tensor:
+        """W ``(F, K)``, non-negative with unit-norm columns."""
+        if self.finetune_dictionary:
+            return F.normalize(torch.relu(self.dictionary_param), dim=0, eps=1e-12)
+        return self.dictionary_buffer
+
+    # -- forward ---------------------------------------------------------------------------------------
+    def classify(self, features: Features) -> tuple[Tensor, dict[str, Tensor]]:
+        """The frozen classifier on the batch's log-mel: logits ``(B, C)`` and the tapped maps (no grad)."""
+        with torch.no_grad(), capture_hidden(self.backbone, self.layers, detach=True) as maps:
+            logits = self.backbone(features.logmel)
+        return logits, dict(maps)
+
+    def forward(self, waveform: Tensor, sample_rate: int | None = None) -> PostHocOutput:
+        with torch.no_grad():
+            features = self.frontend(waveform, sample_rate)
+        classifier_logits, maps = self.classify(features)
+        H = self.psi(maps, features.nmf.shape[-1])
+        logits, pooled = self.theta(H)
+        reconstruction = torch.einsum("fk,bkt->bft", self.dictionary, H)
+        return PostHocOutput(features, classifier_logits, H, logits, pooled, reconstruction)
+
+    def losses(self, out: PostHocOutput) -> dict[str, Tensor]:
+        return interpreter_losses(out, self.task)
+
+    # -- the one verb ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def interpret(
+        self,
+        waveform: Tensor,
+        target: Tensor | int | Sequence[int] | None = None,
+        threshold: float = 0.2,
+        *,
+        sample_rate: int | None = None,
+        class_threshold: float | Tensor = 0.5,
+        mask_mode: str = "log1p",
+        relevance_weighted: bool = False,
+        components: Tensor | None = None,
+    ) -> Interpretation:
+        """Listenable interpretations of ``waveform (B, samples)``; see :class:`Interpretation` for shapes.
+
+        Args:
+            target: ``None`` = the classifier's prediction (multilabel: every class with probability above
+                ``class_threshold``); or class indices / multi-hot (see :func:`select_classes`).
+            threshold: relevance threshold τ (components with relevance > τ are chosen).
+            sample_rate: rate of ``waveform`` when it differs from the front-end's (resampled).
+            mask_mode, relevance_weighted: see :func:`build_interpretation`.
+            components: optional ``(B, C, K)`` bool component sets to use instead of the chosen ones.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(waveform, sample_rate)
+            classes = select_classes(out.classifier_logits, self.task, target, class_threshold)
+            return build_interpretation(
+                frontend=self.frontend,
+                features=out.features,
+                dictionary=self.dictionary,
+                activations=out.activations,
+                pooled=out.pooled,
+                class_weights=self.theta.class_weights,
+                logits=out.logits,
+                classes=classes,
+                classifier_logits=out.classifier_logits,
+                threshold=threshold,
+                mask_mode=mask_mode,
+                relevance_weighted=relevance_weighted,
+                components=components,
+            )
+        finally:
+            self.train(was_training)
