@@ -31,8 +31,8 @@ def _tiny_config(tmp_path: Path) -> list[str]:
     config = yaml.safe_load((ROOT / "experiments/synthetic/classifier.yaml").read_text())
     config["trainer"].update(max_epochs=2, logger=False, enable_progress_bar=False, accelerator="cpu", deterministic=True)
     for cb in config["trainer"]["callbacks"]:
-        if "every_n_train_steps" in cb.get("init_args", {}):
-            cb["init_args"]["every_n_train_steps"] = 4
+        if "last_every_n_train_steps" in cb.get("init_args", {}):
+            cb["init_args"]["last_every_n_train_steps"] = 4
     config["data"]["init_args"].update(num_train=96, num_val=32, num_test=32, duration_s=1.0, batch_size=16)
     config["model"]["init_args"]["backbone_kwargs"] = {"channels": [4, 8, 8, 8]}
     path = tmp_path / "tiny.yaml"
