@@ -121,7 +121,7 @@ def _unframes(H: Tensor, batch_shape: tuple[int, ...] | None) -> Tensor:
 
 
 def nmf_objective(
-    V: Tensor, W: Tensor, H: Tensor, beta: float = 2.0, sparsity: float = 0.0, eps: float = 1e-12, chunk: int = 16384
+    V: Tensor, W: Tensor, H: Tensor, beta: float = 2.0, sparsity: float = 0.0, eps: float = 1e-12, chunk: int = 2048
 ) -> float:
     """The exact objective of the module docstring, evaluated directly (chunked over frames, float64).
 
@@ -887,7 +887,7 @@ class NMF:
 # ---------------------------------------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------------------------------------
-def _sqnorm(V: Tensor, chunk: int = 16384) -> float:
+def _sqnorm(V: Tensor, chunk: int = 2048) -> float:
     """``||V||_F^2`` accumulated in float64 without a full float64 copy of ``V (F, N)``."""
     return sum(float(torch.sum(V[:, s : s + chunk].to(torch.float64) ** 2)) for s in range(0, V.shape[1], chunk))
 

@@ -68,7 +68,7 @@ def make_matrix(frames: int, path: Path, seed: int = 0) -> np.ndarray:
     return V
 
 
-def objective(V: np.ndarray, W: np.ndarray, H: np.ndarray, lam: float, chunk: int = 8192) -> float:
+def objective(V: np.ndarray, W: np.ndarray, H: np.ndarray, lam: float, chunk: int = 2048) -> float:
     """0.5 ||V - W H||² + λ Σ H in float64, V (F, N), W (F, K), H (K, N)."""
     W64 = W.astype(np.float64)
     total = 0.0
@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--sparsity", type=float, default=0.0, help="λ of λ Σ H (sklearn: alpha_W = λ / F, l1_ratio 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--max_iter", type=int, default=20, help="ours: HALS passes (a fixed budget, chosen beforehand)")
+    p.add_argument("--max_iter", type=int, default=30, help="ours: HALS passes (a fixed budget, chosen beforehand)")
     p.add_argument("--tol", type=float, default=0.0, help="ours: stop early when a pass lowers the objective by < tol (relative)")
     p.add_argument("--inner_iters", type=int, default=2, help="ours: HALS sweeps per pass over H's rows and W's columns")
     p.add_argument("--sk_max_iter", type=int, default=200)
