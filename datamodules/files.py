@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.sampling import EpochSampler
 from l2i.audio import AudioFileError, audio_info, load_audio
 from l2i.frontend import fix_length
 
@@ -367,7 +368,7 @@ def collate_batch(samples: Sequence[dict | None]) -> dict:
         values = [s[key] for s in samples]
         first = values[0]
         if isinstance(first, torch.Tensor):
-            if all(v.device.type == "cpu" and not v.requires_grad for v in values):
+            if all(v.device.type == "cpu" and not v.requires_grad and v.dtype != torch.bfloat16 for v in values):
                 # numpy's stack is several times faster than torch.stack for large CPU tensors
                 batch[key] = torch.from_numpy(np.stack([v.numpy() for v in values]))
             else:
@@ -545,16 +546,18 @@ class FileDataModule(L.LightningDataModule, abc.ABC):
             raise RuntimeError(f"{self.name}: no {split!r} split is configured (splits: {list(self.stages)})")
         if split not in self.datasets:
             raise RuntimeError(f"{self.name}: call setup() before asking for the {split!r} loader")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        dataset = self.datasets[split]
+        # order from (seed, epoch) only, resumable mid-epoch (datamodules.sampling / callbacks.resume); the
+        # generator seeds the workers (random training chunks) the same way on every run
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(dataset), shuffle, self.seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=collate_batch,
-            generator=generator,
+            generator=torch.Generator().manual_seed(self.seed),
             drop_last=False,
         )
 

@@ -62,6 +62,11 @@ def test_folds_labels_counts_and_batches(esc, tmp_path):
     # the training loader shuffles (seeded) and still covers every clip once per epoch
     _, _, train_ids = all_batches(dm.train_dataloader())
     assert sorted(train_ids) == esc.files(folds=(3, 4, 5)) and train_ids != sorted(train_ids)
+    # the order is a function of (seed, epoch): the same again for epoch 0, another one for epoch 1
+    loader = dm.train_dataloader()
+    assert all_batches(loader)[2] == train_ids
+    loader.sampler.set_epoch(1)
+    assert all_batches(loader)[2] != train_ids
 
 
 def test_resampling_matches_the_file_rate(esc):
