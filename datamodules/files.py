@@ -10,8 +10,9 @@ What lives here:
   (:class:`SkipReport`, ``skipped_files.csv``) - an item is never dropped silently;
 - :class:`AudioFileDataset`: a map-style dataset over :class:`AudioItem` (path, target, id) that decodes with
   :func:`l2i.audio.load_audio` at the module rate and fixes the length, or reads the same clip from a
-  :class:`~datamodules.cache.WaveformCache` memmap;
+  :class:`~datamodules.cache.WaveformCache` memmap (a whole batch in one read, ``__getitems__``);
 - :func:`collate_batch`: the batch dictionary of the batch contract;
+- training order from :class:`datamodules.sampling.EpochSampler` (seed and epoch only; resumable);
 - :class:`FileDataModule`: the LightningDataModule skeleton the data-set modules fill in (items per split).
 
 Batch contract (every module): ``waveform`` float32 ``(B, samples)`` at ``sample_rate``; ``target`` int64
@@ -462,12 +463,15 @@ class FileDataModule(L.LightningDataModule, abc.ABC):
     @property
     def report(self) -> SkipReport:
         """Where ``on_bad_file: skip`` lists dropped files: ``report_dir`` or ``cache_dir/<name>`` or
-        ``./l2i-reports/<name>``, file ``skipped_files.csv``."""
+        ``./l2i-reports/<name>``, file ``skipped_files.csv`` (``skipped_files.rank<r>.csv`` for the other
+        ranks of a multi-process run, so no process truncates another's report)."""
         if self._report is None:
             base = Path(self.report_dir) if self.report_dir else (
                 Path(self.cache_dir) / self.name if self.cache_dir else Path.cwd() / "l2i-reports" / self.name
             )
-            self._report = SkipReport(base / "skipped_files.csv", self.name)
+            rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
+            self._report = SkipReport(base / ("skipped_files.csv" if rank == 0 else f"skipped_files.rank{rank}.csv"),
+                                      self.name)
         return self._report
 
     def _start_report(self) -> None:

@@ -244,3 +244,15 @@ def test_csv_with_wrong_field_count(esc):
         csv.writer(fh).writerow(["5-1-A-0.wav", "5", "0"])
     with pytest.raises(DatasetFormatError, match=r"esc50\.csv, line 42: 3 fields but the header has 7"):
         module(esc.root).setup("fit")
+
+
+def test_skip_report_per_rank(esc, tmp_path):
+    """Other ranks of a multi-process run write their own report (no process truncates another's)."""
+    from types import SimpleNamespace
+
+    (esc.root / "audio" / esc.files(fold=1)[0]).unlink()
+    dm = module(esc.root, test_fold=1, val_fold=2, on_bad_file="skip", report_dir=str(tmp_path / "rep"))
+    dm.trainer = SimpleNamespace(global_rank=1)
+    dm.setup("test")
+    assert dm.report.path.name == "skipped_files.rank1.csv" and len(dm.report.rows()) == 1
+    assert not (tmp_path / "rep" / "skipped_files.csv").exists()
