@@ -116,7 +116,7 @@ class MetricsCallback(Callback):
             values[f"{stage}/faithfulness_prob_drop_random"] = f["random_prob_drop_mean"]
             values[f"{stage}/faithfulness_relevant_gt_random"] = f["frac_prob_relevant_gt_random"]
         for k, v in values.items():
-            pl_module.log(k, v, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=True)
+            pl_module.log(k, v, on_step=False, on_epoch=True, sync_dist=False)  # already synced by torchmetrics
         self.history.append({"epoch": int(trainer.current_epoch), **values})
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

@@ -79,11 +79,12 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     device: str = "cpu",
     seed: int = 0,
+    tune: bool = False,
 ) -> dict[str, float]:
     """Load the interpreter (``ckpt``, or the config's untrained model when ``None``) and its data; run the suite."""
     from torch.utils.data import DataLoader
 
-    from l2i.evaluation import OverlapMixtures, evaluate_interpreter
+    from l2i.evaluation import OverlapMixtures, evaluate_interpreter, tune_interpreter_thresholds
 
     model_cls, model_args = _section(config, "model")
     data_cls, data_args = _section(config, "data")
@@ -103,6 +104,11 @@ def evaluate_checkpoint(
     tau = float(threshold if threshold is not None else getattr(getattr(module, "hparams", {}), "get", lambda *_: None)("threshold") or 0.2)
     task = getattr(classifier, "task", None) or getattr(module, "task", None)
     common = dict(task=task, threshold=tau, max_batches=max_batches, seed=seed, device=device)
+    tuned = None
+    if tune and task == "multilabel":
+        dm.setup("validate")
+        tuned = tune_interpreter_thresholds(module, classifier, dm.val_dataloader(), threshold=tau, max_batches=max_batches, device=device)
+        common["thresholds"] = tuned
     results = evaluate_interpreter(module, classifier, loader, noise_snr_db=noise_snr_db, **common)
     if overlap is not None:
         dataset = dm.dataset(split) if hasattr(dm, "dataset") else loader.dataset
@@ -110,6 +116,9 @@ def evaluate_checkpoint(
         for k, v in evaluate_interpreter(module, classifier, mix, noise_snr_db=None, **common).items():
             results[f"overlap.{k}"] = v
     results["threshold"] = tau
+    if tuned is not None:
+        for c, t in enumerate(tuned.tolist()):
+            results[f"tuned_threshold.{c}"] = float(t)
     return results
 
 
@@ -143,6 +152,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tune_thresholds", type=bool, default=False,
+                   help="multilabel: tune the interpreter's per-class thresholds on the validation split first")
     p.add_argument("--out_dir", default=None, help="default: beside the checkpoint (or runs/evaluate)")
     args = p.parse_args(argv)
     config = yaml.safe_load(resolve_config(args.config).read_text()) or {}
@@ -150,6 +161,7 @@ def main(argv: list[str]) -> int:
     results = evaluate_checkpoint(
         config, args.ckpt, split=args.split, threshold=args.threshold, noise_snr_db=snrs or None, overlap=args.overlap,
         max_batches=args.max_batches, batch_size=args.batch_size, device=args.device, seed=args.seed,
+        tune=args.tune_thresholds,
     )
     out = Path(args.out_dir) if args.out_dir else (Path(args.ckpt).parent / "evaluation" if args.ckpt else Path("runs/evaluate"))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}

@@ -151,3 +151,30 @@ class OracleInterpreter:
 def make_loader(n=48, batch_size=16, split="test"):
     ds = datamodule().dataset(split, n)
     return DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+class SimpleNMFInterpreter:
+    """H = relu(Wᵀ V), Θ = mean pooling + a fixed random bias-free linear: any task, takes ``components=``."""
+
+    def __init__(self, classifier, W: torch.Tensor, seed: int = 0):
+        self.classifier, self.W = classifier, W
+        self.task = classifier.task
+        self.frontend = classifier.frontend
+        g = torch.Generator().manual_seed(seed)
+        self.theta = torch.rand(classifier.num_classes, W.shape[1], generator=g)
+
+    @torch.no_grad()
+    def interpret(self, waveform, target=None, threshold=0.2, components=None):
+        from l2i.interpreter.interpretation import build_interpretation
+
+        feats = self.frontend(waveform)
+        H = torch.einsum("fk,bft->bkt", self.W, feats.nmf).clamp_min(0)
+        pooled = H.mean(-1)
+        clf_logits = self.classifier(waveform)
+        logits = pooled @ self.theta.t()
+        logits = logits - logits.mean(-1, keepdim=True)
+        return build_interpretation(
+            frontend=self.frontend, features=feats, dictionary=self.W, activations=H, pooled=pooled,
+            class_weights=self.theta, logits=logits, classes=select_classes(clf_logits, self.task, target),
+            classifier_logits=clf_logits, threshold=threshold, components=components,
+        )

@@ -16,7 +16,7 @@ from l2i.evaluation.ground_truth import GroundTruth, class_sources, si_sdr, supp
 from l2i.evaluation.mask import MaskMetrics, complexity, sparseness
 from l2i.evaluation.noise import NoiseRobustness, add_white_noise
 from l2i.evaluation.overlap import OverlapMixtures
-from l2i.evaluation.suite import DESCRIPTIONS, evaluate_interpreter, results_markdown
+from l2i.evaluation.suite import DESCRIPTIONS, evaluate_interpreter, results_markdown, tune_interpreter_thresholds
 
 __all__ = [
     "Fidelity",
@@ -34,6 +34,7 @@ __all__ = [
     "add_white_noise",
     "OverlapMixtures",
     "evaluate_interpreter",
+    "tune_interpreter_thresholds",
     "results_markdown",
     "DESCRIPTIONS",
 ]

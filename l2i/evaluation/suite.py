@@ -36,7 +36,7 @@ from l2i.evaluation.mask import MaskMetrics
 from l2i.evaluation.noise import NoiseRobustness, add_white_noise
 from l2i.interpreter.interpretation import random_components
 
-__all__ = ["evaluate_interpreter", "results_markdown", "DESCRIPTIONS", "noise_prefix"]
+__all__ = ["evaluate_interpreter", "tune_interpreter_thresholds", "results_markdown", "DESCRIPTIONS", "noise_prefix"]
 
 DESCRIPTIONS = {
     "fidelity": "agreement of the interpreter's prediction Θ(H) with the classifier's (fraction)",
@@ -210,6 +210,38 @@ def evaluate_interpreter(
     out["random_baseline"] = float(use_random)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
+
+
+@torch.no_grad()
+def tune_interpreter_thresholds(
+    interpreter,
+    classifier,
+    dataloader: Iterable[dict],
+    *,
+    classifier_thresholds: float | Sequence[float] | Tensor = 0.5,
+    threshold: float = 0.2,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """Multilabel: per-class interpreter thresholds maximising the F1 of σ(Θ(H)) against the classifier's
+    thresholded labels on a (validation) loader — pass the result as ``thresholds=`` to
+    :func:`evaluate_interpreter`. Returns ``(C,)``."""
+    from l2i.evaluation.fidelity import as_thresholds, tune_thresholds
+
+    device = _device_of(classifier, device)
+    probs, labels = [], []
+    for b, batch in enumerate(dataloader):
+        if max_batches is not None and b >= max_batches:
+            break
+        waveform = batch["waveform"].to(device).float()
+        interp = _interpret(interpreter, waveform, None, threshold)
+        ref = interp.classifier_logits if interp.classifier_logits is not None else classify_waveform(classifier, waveform)
+        thr = as_thresholds(classifier_thresholds, ref.shape[-1], "classifier_thresholds").to(ref.device)
+        probs.append(interp.logits.float().sigmoid().cpu())
+        labels.append((ref.float().sigmoid() > thr).cpu())
+    if not probs:
+        raise ValueError("tune_interpreter_thresholds: the dataloader yielded no batch")
+    return tune_thresholds(torch.cat(probs), torch.cat(labels))
 
 
 def results_markdown(results: dict[str, float], title: str | None = None, columns: dict[str, dict[str, float]] | None = None) -> str:
