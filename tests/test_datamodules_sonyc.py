@@ -175,3 +175,17 @@ def test_listed_file_absent_and_unreadable(sonyc, tmp_path):
     rows = {(r["split"], r["path"].rsplit("/", 1)[1]): r["reason"] for r in dm.report.rows()}
     assert rows[("val", "01_000012.wav")] == "file listed in the metadata does not exist"
     assert rows[("train", "00_000002.wav")].startswith("cannot read audio header")
+
+
+def test_v1_split_folders(sonyc):
+    """v1 kept the audio in train/ and validate/ folders: clips are found there too."""
+    audio = sonyc.root / "audio"
+    for f in audio.iterdir():
+        dest = sonyc.root / ("train" if f.name.startswith("00_") else "validate")
+        dest.mkdir(exist_ok=True)
+        f.rename(dest / f.name)
+    audio.rmdir()
+    dm = module(sonyc.root)
+    dm.setup("fit")
+    assert [it.path.split("/")[-2:] for it in dm.items["train"]] == [["train", "00_000001.wav"], ["train", "00_000002.wav"]]
+    assert dm.items["val"][0].path.endswith("validate/01_000010.wav")
