@@ -201,7 +201,8 @@ class InterpretationLogger(Callback):
         return []
 
     # -- hooks -------------------------------------------------------------------------------------------
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    # at *_end (after every epoch-end hook) so the page and table see this epoch's metrics
+    def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
         epoch = int(trainer.current_epoch)
@@ -210,7 +211,7 @@ class InterpretationLogger(Callback):
             return
         self.log_interpretations(trainer, pl_module, "val")
 
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
+    def on_test_end(self, trainer, pl_module) -> None:
         if self.on_test:
             self.log_interpretations(trainer, pl_module, "test")
 

@@ -80,6 +80,19 @@ def test_l2i_evaluate_writes_json_and_markdown(tmp_path):
     md = (out / "evaluation.md").read_text()
     assert md.count("\n| `") == len(res) and "ground_truth" in md
 
+    # the same as a pipeline stage: the figures land in the demo report with their descriptions
+    from experiments.pipeline import PipelineContext, write_report
+    from experiments.evaluate import evaluation_stage
+
+    ctx = PipelineContext(out_dir=tmp_path / "demo", artifacts={"interpreter": str(ckpt)})
+    with one_thread():
+        figures = evaluation_stage(ctx, {"config": str(cfg), "max_batches": 1, "noise_snr_db": [10.0], "overlap": None, "device": "cpu"})
+    assert figures["fidelity.top1"] == res["fidelity.top1"] and "overlap.fidelity.top1" not in figures
+    ctx.report.update({f"evaluation.{k}": v for k, v in figures.items()})
+    _, report = write_report(ctx)
+    assert "`evaluation.lmac.FF`" in report.read_text() and (tmp_path / "demo" / "evaluation" / "evaluation.md").is_file()
+    assert "L-MAC" in ctx.descriptions["evaluation.lmac.FF"]
+
 
 def test_l2i_evaluate_refuses_a_config_without_model(tmp_path):
     from experiments.evaluate import main
