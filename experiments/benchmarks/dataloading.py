@@ -1,7 +1,7 @@
 """Data-loading throughput: our pipeline (uncached and cached) against a per-item librosa pipeline.
 
-Both read the same ESC-50-layout tree (``audio/*.wav`` + ``meta/esc50.csv``, 5 s clips written here at
-``--file-rate``) with a DataLoader of ``--workers`` worker(s) (1 by default: how the authors' code loads data).
+Both read the same ESC-50-layout tree (``audio/*.wav`` or ``*.mp3`` + ``meta/esc50.csv``, clips written here
+at ``--file-rate``) with a DataLoader of ``--workers`` worker(s) (1 by default: how the authors' code loads data).
 
 * ``librosa``: ``__getitem__`` does ``librosa.load(path, sr=rate)`` then ``librosa.stft`` -> ``|X|``, a
   128-band mel power spectrogram -> ``power_to_db`` (the classifier input) and ``log1p|X|`` (the NMF input),
@@ -17,6 +17,7 @@ pipeline reads files from the OS page cache alike). ``loader only`` leaves the f
 
     python experiments/benchmarks/dataloading.py                         # 256 clips, 44.1 kHz, CPU
     python experiments/benchmarks/dataloading.py --target-rate 22050     # with resampling in both pipelines
+    python experiments/benchmarks/dataloading.py --format mp3 --file-rate 16000 --target-rate 16000 --seconds 29.1
     python experiments/benchmarks/dataloading.py --device cuda --clips 512 --json out.json
 """
 
@@ -40,8 +41,8 @@ from datamodules.esc50 import ESC50_CLASSES, ESC50DataModule
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 
 
-def make_tree(root: Path, clips: int, seconds: float, rate: int, seed: int = 0) -> Path:
-    """An ESC-50-layout tree with ``clips`` clips (10 classes x 5 folds, round robin), PCM-16 WAV."""
+def make_tree(root: Path, clips: int, seconds: float, rate: int, seed: int = 0, fmt: str = "wav") -> Path:
+    """An ESC-50-layout tree with ``clips`` clips (10 classes x 5 folds, round robin), PCM-16 WAV or MP3."""
     rng = np.random.default_rng(seed)
     (root / "audio").mkdir(parents=True, exist_ok=True)
     (root / "meta").mkdir(parents=True, exist_ok=True)
@@ -50,9 +51,12 @@ def make_tree(root: Path, clips: int, seconds: float, rate: int, seed: int = 0) 
     rows = []
     for i in range(clips):
         fold, target = 1 + i % 5, (i // 5) % 10
-        name = f"{fold}-{100000 + i}-A-{target}.wav"
-        x = 0.2 * np.sin(2 * np.pi * (150 + 60 * target) * t) + 0.05 * rng.standard_normal(n)
-        sf.write(str(root / "audio" / name), x.astype(np.float32), rate, subtype="PCM_16")
+        name = f"{fold}-{100000 + i}-A-{target}.{fmt}"
+        x = (0.2 * np.sin(2 * np.pi * (150 + 60 * target) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+        if fmt == "mp3":
+            sf.write(str(root / "audio" / name), x, rate, format="MP3")
+        else:
+            sf.write(str(root / "audio" / name), x, rate, subtype="PCM_16")
         rows.append([name, fold, target, ESC50_CLASSES[target], "False", 100000 + i, "A"])
     with open(root / "meta" / "esc50.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     cfg = FrontEndConfig(sample_rate=args.target_rate, n_fft=1024, hop_length=512, n_mels=128, top_db=80.0)
     front = AudioFrontEnd(cfg).to(device)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="l2i-bench-"))
-    root = make_tree(work / "ESC-50-master", args.clips, args.seconds, args.file_rate)
+    root = make_tree(work / "ESC-50-master", args.clips, args.seconds, args.file_rate, fmt=args.format)
     kw = dict(sample_rate=args.target_rate, duration_s=args.seconds, batch_size=args.batch_size,
               num_workers=args.workers, persistent_workers=True, pin_memory=device.type == "cuda",
               test_fold=1, val_fold=None, val_fraction=0.0)
@@ -162,7 +166,7 @@ def run(args: argparse.Namespace) -> dict:
     ratios = {k: round(v["clips_per_s"] / base, 1) for k, v in results.items()}
     print("speed-up over librosa per item: " + ", ".join(f"{k}: {r}x" for k, r in ratios.items()))
     return {
-        "clips": args.clips, "seconds_per_clip": args.seconds, "file_rate": args.file_rate,
+        "clips": args.clips, "seconds_per_clip": args.seconds, "format": args.format, "file_rate": args.file_rate,
         "target_rate": args.target_rate, "batch_size": args.batch_size, "workers": args.workers,
         "device": str(device), "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "machine": platform.platform(), "cache_build_s": round(build, 2), "results": results, "speedup": ratios,
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", type=int, default=256)
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--file-rate", type=int, default=44100, help="rate the WAV files are written at")
+    p.add_argument("--file-rate", type=int, default=44100, help="rate the files are written at")
+    p.add_argument("--format", choices=("wav", "mp3"), default="wav", help="audio files: PCM-16 WAV or MP3")
     p.add_argument("--target-rate", type=int, default=44100, help="rate both pipelines deliver")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=1)
