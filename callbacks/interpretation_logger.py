@@ -194,11 +194,15 @@ class InterpretationLogger(Callback):
 
     @staticmethod
     def _class_names(trainer, pl_module) -> list[str]:
+        found = []
         for obj in (pl_module, getattr(trainer, "datamodule", None)):
             names = getattr(obj, "class_names", None)
             if names:
-                return list(names)
-        return []
+                found.append(list(names))
+        for names in found:  # prefer real names over the default "0", "1", … of a module built without them
+            if names != [str(i) for i in range(len(names))]:
+                return names
+        return found[0] if found else []
 
     # -- hooks -------------------------------------------------------------------------------------------
     # at *_end (after every epoch-end hook) so the page and table see this epoch's metrics
@@ -369,10 +373,6 @@ class InterpretationLogger(Callback):
         lines = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
                  f"<title>interpretations {esc(stage)} epoch {epoch}</title>", _STYLE, _PAGE_SCRIPT, "</head><body>",
                  f"<h1>Interpretations — {esc(stage)}, epoch {epoch}</h1>", "<div id='errors' data-count='0'></div>"]
-        if metrics:
-            lines.append("<h2>Metrics</h2><table><tr><th>metric</th><th>value</th></tr>")
-            lines += [f"<tr><td>{esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in sorted(metrics.items())]
-            lines.append("</table>")
         lines.append("<h2>Clips</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
         for r_i, r in enumerate(rows):
             f = r["files"]
@@ -390,7 +390,13 @@ class InterpretationLogger(Callback):
                     f"{esc(r['explained_class'])}<br>{r['chosen']} chosen<br>{esc(r['top_components'])}", rel,
                     player("input_audio"), player("interpretation_audio"), player("residual_audio"), spec)) + "</tr>"
             )
-        lines += ["</table>", "</body></html>"]
+        lines.append("</table>")
+        if metrics:
+            lines.append("<h2>Metrics</h2><details open><summary>trainer metrics at this epoch</summary>"
+                         "<table><tr><th>metric</th><th>value</th></tr>")
+            lines += [f"<tr><td>{esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in sorted(metrics.items())]
+            lines.append("</table></details>")
+        lines.append("</body></html>")
         page = folder / "index.html"
         page.write_text("\n".join(lines) + "\n")
         (folder / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if k not in ("input", "interpretation", "residual")} for r in rows], indent=1))

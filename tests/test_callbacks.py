@@ -1,4 +1,4 @@
-"""Callbacks: a tiny interpreter pipeline trained with the InterpretationLogger + MetricsCallback in W&B offline
+"""Callbacks: a tiny post-hoc interpreter (the project's PostHocInterpreterModule) trained with the InterpretationLogger + MetricsCallback in W&B offline
 mode; the run folder holds decodable WAVs, the W&B table JSON, and an HTML gallery whose references exist and
 which opens in headless Chromium without errors, its audio players knowing their durations. W&B failures
 (import, init, log) never stop training and the metrics still reach the CSV log."""
@@ -67,15 +67,32 @@ class TinyInterpreterModule(L.LightningModule):
         return torch.optim.Adam(self.head.parameters(), lr=1e-2)
 
 
-def _fit(tmp: Path, logger, epochs: int = 2, test: bool = True, images: bool = True):
+def _posthoc_module():
+    """The project's PostHocInterpreterModule on the tiny classifier and NMF dictionary."""
+    from l2i.dictionary import DictionaryArtifact
+    from lightning_modules.posthoc import PostHocInterpreterModule
+
+    clf = trained_classifier()
+    art = DictionaryArtifact(W=dictionary(), frontend=clf.frontend.config)
+    return PostHocInterpreterModule(
+        classifier=clf, dictionary=art, layers=["block2", "block3", "block4"], hidden=32, lr=3e-3,
+        num_classes=NUM_CLASSES, task="multiclass",
+        loss_weights={"reconstruction": {0: 5.0}, "fidelity": {0: 1.0}, "sparsity": {0: 0.2}},
+    )
+
+
+def _fit(tmp: Path, logger, epochs: int = 2, test: bool = True, images: bool = True, posthoc: bool = False):
     clf = trained_classifier()
     dm = datamodule(num_train=32, num_val=24, num_test=16, batch_size=8)
-    oracle = OracleInterpreter(clf, dictionary())
-    dm.setup("fit")
-    for loader in (dm.val_dataloader(), dm.test_dataloader()):
-        for b in loader:
-            oracle.register(b)
-    module = TinyInterpreterModule(clf, oracle)
+    if posthoc:
+        module = _posthoc_module()
+    else:
+        oracle = OracleInterpreter(clf, dictionary())
+        dm.setup("fit")
+        for loader in (dm.val_dataloader(), dm.test_dataloader()):
+            for b in loader:
+                oracle.register(b)
+        module = TinyInterpreterModule(clf, oracle)
     gallery = InterpretationLogger(every_n_epochs=1, clips_per_class=1, max_clips=NUM_CLASSES, images=images)
     metrics = MetricsCallback(max_batches=1)
     trainer = L.Trainer(max_epochs=epochs, logger=logger, callbacks=[gallery, metrics], default_root_dir=str(tmp),
@@ -92,7 +109,7 @@ def _fit(tmp: Path, logger, epochs: int = 2, test: bool = True, images: bool = T
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     logger = SafeWandbLogger(save_dir=str(tmp), project="l2i-test", name="tiny", offline=True)
-    trainer, gallery, metrics = _fit(tmp, logger)
+    trainer, gallery, metrics = _fit(tmp, logger, posthoc=True)
     run_dir = Path(logger.experiment.dir).parent
     import wandb
 
@@ -122,7 +139,9 @@ def test_run_folder_has_decodable_wavs_of_the_right_rate_and_length(pipeline):
         assert np.abs(data).max() <= 1.0
         loud += float(np.sqrt(np.mean(data**2))) > 1e-4
     assert loud >= 0.9 * len(wavs)  # inputs, interpretations and residuals are not silent
-    assert all(data is not None for data in wavs)
+    for w in wavs:
+        if w.name.endswith("_input.wav"):
+            assert float(np.abs(sf.read(w)[0]).max()) > 0.01
 
 
 def test_wandb_table_json_lists_the_columns(pipeline):
@@ -160,11 +179,10 @@ def test_metrics_reach_the_csv_log_per_epoch(pipeline):
     path = Path(logger.csv.log_dir) / "metrics.csv"
     rows = list(csv.DictReader(path.open()))
     vals = [r["val/fidelity_top1"] for r in rows if r.get("val/fidelity_top1")]
-    assert len(vals) == 2 and all(float(v) == 1.0 for v in vals)  # oracle logits = the classifier's
+    assert len(vals) == 2 and all(0.0 <= float(v) <= 1.0 for v in vals)
     assert any(r.get("val/faithfulness_prob_drop_random") for r in rows)
     assert [h["epoch"] for h in metrics.history if "val/fidelity_top1" in h] == [0, 1]
-    h = metrics.history[-1]
-    assert h["test/faithfulness_prob_drop"] > h["test/faithfulness_prob_drop_random"]
+    assert "test/faithfulness_prob_drop" in metrics.history[-1]
 
 
 def _chromium() -> str | None:
@@ -209,11 +227,13 @@ def test_wandb_init_failure_falls_back_to_csv_and_files(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "init", broken_init)
     logger = SafeWandbLogger(save_dir=str(tmp_path), project="l2i-test", name="broken", offline=True)
     with pytest.warns(RuntimeWarning, match="No space left"):
-        trainer, gallery, _ = _fit(tmp_path, logger, epochs=2, test=False, images=False)
+        trainer, gallery, metrics = _fit(tmp_path, logger, epochs=2, test=False, images=False)
     assert trainer.current_epoch == 2 and not logger.usable
     rows = _csv_metrics(logger)
     assert len([r for r in rows if r.get("val/fidelity_top1")]) == 2
     assert gallery.galleries and all(p.is_file() for p in gallery.galleries)
+    h = metrics.history[-1]  # the oracle stand-in: its fidelity is 1 and its components matter more than random ones
+    assert h["val/fidelity_top1"] == 1.0 and h["val/faithfulness_prob_drop"] > h["val/faithfulness_prob_drop_random"]
 
 
 def test_wandb_import_and_log_failures_do_not_stop_training(tmp_path, monkeypatch):
