@@ -85,8 +85,9 @@ class AudioItem:
 class SkipReport:
     """Append-only CSV of the files the ``skip`` policy dropped: header ``dataset,split,path,reason``.
 
-    Safe to use from DataLoader workers (each row is one small ``O_APPEND`` write). :meth:`reset` starts a
-    fresh report (called once per ``setup``); every :meth:`add` also logs a warning naming the report.
+    The file exists only once something was skipped (a run without bad files writes nothing). Safe to use
+    from DataLoader workers (each row is one small ``O_APPEND`` write). :meth:`reset` removes the report of
+    an earlier run (called once per DataModule); every :meth:`add` also logs a warning naming the report.
     """
 
     HEADER = ("dataset", "split", "path", "reason")
@@ -98,9 +99,7 @@ class SkipReport:
         self._lock = threading.Lock()
 
     def reset(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="") as fh:
-            csv.writer(fh).writerow(self.HEADER)
+        self.path.unlink(missing_ok=True)
         self._seen.clear()
 
     def add(self, split: str, path: str, reason: str) -> None:
@@ -110,8 +109,9 @@ class SkipReport:
                 return
             self._seen.add(key)
             if not self.path.exists():
-                self.reset()
-                self._seen.add(key)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "w", newline="") as fh:
+                    csv.writer(fh).writerow(self.HEADER)
             with open(self.path, "a", newline="") as fh:
                 csv.writer(fh).writerow((self.dataset, split, str(path), reason))
         log.warning("%s/%s: skipping %s (%s); listed in %s", self.dataset, split, path, reason, self.path)

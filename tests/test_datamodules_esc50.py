@@ -256,3 +256,14 @@ def test_skip_report_per_rank(esc, tmp_path):
     dm.setup("test")
     assert dm.report.path.name == "skipped_files.rank1.csv" and len(dm.report.rows()) == 1
     assert not (tmp_path / "rep" / "skipped_files.csv").exists()
+
+
+def test_no_report_file_without_skips(esc, tmp_path, monkeypatch):
+    """A clean run writes no report; a stale report of an earlier run is removed at setup."""
+    monkeypatch.chdir(tmp_path)
+    dm = module(esc.root, test_fold=1, val_fold=2, on_bad_file="skip")
+    stale = tmp_path / "l2i-reports" / "esc50" / "skipped_files.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("dataset,split,path,reason\nesc50,test,/old/file.wav,file is empty (0 bytes)\n")
+    dm.setup("test")
+    assert dm.report.path == stale and not stale.exists() and dm.report.rows() == []
