@@ -101,3 +101,30 @@ def test_l2i_evaluate_refuses_a_config_without_model(tmp_path):
     cfg.write_text(yaml.safe_dump({"data": {"class_path": "datamodules.SyntheticDataModule"}}))
     with pytest.raises(ValueError, match="'model' section"):
         main(["--config", str(cfg)])
+
+
+def test_l2i_evaluate_a_posthoc_interpreter_checkpoint(tmp_path):
+    """The real PostHocInterpreterModule (untrained Ψ/Θ is enough for the contract), loaded from its checkpoint
+    with the classifier and dictionary named by path, as `l2i fit --config experiments/synthetic/posthoc.yaml` saves it."""
+    from experiments.evaluate import main
+    from l2i.dictionary import DictionaryArtifact
+    from lightning_modules.posthoc import PostHocInterpreterModule
+
+    clf = trained_classifier()
+    clf_path, dict_path, ckpt = tmp_path / "classifier.ckpt", tmp_path / "dictionary.pt", tmp_path / "posthoc.ckpt"
+    _lightning_checkpoint(clf, clf_path)
+    DictionaryArtifact(W=dictionary(), frontend=clf.frontend.config).save(dict_path)
+    init = {"classifier_checkpoint": str(clf_path), "dictionary_path": str(dict_path), "layers": ["block2", "block3", "block4"], "hidden": 16}
+    _lightning_checkpoint(PostHocInterpreterModule(**init), ckpt)
+    config = {
+        "model": {"class_path": "lightning_modules.PostHocInterpreterModule", "init_args": init},
+        "data": {"class_path": "datamodules.SyntheticDataModule",
+                 "init_args": {"num_classes": NUM_CLASSES, "sample_rate": SR, "duration_s": 1.0, "num_test": 8, "batch_size": 8}},
+    }
+    cfg = tmp_path / "posthoc.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    with one_thread():
+        assert main(["--config", str(cfg), "--ckpt", str(ckpt), "--noise_snr_db", "", "--device", "cpu", "--out_dir", str(tmp_path / "e")]) == 0
+    res = json.loads((tmp_path / "e" / "evaluation.json").read_text())["results"]
+    assert res["clips"] == 8 and res["random_baseline"] == 1.0 and "ground_truth.si_sdr_random_mean" in res
+    assert all(math.isfinite(v) for v in res.values())
