@@ -17,7 +17,8 @@ Chunking (both): ``chunk_s`` is the waveform length of every batch (the module's
 Training items are clips; each visit takes a random ``chunk_s`` chunk. Validation/test items are all
 chunks of every clip (hop ``eval_hop_s``, default ``chunk_s``), each batch carrying ``clip_index`` /
 ``chunk_index`` int64 ``(B,)`` (and ``id`` = clip id) so that predictions can be averaged per clip with
-:func:`average_chunks`. The cache holds whole clips (``clip_s`` seconds, zero padded; decoded lengths
+:func:`average_chunks`, or scored directly with :class:`l2i.metrics.tagging.ClipTaggingMetrics`
+(``update(probabilities, target, clip_index)`` per test batch: clip-level macro ROC-AUC / PR-AUC). The cache holds whole clips (``clip_s`` seconds, zero padded; decoded lengths
 kept), so chunks are memmap slices.
 
 Three MagnaTagATune MP3s are reported by other users to be empty (0 bytes); use ``on_bad_file: skip``

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from l2i.metrics.tagging import TaggingMetrics, average_chunks
+from l2i.metrics.tagging import ClipTaggingMetrics, TaggingMetrics, average_chunks
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -54,3 +54,28 @@ def test_average_chunks_input_errors():
         average_chunks(torch.zeros(3), [0, 0, 1])
     with pytest.raises(ValueError, match="2 clip ids for 3 chunk outputs"):
         average_chunks(torch.zeros(3, 2), [0, 1])
+
+
+def test_clip_metrics_average_chunks_across_batches():
+    """Chunks of a clip spread over batches (shuffled): clip-level scores equal scikit-learn on the means."""
+    rng = np.random.default_rng(4)
+    clips, chunks, c = 30, 4, 5
+    clip_target = (rng.random((clips, c)) < 0.4).astype(np.int64)
+    clip_target[0], clip_target[1] = 1, 0
+    clip_index = np.repeat(np.arange(clips), chunks)
+    scores = np.clip(0.3 * clip_target[clip_index] + rng.random((clips * chunks, c)), 0, 1).astype(np.float32)
+    perm = rng.permutation(len(clip_index))
+    m = ClipTaggingMetrics(num_labels=c, prefix="test/")
+    for part in np.array_split(perm, 7):
+        m.update(torch.from_numpy(scores[part]), torch.from_numpy(clip_target[clip_index[part]]),
+                 torch.from_numpy(clip_index[part]))
+    out = m.compute()
+    means = scores.reshape(clips, chunks, c).mean(1)
+    assert out["test/roc_auc"].item() == pytest.approx(roc_auc_score(clip_target, means, average="macro"), abs=1e-5)
+    assert out["test/pr_auc"].item() == pytest.approx(average_precision_score(clip_target, means, average="macro"), abs=1e-5)
+    # chunk-level scores differ: averaging is what is measured
+    assert roc_auc_score(clip_target[clip_index], scores, average="macro") != pytest.approx(out["test/roc_auc"].item(), abs=1e-3)
+    bad = ClipTaggingMetrics(num_labels=c)
+    bad.update(torch.rand(2, c), torch.tensor([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]]), torch.tensor([3, 3]))
+    with pytest.raises(ValueError, match="chunks of one clip carry different targets"):
+        bad.compute()

@@ -6,7 +6,9 @@
 ``average="macro"``.
 
 :func:`average_chunks` averages chunk-level outputs per clip before the metric sees them (the usual
-test-time protocol: a clip's prediction is the mean over all its chunks).
+test-time protocol: a clip's prediction is the mean over all its chunks); :class:`ClipTaggingMetrics` does
+the same inside one ``Metric`` fed batch by batch with the batches' ``clip_index`` (chunks of one clip may
+arrive in different batches, or on different processes under DDP).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MultilabelAUROC, MultilabelAveragePrecision
+from torchmetrics.functional.classification import multilabel_auroc, multilabel_average_precision
+from torchmetrics.utilities import dim_zero_cat
 
-__all__ = ["TaggingMetrics", "average_chunks"]
+__all__ = ["TaggingMetrics", "ClipTaggingMetrics", "average_chunks"]
 
 
 class TaggingMetrics(MetricCollection):
@@ -57,3 +61,47 @@ def average_chunks(
     sums = outputs.new_zeros(len(order), outputs.shape[1]).index_add_(0, index, outputs)
     counts = torch.bincount(index, minlength=len(order)).to(outputs.dtype).unsqueeze(1)
     return sums / counts, list(order)
+
+
+class ClipTaggingMetrics(Metric):
+    """Macro ROC-AUC and PR-AUC of clip-level predictions = the mean of each clip's chunk predictions.
+
+    ``update(preds (B, C), target (B, C) {0,1}, clip_index (B,) int)`` with chunk rows (e.g. a test batch of
+    :class:`datamodules.magnatagatune.MagnaTagATuneDataModule`); ``compute()`` averages ``preds`` per
+    ``clip_index`` over everything seen (all batches, all processes), then returns ``{f"{prefix}roc_auc",
+    f"{prefix}pr_auc"}`` (0-d tensors, macro over the C tags, exact - as scikit-learn's). Chunks of one clip
+    must carry the same target (checked).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_labels: int, prefix: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.num_labels, self.prefix = int(num_labels), prefix
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        self.add_state("clip_index", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, clip_index: torch.Tensor) -> None:
+        if preds.dim() != 2 or preds.shape != target.shape or preds.shape[1] != self.num_labels:
+            raise ValueError(f"preds and target must be (B, {self.num_labels}), got {tuple(preds.shape)} and {tuple(target.shape)}")
+        if clip_index.shape != (preds.shape[0],):
+            raise ValueError(f"clip_index must be ({preds.shape[0]},), got {tuple(clip_index.shape)}")
+        self.preds.append(preds.detach().float())
+        self.target.append(target.detach().long())
+        self.clip_index.append(clip_index.detach().long())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        preds, target, clips = dim_zero_cat(self.preds), dim_zero_cat(self.target), dim_zero_cat(self.clip_index)
+        clip_preds, ids = average_chunks(preds, clips)
+        index = {k: i for i, k in enumerate(ids)}
+        rows = torch.tensor([index[k] for k in clips.tolist()], device=preds.device)
+        clip_target = torch.zeros(len(ids), self.num_labels, dtype=torch.long, device=preds.device)
+        clip_target[rows] = target
+        if not torch.equal(clip_target[rows], target):
+            raise ValueError("chunks of one clip carry different targets")
+        kw = dict(num_labels=self.num_labels, average="macro", thresholds=None)
+        return {f"{self.prefix}roc_auc": multilabel_auroc(clip_preds, clip_target, **kw),
+                f"{self.prefix}pr_auc": multilabel_average_precision(clip_preds, clip_target, **kw)}
