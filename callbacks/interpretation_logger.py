@@ -278,7 +278,8 @@ class InterpretationLogger(Callback):
 
         sr = int(interp.sample_rate or getattr(getattr(frontend, "config", None), "sample_rate", 16000))
         multilabel = clips["target"][0].dim() > 0
-        magnitude = frontend(wave).magnitude if frontend is not None else None
+        # STFT only (the window follows the input's device; the clips are on the CPU here)
+        magnitude = frontend.stft(wave).abs() if frontend is not None and hasattr(frontend, "stft") else None
         rows = []
         for i, cid in enumerate(clips["id"]):
             base = _safe(cid)

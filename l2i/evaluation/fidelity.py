@@ -89,7 +89,7 @@ class Fidelity(Metric):
         if interpreter_logits.shape[1] != self.num_classes:
             raise ValueError(f"Fidelity.update: logits have {interpreter_logits.shape[1]} classes, expected {self.num_classes}")
         B = interpreter_logits.shape[0]
-        self.total += B
+        self.total += float(B)
         if self.task == "multiclass":
             ref = classifier_logits.argmax(-1)
             hits = [(interpreter_logits.argmax(-1) == ref).sum()]
@@ -98,8 +98,8 @@ class Fidelity(Metric):
                 hits.append((topk == ref[:, None]).any(-1).sum())
             self.correct += torch.stack(hits).to(self.correct)
             return
-        pred = interpreter_logits.float().sigmoid() > self.thresholds
-        ref = classifier_logits.float().sigmoid() > self.classifier_thresholds
+        pred = interpreter_logits.float().sigmoid() > self.thresholds.to(interpreter_logits.device)
+        ref = classifier_logits.float().sigmoid() > self.classifier_thresholds.to(classifier_logits.device)
         self.tp += (pred & ref).sum(0).to(self.tp)
         self.fp += (pred & ~ref).sum(0).to(self.fp)
         self.fn += (~pred & ref).sum(0).to(self.fn)

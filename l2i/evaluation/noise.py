@@ -74,28 +74,33 @@ class NoiseRobustness(Metric):
                 raise ValueError(f"NoiseRobustness.update: {name} {tuple(t.shape)} must match clean_relevance {tuple(shape)}")
         if valid.shape != shape[:2] or clean_agree.shape != noisy_agree.shape:
             raise ValueError(f"NoiseRobustness.update: valid must be {tuple(shape[:2])} and the agreements of equal shape")
+        dev = self.clips.device  # states stay where the metric lives, whatever device the inputs are on
         cc = clean_chosen.bool() & valid[..., None]
         nc = noisy_chosen.bool() & valid[..., None]
-        self.clips += clean_agree.numel()
-        self.agree_clean += clean_agree.double().sum()
-        self.agree_noisy += noisy_agree.double().sum()
-        self.rel_clean += (clean_relevance.double() * cc).sum()
-        self.rel_noisy += (noisy_relevance.double() * cc).sum()
-        self.n_chosen += cc.double().sum()
-        self.kept += (cc & nc).double().sum()
         union = (cc | nc).double().sum(-1)
         inter = (cc & nc).double().sum(-1)
         jac = torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))
-        self.jaccard += jac[valid].sum()
-        self.slots += valid.double().sum()
+        sums = {
+            "clips": float(clean_agree.numel()),
+            "agree_clean": clean_agree.double().sum(),
+            "agree_noisy": noisy_agree.double().sum(),
+            "rel_clean": (clean_relevance.double() * cc).sum(),
+            "rel_noisy": (noisy_relevance.double() * cc).sum(),
+            "n_chosen": cc.double().sum(),
+            "kept": (cc & nc).double().sum(),
+            "jaccard": jac[valid].sum(),
+            "slots": valid.double().sum(),
+        }
+        for name, value in sums.items():
+            setattr(self, name, getattr(self, name) + torch.as_tensor(value, dtype=torch.float64).to(dev))
         if (si_sdr_clean is None) != (si_sdr_noisy is None):
             raise ValueError("NoiseRobustness.update: give both si_sdr_clean and si_sdr_noisy, or neither")
         if si_sdr_clean is not None:
             if si_sdr_clean.numel() != si_sdr_noisy.numel():
                 raise ValueError("NoiseRobustness.update: si_sdr_clean and si_sdr_noisy need the same number of entries")
-            self.sdr_clean += si_sdr_clean.double().sum()
-            self.sdr_noisy += si_sdr_noisy.double().sum()
-            self.sdr_count += si_sdr_clean.numel()
+            self.sdr_clean += si_sdr_clean.double().sum().to(dev)
+            self.sdr_noisy += si_sdr_noisy.double().sum().to(dev)
+            self.sdr_count += float(si_sdr_clean.numel())
 
     @staticmethod
     def agreement(interpretation, task: str, classifier_logits: Tensor | None = None, thresholds: float | Tensor = 0.5) -> Tensor:
