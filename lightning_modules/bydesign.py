@@ -1,0 +1,218 @@
+"""ByDesignModule: the NMF-activation bottleneck trained jointly with the backbone (stage 2b).
+
+``training_step`` reads like the loss::
+
+    bottleneck:  total = task(Θ(H), y)                          + λ_rec · reconstruction + λ_spa · sparsity
+    joint:       total = task(f(x), y) + λ_fid · fidelity(Θ(H), f(x)) + λ_rec · reconstruction + λ_spa · sparsity
+
+with the λ's from an epoch schedule (``loss_weights``; default the authors' ESC-50 schedule). The pure-torch
+model is :class:`l2i.interpreter.bydesign.ByDesignModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, Sequence
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from l2i.backbones import build_backbone
+from l2i.dictionary import DictionaryArtifact
+from l2i.frontend import AudioFrontEnd, FrontEndConfig
+from l2i.interpreter.bydesign import MODES, ByDesignModel, bydesign_losses
+from l2i.interpreter.interpretation import Interpretation
+from l2i.interpreter.posthoc import LossSchedule, PostHocOutput
+from lightning_modules.classifier import ClassifierModule, task_metrics
+from lightning_modules.posthoc import fidelity_metrics
+
+__all__ = ["ByDesignModule", "ByDesignClassifier"]
+
+
+class _Predictor(nn.Module):
+    """``logmel (B, n_mels, T) -> prediction logits (B, C)`` of a by-design model."""
+
+    def __init__(self, model: ByDesignModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_logmel(logmel)
+
+
+class ByDesignClassifier(nn.Module):
+    """The by-design model seen as "the classifier being explained" by the evaluation suite:
+    ``forward(waveform) -> logits``, ``frontend``, ``backbone(logmel) -> logits``, ``task``."""
+
+    def __init__(self, model: ByDesignModel):
+        super().__init__()
+        self.model = model
+        self.backbone = _Predictor(model)
+        self.task = model.task
+
+    @property
+    def frontend(self) -> AudioFrontEnd:
+        return self.model.frontend
+
+    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        return self.model(waveform, sample_rate).classifier_logits
+
+
+class ByDesignModule(L.LightningModule):
+    """A classifier whose prediction goes through NMF activations (``mode: bottleneck``), or a classifier
+    trained jointly with its interpreter (``mode: joint``, FLINT-style).
+
+    Args:
+        dictionary_path: the :class:`~l2i.dictionary.DictionaryArtifact` (front-end checked against the model's).
+        mode: ``bottleneck`` (Θ(H) is the prediction) or ``joint``.
+        classifier_checkpoint: start the front-end and backbone from a trained ``ClassifierModule`` checkpoint;
+            otherwise they are built from ``backbone`` / ``backbone_kwargs`` / ``frontend`` (from scratch, or
+            from the backbone file ``pretrained``).
+        layers, hidden, psi_dropout, pooling, attention_dim, finetune_dictionary: Ψ, Θ and W as in the post-hoc
+            interpreter.
+        loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` (joint only) / ``reconstruction`` /
+            ``sparsity``; the task loss has weight 1.
+        lr, weight_decay, cosine: AdamW and cosine decay over ``max_epochs``.
+        pos_weight: per-class positive weights of the multilabel BCE.
+        threshold, class_threshold: relevance threshold τ and multilabel decision threshold of ``interpret``.
+        num_classes, task, class_names: the label space (linked from the DataModule by the CLI).
+        dictionary: an in-memory artifact instead of ``dictionary_path`` (tests, notebooks).
+    """
+
+    def __init__(
+        self,
+        dictionary_path: str | None = None,
+        mode: Literal["bottleneck", "joint"] = "bottleneck",
+        classifier_checkpoint: str | None = None,
+        backbone: str = "small_cnn",
+        backbone_kwargs: dict[str, Any] | None = None,
+        frontend: FrontEndConfig | None = None,
+        pretrained: str | None = None,
+        layers: Sequence[str] | None = None,
+        hidden: int = 128,
+        psi_dropout: float = 0.0,
+        pooling: Literal["attention", "max", "mean"] = "attention",
+        attention_dim: int = 256,
+        finetune_dictionary: bool = False,
+        loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        cosine: bool = True,
+        pos_weight: list[float] | None = None,
+        threshold: float = 0.2,
+        class_threshold: float = 0.5,
+        num_classes: int = 8,
+        task: Literal["multiclass", "multilabel"] = "multiclass",
+        class_names: list[str] | None = None,
+        dictionary: DictionaryArtifact | None = None,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if classifier_checkpoint:
+            base = ClassifierModule.load_frozen(classifier_checkpoint)
+            if base.num_classes != num_classes or base.task != task:
+                raise ValueError(f"classifier_checkpoint {classifier_checkpoint} has {base.num_classes} classes "
+                                 f"({base.task}); the data has {num_classes} ({task})")
+            fe, net = base.frontend, base.backbone
+        else:
+            fe = AudioFrontEnd(FrontEndConfig.from_any(frontend))
+            net = build_backbone(backbone, n_mels=fe.config.n_mels, num_classes=num_classes, pretrained=pretrained,
+                                 **(backbone_kwargs or {}))
+        self.save_hyperparameters(ignore=["dictionary", "frontend"])
+        self.hparams["frontend"] = fe.config.to_dict()
+        if dictionary is None:
+            if not dictionary_path:
+                raise ValueError("ByDesignModule needs dictionary_path (a DictionaryArtifact file)")
+            dictionary = DictionaryArtifact.load(dictionary_path)
+        dictionary.check_frontend(fe.config, source=str(dictionary_path or "dictionary"))
+        if pos_weight is not None and len(pos_weight) != num_classes:
+            raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
+        self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
+        self.task, self.num_classes, self.mode = task, num_classes, mode
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.schedule = LossSchedule(loss_weights)
+        self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, mode=mode, layers=layers,
+                                   hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
+                                   attention_dim=attention_dim, finetune_dictionary=finetune_dictionary)
+        self.hparams["layers"] = list(self.model.layers)
+        self.hparams["loss_weights"] = self.schedule.to_dict()
+        metrics = task_metrics(task, num_classes)
+        self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
+        self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
+        if mode == "joint":
+            fid = fidelity_metrics(task, num_classes)
+            self.val_fidelity, self.test_fidelity = fid.clone(prefix="val/"), fid.clone(prefix="test/")
+
+    # -- model ---------------------------------------------------------------------------------------------
+    @property
+    def frontend(self) -> AudioFrontEnd:
+        return self.model.frontend
+
+    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> PostHocOutput:
+        return self.model(waveform, sample_rate)
+
+    def as_classifier(self) -> ByDesignClassifier:
+        """The model's prediction as a classifier (waveform -> logits) for the evaluation suite."""
+        return ByDesignClassifier(self.model)
+
+    def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
+        """The one verb, explaining the model's own prediction (see :meth:`PostHocInterpreter.interpret`)."""
+        kwargs.setdefault("class_threshold", self.hparams.class_threshold)
+        return self.model.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs)
+
+    # -- training ------------------------------------------------------------------------------------------
+    def loss_weights(self) -> dict[str, float]:
+        weights = self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
+        weights["task"] = 1.0
+        if self.mode == "bottleneck":
+            weights.pop("fidelity")
+        return weights
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        rate = batch.get("sample_rate")
+        rate = None if rate is None else (int(rate.flatten()[0]) if torch.is_tensor(rate) else int(rate))
+        out = self(batch["waveform"], rate)
+        target = batch["target"]
+        losses = bydesign_losses(out, target, self.task, self.mode, self.pos_weight)
+        weights = self.loss_weights()
+        total = sum(weights[name] * value for name, value in losses.items())
+        bs, on_step = target.shape[0], stage == "train"
+        for name, value in losses.items():
+            self.log(f"{stage}/{name}_loss", value, batch_size=bs, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        self.log(f"{stage}/loss", total, batch_size=bs, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[stage]
+        prediction = out.classifier_logits
+        if metrics is not None:
+            probs = prediction.softmax(-1) if self.task == "multiclass" else prediction.sigmoid()
+            metrics.update(probs, target if self.task == "multiclass" else target.long())
+            self.log_dict(metrics, prog_bar=stage == "val", on_step=False, on_epoch=True, batch_size=bs)
+        if self.mode == "joint" and stage != "train":
+            fid = self.val_fidelity if stage == "val" else self.test_fidelity
+            if self.task == "multiclass":
+                fid.update(out.logits.softmax(-1), prediction.argmax(-1))
+            else:
+                fid.update(out.logits.sigmoid(), (prediction.sigmoid() > self.hparams.class_threshold).long())
+            self.log_dict(fid, on_step=False, on_epoch=True, batch_size=bs)
+        return total
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> Interpretation:
+        return self.interpret(batch["waveform"])
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)
+        if not self.hparams.cosine or self.trainer is None or not self.trainer.max_epochs or self.trainer.max_epochs < 1:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
