@@ -15,7 +15,7 @@ from fixtures_datasets import write_wav
 
 @pytest.fixture
 def clips(tmp_path):
-    return [write_wav(tmp_path / "audio" / f"clip{i}.wav", 0.2, 22050, 300.0 + 100 * i, seed=i) for i in range(3)]
+    return [write_wav(tmp_path / "audio" / f"clip{i}.wav", 0.2, 32000, 300.0 + 100 * i, seed=i) for i in range(3)]
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_rows_match_the_decoder(tmp_path, clips):
 def test_changed_file_is_redecoded(tmp_path, clips, decode_log):
     first = build(tmp_path / "c", clips)
     old = first.read(1).clone()
-    write_wav(clips[1], 0.2, 22050, 1000.0, seed=9)  # new content, same name
+    write_wav(clips[1], 0.2, 32000, 1000.0, seed=9)  # new content, same name
     st = os.stat(clips[1])
     os.utime(clips[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     decode_log.clear()
@@ -119,7 +119,7 @@ def test_cached_datamodule_in_worker_processes(tmp_path):
     from fixtures_datasets import make_esc50
 
     fx = make_esc50(tmp_path, classes=(0, 1), clips_per_class_per_fold=1)
-    kw = dict(sample_rate=8000, duration_s=0.25, batch_size=4, test_fold=1, val_fold=2)
+    kw = dict(sample_rate=11025, duration_s=0.25, batch_size=4, test_fold=1, val_fold=2)
     plain = ESC50DataModule(str(fx.root), **kw)
     cached = ESC50DataModule(str(fx.root), cache_dir=str(tmp_path / "cache"), cache_dtype="float32", num_workers=1,
                              persistent_workers=True, **kw)

@@ -56,29 +56,29 @@ def test_crossval_runs_folds_and_reports_mean_std(tmp_path, capsys):
     fx = make_esc50(tmp_path, classes=(0, 1), clips_per_class_per_fold=2, seconds=0.25)
     out = tmp_path / "cv"
     tiny = [
-        "--data.init_args.root", str(fx.root), "--data.init_args.sample_rate", "8000",
+        "--data.init_args.root", str(fx.root), "--data.init_args.sample_rate", "11025",
         "--data.init_args.duration_s", "0.25", "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
         "--data.init_args.pin_memory", "false", "--data.init_args.persistent_workers", "false",
         "--data.init_args.cache_dir", str(tmp_path / "cache"),
         "--model.init_args.backbone", "small_cnn", "--model.init_args.backbone_kwargs", "{channels: [4, 4, 8, 8]}",
-        "--model.init_args.frontend", "{sample_rate: 8000, n_fft: 256, hop_length: 128, n_mels: 32}",
+        "--model.init_args.frontend", "{sample_rate: 11025, n_fft: 256, hop_length: 128, n_mels: 32}",
         "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu", "--trainer.num_sanity_val_steps", "0",
     ]
-    code = main(["crossval", "--config", CONFIGS[0], "--folds", "1", "5", "--out_dir", str(out), "--", *tiny])
+    code = main(["crossval", "--config", CONFIGS[0], "--out_dir", str(out), "--", *tiny])  # default: folds 1-5
     assert code == 0
     report = json.loads((out / "crossval.json").read_text())
-    assert [r["fold"] for r in report["runs"]] == [1, 5]
-    assert [r["val_fold"] for r in report["runs"]] == [2, 1]  # the next fold, 5 -> 1
+    assert [r["fold"] for r in report["runs"]] == [1, 2, 3, 4, 5]
+    assert [r["val_fold"] for r in report["runs"]] == [2, 3, 4, 5, 1]  # the next fold, 5 -> 1
     acc = [r["metrics"]["test/accuracy"] for r in report["runs"]]
     assert all(a in (0.0, 0.25, 0.5, 0.75, 1.0) for a in acc)  # 4 test clips per fold
     s = report["summary"]["test/accuracy"]
-    assert s["n"] == 2 and s["mean"] == pytest.approx(np.mean(acc)) and s["std"] == pytest.approx(np.std(acc))
+    assert s["n"] == 5 and s["mean"] == pytest.approx(np.mean(acc)) and s["std"] == pytest.approx(np.std(acc))
     assert all(r["best_checkpoint"] and Path(r["best_checkpoint"]).is_file() for r in report["runs"])
     assert (out / "fold-5").is_dir()
     md = (out / "crossval.md").read_text()
-    assert "| metric | fold 1 | fold 5 | mean ± std |" in md
-    assert f"| test/accuracy | {acc[0]:.4f} | {acc[1]:.4f} | {s['text']} |" in md
+    assert "| metric | fold 1 | fold 2 | fold 3 | fold 4 | fold 5 | mean ± std |" in md
+    assert f"| test/accuracy | {' | '.join(f'{a:.4f}' for a in acc)} | {s['text']} |" in md
     assert "test/accuracy: " in capsys.readouterr().out
 
 

@@ -15,7 +15,7 @@ from fixtures_datasets import SONYC_COARSE, SONYC_FINE, make_sonyc, sonyc_header
 from l2i.audio import AudioFileError
 from l2i.metrics.sonyc import DEFAULT_TAXONOMY
 
-RATE = 8000
+RATE = 11025
 
 
 def module(root, **kw):
@@ -51,7 +51,7 @@ def test_coarse_labels_follow_the_annotator_rules(sonyc, caplog):
     assert dm.dropped_unlabelled == {"train": 1, "val": 1, "test": 0}
     assert any("1 train clip(s) have no volunteer" in m for m in caplog.messages)
     batch = next(iter(dm.val_dataloader()))
-    assert batch["waveform"].shape == (2, 2000) and batch["target"].dtype == torch.float32
+    assert batch["waveform"].shape == (2, 2756) and batch["target"].dtype == torch.float32
     assert batch["target"].shape == (2, 8) and batch["id"] == ["01_000010.wav", "01_000012.wav"]
     assert batch["target"][0].tolist() == [0, 0, 0, 0, 1, 0, 1, 0]
 
