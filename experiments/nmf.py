@@ -178,13 +178,16 @@ class FrameStream:
             held += buf[-1].shape[1]
             while held >= self.batch_frames:
                 allf = torch.cat(buf, dim=1)
-                out, rest = allf[:, : self.batch_frames], allf[:, self.batch_frames :]
+                out, rest = allf[:, : self.batch_frames].contiguous(), allf[:, self.batch_frames :].contiguous()
                 buf, held = ([rest] if rest.shape[1] else []), rest.shape[1]
                 frames += out.shape[1]
                 if caching:
                     nbytes += out.numel() * out.element_size()
                     caching = nbytes <= self.cache_mb * 2**20
-                    cached = cached + [out] if caching else []
+                    if caching:
+                        cached.append(out)
+                    else:
+                        cached = []
                 yield out
             if self.max_clips is not None and clips >= self.max_clips:
                 break
@@ -194,7 +197,10 @@ class FrameStream:
             if caching:
                 nbytes += out.numel() * out.element_size()
                 caching = nbytes <= self.cache_mb * 2**20
-                cached = cached + [out] if caching else []
+                if caching:
+                    cached.append(out)
+                else:
+                    cached = []
             yield out
         if clips == 0:
             raise ValueError("the data split yielded no clips (check data settings / num_clips)")
