@@ -237,13 +237,14 @@ def test_wandb_init_failure_falls_back_to_csv_and_files(tmp_path, monkeypatch):
 
 
 def test_wandb_import_and_log_failures_do_not_stop_training(tmp_path, monkeypatch):
+    import wandb
+
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     logger = SafeWandbLogger(save_dir=str(tmp_path), project="l2i-test", name="noimport", offline=True)
     with pytest.warns(RuntimeWarning, match="W&B failed"):
         trainer, _, _ = _fit(tmp_path, logger, epochs=1, test=False, images=False)
     assert trainer.current_epoch == 1 and _csv_metrics(logger)
-    monkeypatch.delitem(sys.modules, "wandb")
-    import wandb
+    monkeypatch.setitem(sys.modules, "wandb", wandb)  # the same module object again (no second import)
 
     logger2 = SafeWandbLogger(save_dir=str(tmp_path / "b"), project="l2i-test", name="logfails", offline=True)
     run = logger2.experiment
