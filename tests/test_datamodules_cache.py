@@ -130,3 +130,14 @@ def test_cached_datamodule_in_worker_processes(tmp_path):
     assert a["id"] == b["id"]
     torch.testing.assert_close(a["waveform"], b["waveform"])
     assert (tmp_path / "cache" / "esc50").is_dir()
+
+
+def test_decode_clip_resamples_like_l2i_audio(clips):
+    """The cached-kernel resampler gives l2i.audio's samples (same sinc filter), and the file rate is read."""
+    from l2i.audio import load_audio
+
+    for rate in (8000, 16000, 32000):
+        want, _ = load_audio(str(clips[0]), rate)
+        got = files.decode_clip(str(clips[0]), rate)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)

@@ -231,8 +231,12 @@ class PostHocInterpreter(nn.Module):
     # -- forward ---------------------------------------------------------------------------------------
     def classify(self, features: Features) -> tuple[Tensor, dict[str, Tensor]]:
         """The frozen classifier on the batch's log-mel: logits ``(B, C)`` and the tapped maps (no grad)."""
+        return self.classify_logmel(features.logmel)
+
+    def classify_logmel(self, logmel: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``logmel (B, n_mels, T)`` -> the frozen classifier's logits ``(B, C)`` and tapped maps (no grad)."""
         with torch.no_grad(), capture_hidden(self.backbone, self.layers, detach=True) as maps:
-            logits = self.backbone(features.logmel)
+            logits = self.backbone(logmel)
         return logits, dict(maps)
 
     def forward(self, waveform: Tensor, sample_rate: int | None = None) -> PostHocOutput:
