@@ -92,7 +92,10 @@ def evaluate_checkpoint(
         data_args["batch_size"] = int(batch_size)
     dm = data_cls(**data_args)
     if ckpt:
-        module = model_cls.load_from_checkpoint(ckpt, map_location=device, weights_only=False)
+        from l2i.checkpoints import safe_load
+
+        safe_load(ckpt, what="interpreter checkpoint")  # clear refusal of missing / unsafe files, naming them
+        module = model_cls.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
     else:
         module = model_cls(**model_args)
     module.eval().to(device)
