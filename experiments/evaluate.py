@@ -80,6 +80,8 @@ def evaluate_checkpoint(
     device: str = "cpu",
     seed: int = 0,
     tune: bool = False,
+    thresholds: list[float] | float | None = None,
+    classifier_thresholds: list[float] | float | None = None,
 ) -> dict[str, float]:
     """Load the interpreter (``ckpt``, or the config's untrained model when ``None``) and its data; run the suite."""
     from torch.utils.data import DataLoader
@@ -106,11 +108,17 @@ def evaluate_checkpoint(
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
     tau = float(threshold if threshold is not None else getattr(getattr(module, "hparams", {}), "get", lambda *_: None)("threshold") or 0.2)
     task = getattr(classifier, "task", None) or getattr(module, "task", None)
-    common = dict(task=task, threshold=tau, max_batches=max_batches, seed=seed, device=device)
+    hp = getattr(module, "hparams", {})
+    clf_thr = classifier_thresholds if classifier_thresholds is not None else (hp.get("class_threshold") if hasattr(hp, "get") else None)
+    common = dict(task=task, threshold=tau, max_batches=max_batches, seed=seed, device=device,
+                  classifier_thresholds=0.5 if clf_thr is None else clf_thr)
+    if thresholds is not None:
+        common["thresholds"] = thresholds
     tuned = None
     if tune and task == "multilabel":
         dm.setup("validate")
-        tuned = tune_interpreter_thresholds(module, classifier, dm.val_dataloader(), threshold=tau, max_batches=max_batches, device=device)
+        tuned = tune_interpreter_thresholds(module, classifier, dm.val_dataloader(), threshold=tau, max_batches=max_batches,
+                                            device=device, classifier_thresholds=common["classifier_thresholds"])
         common["thresholds"] = tuned
     results = evaluate_interpreter(module, classifier, loader, noise_snr_db=noise_snr_db, **common)
     if overlap is not None:
@@ -137,9 +145,17 @@ def write_results(results: dict[str, float], out_dir: Path, title: str, settings
     return js, md
 
 
+def _floats(text: str | None) -> list[float] | float | None:
+    if text is None or str(text).strip() == "":
+        return None
+    vals = [float(v) for v in str(text).split(",") if v.strip()]
+    return vals[0] if len(vals) == 1 else vals
+
+
 def main(argv: list[str]) -> int:
     """``l2i evaluate --config FILE [--ckpt FILE] [--split test] [--threshold τ] [--noise_snr_db 10,0] [--overlap λ]
-    [--max_batches n] [--batch_size b] [--device cpu] [--out_dir DIR]``."""
+    [--max_batches n] [--batch_size b] [--device cpu] [--thresholds t|t1,…,tC] [--classifier_thresholds …]
+    [--tune_thresholds true] [--out_dir DIR]``."""
     from jsonargparse import ArgumentParser
 
     from experiments.cli import resolve_config
@@ -155,6 +171,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--thresholds", default=None,
+                   help="multilabel: the interpreter's decision threshold(s), one float or one per class, comma-separated")
+    p.add_argument("--classifier_thresholds", default=None,
+                   help="multilabel: the classifier's decision threshold(s) (default: the module's class_threshold, else 0.5)")
     p.add_argument("--tune_thresholds", type=bool, default=False,
                    help="multilabel: tune the interpreter's per-class thresholds on the validation split first")
     p.add_argument("--out_dir", default=None, help="default: beside the checkpoint (or runs/evaluate)")
@@ -164,7 +184,7 @@ def main(argv: list[str]) -> int:
     results = evaluate_checkpoint(
         config, args.ckpt, split=args.split, threshold=args.threshold, noise_snr_db=snrs or None, overlap=args.overlap,
         max_batches=args.max_batches, batch_size=args.batch_size, device=args.device, seed=args.seed,
-        tune=args.tune_thresholds,
+        tune=args.tune_thresholds, thresholds=_floats(args.thresholds), classifier_thresholds=_floats(args.classifier_thresholds),
     )
     out = Path(args.out_dir) if args.out_dir else (Path(args.ckpt).parent / "evaluation" if args.ckpt else Path("runs/evaluate"))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}

@@ -128,3 +128,31 @@ def test_l2i_evaluate_a_posthoc_interpreter_checkpoint(tmp_path):
     res = json.loads((tmp_path / "e" / "evaluation.json").read_text())["results"]
     assert res["clips"] == 8 and res["random_baseline"] == 1.0 and "ground_truth.si_sdr_random_mean" in res
     assert all(math.isfinite(v) for v in res.values())
+
+
+def test_l2i_evaluate_multilabel_with_tuned_thresholds(tmp_path):
+    from experiments.evaluate import main
+    from test_evaluation_helpers import FRONTEND
+
+    torch.manual_seed(0)
+    clf = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 16]}, frontend=FRONTEND,
+                           task="multilabel", num_classes=NUM_CLASSES)
+    clf_path, ckpt = tmp_path / "classifier.ckpt", tmp_path / "interpreter.ckpt"
+    _lightning_checkpoint(clf, clf_path)
+    interp = CheckpointedNMFInterpreter(str(clf_path))
+    interp.W.copy_(dictionary())
+    _lightning_checkpoint(interp, ckpt)
+    config = {
+        "model": {"class_path": "test_evaluation_cli.CheckpointedNMFInterpreter", "init_args": {"classifier_checkpoint": str(clf_path)}},
+        "data": {"class_path": "datamodules.SyntheticDataModule",
+                 "init_args": {"mode": "multilabel", "num_classes": NUM_CLASSES, "sample_rate": SR, "duration_s": 1.0,
+                               "num_val": 8, "num_test": 8, "batch_size": 8}},
+    }
+    cfg = tmp_path / "ml.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    with one_thread():
+        assert main(["--config", str(cfg), "--ckpt", str(ckpt), "--noise_snr_db", "", "--tune_thresholds", "true",
+                     "--classifier_thresholds", "0.5", "--device", "cpu", "--out_dir", str(tmp_path / "e")]) == 0
+    res = json.loads((tmp_path / "e" / "evaluation.json").read_text())["results"]
+    assert {f"tuned_threshold.{c}" for c in range(NUM_CLASSES)} <= res.keys()
+    assert "fidelity.f1" in res and all(math.isfinite(v) for v in res.values())
