@@ -583,6 +583,7 @@ def dictionary_stage(ctx, settings: dict) -> dict:
         "class_purity": "activation mass of each component in its top class, mass-weighted mean (1/C = none)",
         "n_components": "K, columns of the dictionary",
         "n_freq": "F, frequency bins (n_fft/2+1)",
+        "noise_components": "columns learnt on noise-only material and kept fixed (first in W)",
         "frames": "training frames seen per epoch",
         "clips": "training clips seen per epoch",
         "epochs": "passes of the online NMF",
