@@ -28,7 +28,7 @@ import torch
 
 from l2i.dictionary import DictionaryArtifact
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
-from l2i.nmf import NMF, nmf_objective
+from l2i.nmf import NMF, NMFResult, concat_dictionaries, nmf_objective
 
 __all__ = ["NMFSettings", "learn_dictionary", "dictionary_stage", "main", "build_parser"]
 
@@ -55,6 +55,10 @@ class NMFSettings:
             ``n_components`` more are learnt on the clips (the SONYC-UST setup); 0 = none. The dictionary
             then has ``noise_components + n_components`` columns, noise first, labelled in ``meta``.
         noise_key: batch key of the noise-only waveforms.
+        per_class_components: when > 0, learn that many components per class, each block on the clips
+            of its class only (multiclass target, or class present for multilabel), and concatenate them
+            (after the noise block); ``n_components`` is then unused and ``meta["labels"]`` names the class
+            of every column.
     """
 
     n_components: int = 64
@@ -70,14 +74,16 @@ class NMFSettings:
     dtype: str = "float32"
     noise_components: int = 0
     noise_key: str = "background"
+    per_class_components: int = 0
 
     def build(self, device: torch.device | None = None, progress: bool = False, n_components: int | None = None) -> NMF:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"nmf.dtype must be float32 or float64, got {self.dtype!r}")
         if self.batch_frames < 1 or self.epochs < 1:
             raise ValueError(f"nmf.batch_frames and nmf.epochs must be >= 1, got {self.batch_frames}, {self.epochs}")
-        if self.noise_components < 0:
-            raise ValueError(f"nmf.noise_components must be >= 0, got {self.noise_components}")
+        if self.noise_components < 0 or self.per_class_components < 0:
+            raise ValueError(f"nmf.noise_components and nmf.per_class_components must be >= 0, got "
+                             f"{self.noise_components}, {self.per_class_components}")
         return NMF(
             self.n_components if n_components is None else n_components,
             beta=self.beta,
@@ -149,8 +155,9 @@ class FrameStream:
     generation and the STFT); past that, every pass streams the clips again.
     """
 
-    def __init__(self, loader, frontend: AudioFrontEnd, device: torch.device, batch_frames: int, max_clips: int | None = None, cache_mb: float = 1024.0, key: str = "waveform"):
+    def __init__(self, loader, frontend: AudioFrontEnd, device: torch.device, batch_frames: int, max_clips: int | None = None, cache_mb: float = 1024.0, key: str = "waveform", select=None):
         self.loader, self.frontend, self.device, self.key = loader, frontend, device, key
+        self.select = select  # batch -> bool mask (B,) of the clips to keep (None: all)
         self.batch_frames, self.max_clips, self.cache_mb = int(batch_frames), max_clips, float(cache_mb)
         self.cache: list[torch.Tensor] | None = None
         self.clips = 0
@@ -162,15 +169,20 @@ class FrameStream:
             yield from self.cache
             return
         caching, cached, nbytes = self.cache_mb > 0, [], 0
-        clips = frames = 0
+        clips = frames = scanned = 0
         buf: list[torch.Tensor] = []
         held = 0
         for batch in self.loader:
             V = _batch_spectra(batch, self.frontend, self.device, self.key)  # (B, F, T)
             if self.max_clips is not None:
-                V = V[: max(self.max_clips - clips, 0)]
+                V = V[: max(self.max_clips - scanned, 0)]
             if V.shape[0] == 0:
                 break
+            scanned += V.shape[0]
+            if self.select is not None:
+                V = V[self.select(batch)[: V.shape[0]].to(V.device)]
+                if V.shape[0] == 0:
+                    continue
             if self.examples is None:
                 self.examples = V[:4].detach().cpu()
             clips += V.shape[0]
@@ -189,7 +201,7 @@ class FrameStream:
                     else:
                         cached = []
                 yield out
-            if self.max_clips is not None and clips >= self.max_clips:
+            if self.max_clips is not None and scanned >= self.max_clips:
                 break
         if held:
             out = torch.cat(buf, dim=1)
@@ -203,7 +215,8 @@ class FrameStream:
                     cached = []
             yield out
         if clips == 0:
-            raise ValueError("the data split yielded no clips (check data settings / num_clips)")
+            what = "" if self.select is None else " of the selected class"
+            raise ValueError(f"the data split yielded no clips{what} (check data settings / num_clips)")
         self.clips, self.frames = clips, frames
         if caching:
             self.cache = cached
@@ -212,6 +225,36 @@ class FrameStream:
 # ---------------------------------------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------------------------------------
+def _class_mask(c: int):
+    """batch -> bool mask of the clips of class ``c`` (multiclass index or multi-hot target)."""
+
+    def select(batch) -> torch.Tensor:
+        target = batch.get("target") if isinstance(batch, dict) else None
+        if target is None:
+            raise ValueError("per_class_components needs batches with a 'target'")
+        return target[:, c] > 0 if target.dim() == 2 else target == c
+
+    return select
+
+
+def _fit_per_class(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, split, num_clips, cache_mb, progress):
+    """One streaming fit of ``per_class_components`` per class -> ``({class name: W_c (F, K_c)}, labels)``."""
+    num_classes = getattr(datamodule, "num_classes", None)
+    if not num_classes:
+        raise ValueError(f"per_class_components needs a DataModule with num_classes ({type(datamodule).__name__} has none)")
+    names = list(getattr(datamodule, "class_names", None) or [str(c) for c in range(int(num_classes))])
+    blocks: dict[str, torch.Tensor] = {}
+    for c, name in enumerate(names):
+        st = FrameStream(
+            clip_loader(datamodule, split, num_clips, seed=settings.seed), fe, dev, settings.batch_frames,
+            max_clips=num_clips, cache_mb=cache_mb / len(names), select=_class_mask(c),
+        )
+        model = settings.build(dev, progress=progress, n_components=settings.per_class_components)
+        blocks[name] = model.fit_stream(lambda st=st: st, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
+    labels = [n for n in names for _ in range(settings.per_class_components)]
+    return blocks, labels
+
+
 def _evaluate(nmf: NMF, W: torch.Tensor, batches) -> dict:
     """Exact objective of the data with W fixed (activations re-estimated), relative error, H's zeros."""
     obj = err2 = norm2 = 0.0
@@ -370,11 +413,20 @@ def learn_dictionary(
             max_clips=num_clips, cache_mb=cache_mb, key=settings.noise_key,
         )
         W_noise = noise_model.fit_stream(lambda: noise_stream, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
-    res = model.fit_stream(lambda: stream, epochs=settings.epochs, forget_factor=settings.forget_factor, W_fixed=W_noise)
+    labels = None
+    if settings.per_class_components > 0:
+        blocks, labels = _fit_per_class(datamodule, settings, fe, dev, split, num_clips, cache_mb, progress)
+        W_cls = concat_dictionaries(blocks).dictionary.to(dev, getattr(torch, settings.dtype))
+        W = W_cls if W_noise is None else torch.cat([W_noise, W_cls], dim=1)
+        res = NMFResult(W, None, float("nan"), [], n_iter=settings.epochs)
+    else:
+        res = model.fit_stream(lambda: stream, epochs=settings.epochs, forget_factor=settings.forget_factor, W_fixed=W_noise)
+        W = res.dictionary
     fit_seconds = time.perf_counter() - start
-    W = res.dictionary
     figures: dict[str, Any] = {}
-    if stream.cache is not None:
+    if settings.per_class_components > 0:  # no streaming estimate of the objective: one evaluation pass
+        figures.update(_evaluate(model, W, stream if stream.cache is None else stream.cache))
+    elif stream.cache is not None:
         figures.update(_evaluate(model, W, stream.cache))
     else:
         figures.update(objective=res.objective, objective_per_frame=res.objective / max(stream.frames, 1))
@@ -414,8 +466,10 @@ def learn_dictionary(
         **{k: v for k, v in figures.items() if k in ("relative_error", "activation_zeros", "class_purity")},
         **(extra_meta or {}),
     }
-    if W_noise is not None:
-        meta["labels"] = ["noise"] * W_noise.shape[1] + ["event"] * settings.n_components
+    meta["n_components"] = int(W.shape[1])  # all columns (noise block and per-class blocks included)
+    if W_noise is not None or labels is not None:
+        noise = ["noise"] * (0 if W_noise is None else W_noise.shape[1])
+        meta["labels"] = noise + (labels if labels is not None else ["event"] * settings.n_components)
     art = DictionaryArtifact(W=W.detach().float().cpu(), frontend=fe_cfg.spectral_params(), meta=meta)
     out = Path(out)
     art.save(out)

@@ -197,3 +197,20 @@ def test_noise_block_from_background(tmp_path):
     with pytest.raises(ValueError, match="no 'silence' waveform"):
         learn_dictionary(dm, small_fe(), NMFSettings(n_components=4, noise_components=2, noise_key="silence"),
                          tmp_path / "e.pt", device="cpu", save_images=False, progress=False, eval_split=None)
+
+
+def test_per_class_blocks(tmp_path):
+    from datamodules.synthetic import SyntheticDataModule
+    from experiments.nmf import NMFSettings, learn_dictionary
+
+    dm = SyntheticDataModule(num_classes=3, num_train=24, num_val=12, sample_rate=8000, duration_s=1.0, batch_size=8, distractor_prob=0.0)
+    settings = NMFSettings(per_class_components=2, noise_components=1, epochs=1, batch_frames=300, transform_iters=20)
+    art, fig = learn_dictionary(dm, small_fe(), settings, tmp_path / "d.pt", device="cpu", save_images=False, progress=False)
+    assert art.n_components == 7 and art.meta["n_components"] == 7
+    assert art.labels == ["noise", *["harmonic_vibrato"] * 2, *["rising_chirp"] * 2, *["falling_chirp"] * 2]
+    assert np.isfinite(fig["objective"]) and fig["relative_error"] < 0.8
+    # class blocks are more class-specific than one dictionary of the same size learnt on all clips
+    # (measured 0.62 vs 0.50; 1/3 = no preference)
+    plain = NMFSettings(n_components=6, noise_components=1, epochs=1, batch_frames=300, transform_iters=20)
+    _, fig_plain = learn_dictionary(dm, small_fe(), plain, tmp_path / "p.pt", device="cpu", save_images=False, progress=False)
+    assert fig["class_purity"] > fig_plain["class_purity"] + 0.05
