@@ -18,7 +18,8 @@ from lightning.pytorch.cli import LightningCLI
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 
 DEFAULT_LOGGER = {
-    "class_path": "lightning.pytorch.loggers.WandbLogger",
+    # W&B offline; a W&B failure (no disk space, import error, service error) leaves a CSV log, never a crash
+    "class_path": "callbacks.safe_logging.SafeWandbLogger",
     "init_args": {"project": "listen-to-interpret", "save_dir": "runs", "offline": True, "log_model": False},
 }
 

@@ -42,6 +42,8 @@ STAGES: dict[str, StageFn] = {}
 LAZY_STAGES: dict[str, str] = {
     "dictionary": "experiments.nmf:dictionary_stage",
     "posthoc": "experiments.interpret:posthoc_stage",
+    "bydesign": "experiments.bydesign:bydesign_stage",
+    "evaluation": "experiments.evaluate:evaluation_stage",
 }
 
 

@@ -20,7 +20,34 @@ from l2i.backbones import (
 from l2i.checkpoints import CheckpointError, safe_load
 from l2i.frontend import AudioFrontEnd, Features, FrontEndConfig
 
-__all__ = ["ClassifierModule", "task_metrics"]
+__all__ = ["ClassifierModule", "task_metrics", "official_metric", "is_empty_batch"]
+
+
+def is_empty_batch(batch: dict | None) -> bool:
+    """True when every clip of a batch was skipped (``on_bad_file: skip``): the step is then skipped too."""
+    return not batch or batch.get("waveform") is None or batch["waveform"].shape[0] == 0
+
+
+def official_metric(name: str, num_classes: int):
+    """The official metric of a data set, on top of :func:`task_metrics`, or None for ``default``.
+
+    ``sonyc_ust_coarse`` / ``sonyc_ust_fine``: DCASE 2020 task 5 micro/macro-AUPRC and micro-F1
+    (:class:`l2i.metrics.sonyc.SONYCUSTMetric`; fine level reads the batch's ``target_x`` when the X tags are
+    not classes); ``clip_tagging``: clip-level macro ROC-AUC / PR-AUC of chunk-averaged predictions
+    (:class:`l2i.metrics.tagging.ClipTaggingMetrics`, reads the batch's ``clip_index``; MagnaTagATune,
+    MTG-Jamendo).
+    """
+    if name == "default":
+        return None
+    if name in ("sonyc_ust_coarse", "sonyc_ust_fine"):
+        from l2i.metrics.sonyc import SONYCUSTMetric
+
+        return SONYCUSTMetric(level=name.rsplit("_", 1)[1])
+    if name == "clip_tagging":
+        from l2i.metrics.tagging import ClipTaggingMetrics
+
+        return ClipTaggingMetrics(num_classes)
+    raise ValueError(f"dataset_metric must be default|sonyc_ust_coarse|sonyc_ust_fine|clip_tagging, got {name!r}")
 
 
 def task_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
@@ -67,6 +94,8 @@ class ClassifierModule(L.LightningModule):
             ``pretrained`` file, 1.0 from scratch).
         channels_last, compile: device speed-ups (:func:`l2i.backbones.prepare_for_device`); mixed precision
             is the trainer's ``precision`` (e.g. ``bf16-mixed``).
+        dataset_metric: the data set's official metric at validation and test,
+            logged as ``val/<key>`` / ``test/<key>`` (:func:`official_metric`).
     """
 
     def __init__(
@@ -87,6 +116,7 @@ class ClassifierModule(L.LightningModule):
         pretrained_lr_scale: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        dataset_metric: Literal["default", "sonyc_ust_coarse", "sonyc_ust_fine", "clip_tagging"] = "default",
     ):
         super().__init__()
         frontend_cfg = FrontEndConfig.from_any(frontend)
@@ -115,6 +145,8 @@ class ClassifierModule(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
+        self.val_official = official_metric(dataset_metric, num_classes)
+        self.test_official = official_metric(dataset_metric, num_classes)
 
     # -- the black box --------------------------------------------------------------------------------
     @property
@@ -155,7 +187,9 @@ class ClassifierModule(L.LightningModule):
             return int(rate.flatten()[0])
         return int(rate)
 
-    def _step(self, batch: dict, metrics: torchmetrics.MetricCollection | None, stage: str) -> torch.Tensor:
+    def _step(self, batch: dict, metrics: torchmetrics.MetricCollection | None, stage: str) -> torch.Tensor | None:
+        if is_empty_batch(batch):
+            return None  # every clip of this batch was skipped (reported by the DataModule)
         logits = self(batch["waveform"], self._batch_rate(batch))
         target = batch["target"]
         loss = self.loss(logits, target)
@@ -164,7 +198,27 @@ class ClassifierModule(L.LightningModule):
         if metrics is not None:
             metrics.update(self.probabilities(logits), target if self.task == "multiclass" else target.long())
             self.log_dict(metrics, prog_bar=stage == "val", batch_size=bs, on_step=False, on_epoch=True)
+        official = {"val": self.val_official, "test": self.test_official}.get(stage)
+        if official is not None:
+            extra = batch.get("clip_index") if self.hparams.dataset_metric == "clip_tagging" else batch.get("target_x")
+            if self.hparams.dataset_metric == "clip_tagging" and extra is None:
+                raise ValueError("dataset_metric clip_tagging needs the batch key 'clip_index' (a chunked DataModule)")
+            official.update(self.probabilities(logits).detach(), target, extra)
         return loss
+
+    def _log_official(self, stage: str) -> None:
+        official = {"val": self.val_official, "test": self.test_official}[stage]
+        if official is None or not official.update_called:
+            return
+        for key, value in official.compute().items():
+            self.log(f"{stage}/{key}", value, sync_dist=False)  # already reduced across processes by torchmetrics
+        official.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_official("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_official("test")
 
     def on_train_epoch_start(self) -> None:
         # Lightning puts the whole model in train mode each epoch: frozen blocks go back to eval (their BN stats stay)

@@ -118,3 +118,38 @@ def test_last_blocks_policy_scales_the_pretrained_learning_rate():
     assert not any(p.requires_grad for p in model.backbone.block1.parameters())
     with pytest.raises(ValueError, match="finetune"):
         ClassifierModule(finetune="some")
+
+
+def test_official_dataset_metrics_are_logged_at_test(tmp_path):
+    """clip_tagging averages chunk predictions per clip; sonyc_ust_coarse gives the DCASE figures."""
+    from torch.utils.data import DataLoader
+
+    def batches(num_classes, clip_index):
+        g = torch.Generator().manual_seed(0)
+        out = []
+        for i in range(4):
+            out.append({"waveform": torch.randn(4, 8000, generator=g) * 0.1,
+                        "target": (torch.rand(4, num_classes, generator=g) > 0.5).float(),
+                        "sample_rate": torch.full((4,), 16000)})
+            if clip_index:
+                out[-1]["clip_index"] = torch.tensor([i, i, i, i])  # 4 chunks of clip i
+                out[-1]["target"] = out[-1]["target"][:1].expand(4, -1).clone()
+        return out
+
+    for name, num_classes, keys in (("clip_tagging", 5, ("test/roc_auc", "test/pr_auc")),
+                                    ("sonyc_ust_coarse", 8, ("test/micro_auprc", "test/macro_auprc", "test/micro_f1"))):
+        model = ClassifierModule(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend=FRONTEND, task="multilabel",
+                                 num_classes=num_classes, dataset_metric=name)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path)
+        loader = DataLoader(batches(num_classes, name == "clip_tagging"), batch_size=None)
+        results = trainer.test(model, dataloaders=loader, verbose=False)[0]
+        for key in keys:
+            assert 0.0 <= results[key] <= 1.0, (name, key, results)
+    with pytest.raises(ValueError, match="dataset_metric"):
+        ClassifierModule(dataset_metric="official")
+
+
+def test_empty_batch_is_skipped():
+    model = ClassifierModule(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend=FRONTEND, num_classes=3)
+    assert model.training_step({}, 0) is None
