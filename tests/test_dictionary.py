@@ -214,3 +214,31 @@ def test_per_class_blocks(tmp_path):
     plain = NMFSettings(n_components=6, noise_components=1, epochs=1, batch_frames=300, transform_iters=20)
     _, fig_plain = learn_dictionary(dm, small_fe(), plain, tmp_path / "p.pt", device="cpu", save_images=False, progress=False)
     assert fig["class_purity"] > fig_plain["class_purity"] + 0.05
+
+
+@pytest.mark.parametrize("cache_mb", [0.0, 64.0])
+def test_frame_stream_batches_and_cache(cache_mb):
+    """Mini-batches of exactly batch_frames frames (the last one shorter); with cache_mb=0 nothing is
+    kept and every pass streams the clips again (data larger than memory)."""
+    from datamodules.synthetic import SyntheticDataModule
+    from experiments.nmf import FrameStream, clip_loader
+    from l2i.frontend import AudioFrontEnd
+
+    dm = SyntheticDataModule(num_train=10, sample_rate=8000, duration_s=1.0, batch_size=4)
+    fe = AudioFrontEnd(small_fe())
+    stream = FrameStream(clip_loader(dm, "train", None), fe, torch.device("cpu"), batch_frames=100, cache_mb=cache_mb)
+    first = list(stream)
+    sizes = [b.shape[1] for b in first]
+    assert sum(sizes) == 10 * 63 and sizes[:-1] == [100] * (len(sizes) - 1) and 0 < sizes[-1] <= 100
+    assert all(b.shape[0] == 129 and (b >= 0).all() for b in first)
+    assert stream.clips == 10 and stream.frames == 630
+    second = list(stream)
+    assert (stream.cache is None) == (cache_mb == 0)
+    if cache_mb:
+        assert all(a is b for a, b in zip(first, second))  # served from memory
+    else:
+        assert sum(b.shape[1] for b in second) == 630  # streamed again
+    empty = FrameStream(clip_loader(dm, "train", None), fe, torch.device("cpu"), 100,
+                        select=lambda batch: torch.zeros(len(batch["id"]), dtype=torch.bool))
+    with pytest.raises(ValueError, match="no clips of the selected class"):
+        list(empty)
