@@ -31,7 +31,10 @@ Solvers (all monotone: the objective never increases from one iteration to the n
 Streaming (:meth:`NMF.fit_stream`): online mini-batch NMF (Mairal et al. 2010, "Online learning for matrix
 factorization and sparse coding"; scikit-learn's ``MiniBatchNMF``). For each mini-batch the activations
 are estimated with W fixed, sufficient statistics are accumulated with a forgetting factor and W is
-updated from them; the data set is never held in memory.
+updated from them; the data set is never held in memory. W starts from a short full-batch fit on the first
+mini-batch (K random frames, the textbook start, left a planted problem 49 % above the full-batch
+objective after 8 epochs; this start reaches it to 0.1 %). A fixed block (e.g. noise components) can be
+kept unchanged while the rest is learnt.
 
 Nothing here imports Lightning.
 """
