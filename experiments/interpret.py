@@ -37,31 +37,63 @@ __all__ = [
 
 
 def learn_dictionary(frontend_config, dataset, *, n_clips: int = 400, n_components: int = 64, sparsity: float = 0.0,
-                     max_iter: int = 100, seed: int = 0, batch_size: int = 64):
-    """A :class:`~l2i.dictionary.DictionaryArtifact` learnt with :class:`l2i.nmf.NMF` on ``V = log1p|X|`` of the
-    first ``n_clips`` items of ``dataset`` (frames pooled). Used by the ``posthoc`` stage when no dictionary
-    artifact is given, and by the tests."""
+                     max_iter: int = 100, seed: int = 0, batch_size: int = 64, per_class: bool = False,
+                     noise_components: int = 0):
+    """A :class:`~l2i.dictionary.DictionaryArtifact` learnt with :mod:`l2i.nmf` on ``V = log1p|X|`` of the first
+    ``n_clips`` items of ``dataset``. Used by the ``posthoc`` stage when no dictionary artifact is given, and by
+    the tests.
+
+    * ``per_class=False``: one NMF of ``n_components`` on the mixtures' frames pooled.
+    * ``per_class=True`` (method.md's per-class dictionaries, a *choice*; needs items with ``sources`` and
+      ``source_labels``, as the synthetic set has): ``n_components // C`` columns per class learnt on the
+      isolated events of that class (non-silent frames), concatenated, plus ``noise_components`` columns learnt
+      on the items' ``background``; ``meta["labels"]`` names each column's block.
+    """
     from l2i.dictionary import DictionaryArtifact
     from l2i.frontend import AudioFrontEnd
-    from l2i.nmf import NMF
+    from l2i.nmf import NMF, concat_dictionaries, fit_per_class
 
     frontend = AudioFrontEnd(frontend_config)
     n = min(int(n_clips), len(dataset))
     if n < 1:
         raise ValueError("learn_dictionary: the dataset is empty")
-    spectra = []
+    meta = {"n_components": n_components, "beta": 2, "sparsity": sparsity, "clips": n,
+            "split": getattr(dataset, "split", None), "per_class": per_class}
+    spec = lambda w: frontend.nmf_spectrogram(frontend.prepare(w))  # noqa: E731
     with torch.no_grad():
-        for start in range(0, n, batch_size):
-            wav = torch.stack([dataset[i]["waveform"] for i in range(start, min(n, start + batch_size))])
-            spectra.append(frontend.nmf_spectrogram(frontend.prepare(wav)))
-    V = torch.cat(spectra)  # (n, F, T)
-    result = NMF(n_components, sparsity=sparsity, max_iter=max_iter, seed=seed).fit(V)
-    return DictionaryArtifact(
-        W=result.dictionary,
-        frontend=frontend.config.spectral_params(),
-        meta={"n_components": n_components, "beta": 2, "sparsity": sparsity, "objective": float(result.objective),
-              "clips": n, "split": getattr(dataset, "split", None)},
-    )
+        if not per_class:
+            V = torch.cat([spec(torch.stack([dataset[i]["waveform"] for i in range(s, min(n, s + batch_size))]))
+                           for s in range(0, n, batch_size)])  # (n, F, T)
+            result = NMF(n_components, sparsity=sparsity, max_iter=max_iter, seed=seed).fit(V)
+            meta["objective"] = float(result.objective)
+            return DictionaryArtifact(W=result.dictionary, frontend=frontend.config.spectral_params(), meta=meta)
+        per: dict[int, list[torch.Tensor]] = {}
+        noise: list[torch.Tensor] = []
+        for i in range(n):
+            item = dataset[i]
+            if "sources" not in item or "source_labels" not in item:
+                raise ValueError("learn_dictionary(per_class=True) needs items with 'sources' and 'source_labels'")
+            labels = item["source_labels"].tolist()
+            keep = [j for j, lab in enumerate(labels) if lab >= 0]
+            if keep:
+                Vs = spec(item["sources"][keep])  # (S, F, T)
+                for j, V in zip(keep, Vs):
+                    frames = V[:, V.sum(0) > 1e-3 * max(float(V.sum(0).max()), 1e-12)]
+                    per.setdefault(labels[j], []).append(frames)
+            if noise_components and "background" in item:
+                noise.append(spec(item["background"][None])[0])
+        classes = sorted(per)
+        k = max(1, (n_components - noise_components) // max(len(classes), 1))
+        names = list(getattr(dataset, "class_names", None) or []) or [str(c) for c in range(max(classes) + 1)]
+        block = fit_per_class({names[c] if c < len(names) else str(c): torch.cat(per[c], dim=1) for c in classes}, k,
+                              sparsity=sparsity, max_iter=max_iter, seed=seed)
+        W, labels = block.dictionary, list(block.labels)
+        if noise_components:
+            Wn = NMF(noise_components, sparsity=sparsity, max_iter=max_iter, seed=seed + 1000).fit(torch.cat(noise, dim=1)).dictionary
+            joined = concat_dictionaries({"noise": Wn, "events": W})
+            W, labels = joined.dictionary, ["noise"] * noise_components + labels
+        meta.update(n_components=int(W.shape[1]), labels=labels)
+        return DictionaryArtifact(W=W, frontend=frontend.config.spectral_params(), meta=meta)
 
 
 # -- evaluation -------------------------------------------------------------------------------------------
@@ -74,6 +106,7 @@ def evaluate_interpreter(
     *,
     threshold: float | None = None,
     mask_mode: str = "log1p",
+    relevance_weighted: bool = False,
     seed: int = 0,
     max_batches: int | None = None,
 ) -> dict[str, float]:
@@ -86,6 +119,7 @@ def evaluate_interpreter(
             ground-truth scores.
         threshold: relevance threshold τ (default the model's).
         mask_mode: see :func:`l2i.interpreter.interpretation.magnitude_mask`.
+        relevance_weighted: weight the chosen components by their relevance (method.md's variant).
         seed: seed of the random-component baselines.
 
     Returns flat figures: ``fidelity`` (top-1 agreement; multilabel: per-label agreement), ``sisdr_*`` on the
@@ -115,7 +149,7 @@ def evaluate_interpreter(
             break
         wav = batch["waveform"].to(device)
         # the classifier's own decision: fidelity and faithfulness
-        it = model.interpret(wav, threshold=thr, mask_mode=mask_mode)
+        it = model.interpret(wav, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted)
         if task == "multiclass":
             agree += float((it.logits.argmax(-1) == it.classifier_logits.argmax(-1)).sum())
             total += wav.shape[0]
@@ -124,7 +158,7 @@ def evaluate_interpreter(
             agree += float(((it.logits.sigmoid() > cls_thr) == (it.classifier_logits.sigmoid() > cls_thr)).sum())
             total += it.logits.numel()
         rand = random_components(it.components, gen)
-        it_rand = model.interpret(wav, target=it.classes, threshold=thr, mask_mode=mask_mode, components=rand)
+        it_rand = model.interpret(wav, target=it.classes, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted, components=rand)
         drop_p, drop_l = removal_drop(classify, it.classifier_logits, it.residual, it.classes, task)
         rdrop_p, rdrop_l = removal_drop(classify, it.classifier_logits, it_rand.residual, it.classes, task)
         faith.update(drop_p, it.valid, rdrop_p, drop_l, rdrop_l)
@@ -133,9 +167,9 @@ def evaluate_interpreter(
         # the true classes: ground truth against the known sources
         if "sources" in batch and "source_labels" in batch:
             target = batch["target"].to(device)
-            it_t = model.interpret(wav, target=target, threshold=thr, mask_mode=mask_mode)
+            it_t = model.interpret(wav, target=target, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted)
             rand_t = random_components(it_t.components, gen)
-            it_tr = model.interpret(wav, target=it_t.classes, threshold=thr, mask_mode=mask_mode, components=rand_t)
+            it_tr = model.interpret(wav, target=it_t.classes, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted, components=rand_t)
             ref, present, other = class_references(batch["sources"].to(device), batch["source_labels"].to(device), it_t.classes)
             gt_all.update(it_t.audio, wav, ref, present, it_tr.audio)
             gt_distractor.update(it_t.audio, wav, ref, present & other, it_tr.audio)
@@ -321,7 +355,8 @@ def posthoc_stage(ctx, settings: dict) -> dict:
                                      sample_rate=clf.frontend.config.sample_rate)
         art = learn_dictionary(clf.frontend.config, dm_nmf.dataset("nmf", size=int(dset.get("n_clips", 400))),
                                n_components=int(dset.get("n_components", 64)), sparsity=float(dset.get("sparsity", 0.0)),
-                               max_iter=int(dset.get("max_iter", 100)), seed=ctx.seed, n_clips=int(dset.get("n_clips", 400)))
+                               max_iter=int(dset.get("max_iter", 100)), seed=ctx.seed, n_clips=int(dset.get("n_clips", 400)),
+                               per_class=bool(dset.get("per_class", False)), noise_components=int(dset.get("noise_components", 0)))
         dictionary_path = str(art.save(out / "dictionary.pt"))
         ctx.artifacts["dictionary"] = dictionary_path
         figures["dictionary_seconds"] = round(time.perf_counter() - start, 2)

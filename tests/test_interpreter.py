@@ -161,6 +161,11 @@ def test_theta_pooling_and_bias_free_linear(pooling):
     assert logits.shape == (2, 3) and pooled.shape == (2, 6)
     assert theta.classifier.bias is None
     assert torch.allclose(logits, pooled @ theta.class_weights.T, atol=1e-6)
+    centred = Theta(6, 3, pooling=pooling, attention_dim=16, center=True)
+    centred.load_state_dict(theta.state_dict())
+    shift = centred(H)[0] - logits  # same softmax: the logits move by one constant per clip
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-5)
+    assert torch.allclose(centred.class_weights.sum(0), torch.zeros(6), atol=1e-6)
     if pooling == "attention":
         a = theta.attention(H)
         assert torch.allclose(a.sum(-1), torch.ones(2))

@@ -8,6 +8,13 @@ Pooling ``z = pool_t(H)`` (``(B, K)``):
 
 Logits ``= z θᵀ`` with ``θ (C, K)`` and no bias, so a class's logit is a sum of per-component contributions
 ``z_k θ_ck`` — the relevance of the interpretation.
+
+``center=True`` (multiclass): a softmax does not change when the same vector is added to every class's weights,
+so the sign of a raw ``θ_ck`` means nothing (a component present in every class can carry any offset). The
+effective weights are therefore centred over classes, ``θ_c − mean_c' θ_c'`` (the same predictions, the
+minimum-norm representative): ``θ_ck > 0`` then means "component k is evidence for c against the other
+classes", which is what the relevance needs. Sigmoid outputs (multilabel) have no such invariance:
+``center=False``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class Theta(nn.Module):
         num_classes: C.
         pooling: ``attention`` | ``max`` | ``mean``.
         attention_dim: width of the gated attention projections (authors: 256).
+        center: centre the class weights over classes (multiclass; see the module docstring).
     """
 
     def __init__(
@@ -36,8 +44,10 @@ class Theta(nn.Module):
         num_classes: int,
         pooling: Literal["attention", "max", "mean"] = "attention",
         attention_dim: int = 256,
+        center: bool = False,
     ):
         super().__init__()
+        self.center = bool(center)
         if pooling not in ("attention", "max", "mean"):
             raise ValueError(f"Theta pooling must be attention|max|mean, got {pooling!r}")
         self.pooling = pooling
@@ -49,8 +59,9 @@ class Theta(nn.Module):
 
     @property
     def class_weights(self) -> Tensor:
-        """θ, ``(C, K)``."""
-        return self.classifier.weight
+        """θ, ``(C, K)`` (centred over classes when ``center``)."""
+        w = self.classifier.weight
+        return w - w.mean(dim=0, keepdim=True) if self.center else w
 
     def attention(self, activations: Tensor) -> Tensor:
         """Attention weights over time, ``(B, T)`` summing to 1 (``attention`` pooling only)."""
@@ -70,4 +81,4 @@ class Theta(nn.Module):
 
     def forward(self, activations: Tensor) -> tuple[Tensor, Tensor]:
         pooled = self.pool(activations)
-        return self.classifier(pooled), pooled
+        return pooled @ self.class_weights.t(), pooled
