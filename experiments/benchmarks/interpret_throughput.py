@@ -63,11 +63,9 @@ def np_istft(spec: np.ndarray, n_fft: int, hop: int, window: np.ndarray, length:
     """Inverse of :func:`np_stft` by weighted overlap-add."""
     frames = np.fft.irfft(spec.T, n=n_fft, axis=1) * window
     n = n_fft + hop * (frames.shape[0] - 1)
-    y = np.zeros(n)
-    wsum = np.zeros(n)
-    for t, frame in enumerate(frames):
-        y[t * hop : t * hop + n_fft] += frame
-        wsum[t * hop : t * hop + n_fft] += window**2
+    idx = (np.arange(n_fft)[None, :] + hop * np.arange(frames.shape[0])[:, None]).ravel()
+    y = np.bincount(idx, weights=frames.ravel(), minlength=n)  # vectorised overlap-add
+    wsum = np.bincount(idx, weights=np.tile(window**2, frames.shape[0]), minlength=n)
     y /= np.maximum(wsum, 1e-8)
     pad = n_fft // 2
     return y[pad : pad + length]
