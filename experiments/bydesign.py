@@ -3,12 +3,8 @@ test it, and score its interpretations with the evaluation suite (same clips as 
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
-
-import torch
-import yaml
 
 __all__ = ["bydesign_stage", "load_bydesign"]
 
@@ -27,36 +23,19 @@ def bydesign_stage(ctx, settings: dict) -> dict:
     """settings: ``config`` (default experiments/synthetic/bydesign.yaml), ``overrides`` (CLI arguments),
     ``threshold`` (relevance τ), ``max_batches`` (test batches scored by the suite, default all),
     ``noise_snr_db`` (default none)."""
-    from experiments.cli import lightning_cli
-    from l2i.evaluation import evaluate_interpreter
+    from experiments.pipeline import fit_stage_config
+    from l2i.evaluation import DESCRIPTIONS, evaluate_interpreter
 
     if "dictionary" not in ctx.artifacts:
         raise ValueError("bydesign stage: no dictionary artifact; run the 'dictionary' stage first")
-    out = ctx.stage_dir("bydesign")
-    args = ["--config", settings.get("config", "experiments/synthetic/bydesign.yaml")]
-    args += ["--seed_everything", str(ctx.seed), "--trainer.default_root_dir", str(out)]
-    args += ["--trainer.logger.init_args.save_dir", str(ctx.out_dir), "--trainer.logger.init_args.name", "bydesign"]
-    args += ["--model.init_args.dictionary_path", str(ctx.artifacts["dictionary"])]
-    args += [str(a) for a in settings.get("overrides", [])]
-    cli = lightning_cli(args, run=False)
-    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    train_seconds = time.perf_counter() - start
-    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    results = trainer.test(model, datamodule=dm, ckpt_path=ckpt or None, verbose=False)[0]
-    final = out / "bydesign.ckpt"
-    if ckpt:
-        shutil.copyfile(ckpt, final)
-    else:
-        trainer.save_checkpoint(final)
+    run = fit_stage_config(ctx, "bydesign", settings, "experiments/synthetic/bydesign.yaml",
+                           ["--model.init_args.dictionary_path", str(ctx.artifacts["dictionary"])])
+    final = run.checkpoint
     ctx.artifacts["bydesign"] = str(final)
-    (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
-
     figures: dict[str, Any] = {}
-    for key, value in results.items():
+    for key, value in run.test.items():
         name = key.replace("test/", "test_")
-        figures[name] = float(value)
+        figures[name] = value
         ctx.descriptions[f"bydesign.{name}"] = f"{key} of the by-design model (its prediction is Θ(H)) on the test split"
     black_box = ctx.report.get("classifier.test_accuracy")
     if black_box is not None and "test_accuracy" in figures:
@@ -64,20 +43,19 @@ def bydesign_stage(ctx, settings: dict) -> dict:
         ctx.descriptions["bydesign.accuracy_gap"] = "black-box classifier minus by-design test accuracy (target <= 0.02)"
 
     model = load_bydesign(str(final)).to("cpu")
+    dm = run.datamodule
     dm.setup("test")
     start = time.perf_counter()
     scores = evaluate_interpreter(
         model, model.as_classifier(), dm.test_dataloader(), threshold=float(settings.get("threshold", model.hparams.threshold)),
         noise_snr_db=settings.get("noise_snr_db") or None, max_batches=settings.get("max_batches"), seed=ctx.seed,
     )
-    from l2i.evaluation import DESCRIPTIONS
-
     for key, value in scores.items():
         figures[key] = value
         ctx.descriptions.setdefault(f"bydesign.{key}", DESCRIPTIONS.get(key.split(".")[0], ""))
-    figures["train_seconds"] = round(train_seconds, 2)
+    figures["train_seconds"] = round(run.train_seconds, 2)
     figures["eval_seconds"] = round(time.perf_counter() - start, 2)
-    figures["epochs"] = int(trainer.current_epoch)
+    figures["epochs"] = int(run.trainer.current_epoch)
     figures["checkpoint"] = str(final)
     ctx.descriptions["bydesign.train_seconds"] = "by-design training time (s)"
     ctx.descriptions["bydesign.checkpoint"] = "trained by-design model"

@@ -117,39 +117,66 @@ def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int
 # -- stages ----------------------------------------------------------------------------------------------
 
 
+@dataclass
+class FitResult:
+    """What :func:`fit_stage_config` leaves: the trained module, its DataModule and trainer, the copied best
+    checkpoint, the test metrics (``test/…`` keys, empty when not tested) and the fit time (s)."""
+
+    trainer: Any
+    model: Any
+    datamodule: Any
+    checkpoint: Path
+    test: dict[str, float]
+    train_seconds: float
+
+
+def fit_stage_config(ctx: PipelineContext, stage: str, settings: dict, default_config: str,
+                     extra_args: list[str] = (), test: bool = True) -> FitResult:
+    """Fit a LightningCLI config as a pipeline stage: run folder ``<out>/<stage>``, the context's seed, W&B run
+    ``<stage>``, extra arguments (paths of earlier artifacts) and ``settings["overrides"]``; then copy the best
+    checkpoint to ``<out>/<stage>/<stage>.ckpt`` and (``test``) test it. The arguments are written to
+    ``<out>/<stage>/config.yaml`` so the run can be repeated."""
+    from experiments.cli import lightning_cli
+
+    out = ctx.stage_dir(stage)
+    args = ["--config", settings.get("config", default_config)]
+    args += ["--seed_everything", str(ctx.seed), "--trainer.default_root_dir", str(out)]
+    args += ["--trainer.logger.init_args.save_dir", str(ctx.out_dir), "--trainer.logger.init_args.name", stage]
+    args += [str(a) for a in extra_args] + [str(a) for a in settings.get("overrides", [])]
+    cli = lightning_cli(args, run=False)
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    train_seconds = time.perf_counter() - start
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0] if test else {}
+    final = out / f"{stage}.ckpt"
+    if best:
+        shutil.copyfile(best, final)
+    else:
+        trainer.save_checkpoint(final)
+    (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
+    return FitResult(trainer, model, dm, final, {k: float(v) for k, v in results.items()}, train_seconds)
+
+
 @register_stage("classifier")
 def classifier_stage(ctx: PipelineContext, settings: dict) -> dict:
     """Train the black-box classifier f from a LightningCLI config, test its best checkpoint.
 
     settings: ``config`` (path of a ``l2i fit`` config), ``overrides`` (extra CLI arguments, list).
     """
-    from experiments.cli import lightning_cli
-
-    out = ctx.stage_dir("classifier")
-    args = ["--config", settings.get("config", "experiments/synthetic/classifier.yaml")]
-    args += ["--seed_everything", str(ctx.seed), "--trainer.default_root_dir", str(out)]
-    args += ["--trainer.logger.init_args.save_dir", str(ctx.out_dir), "--trainer.logger.init_args.name", "classifier"]
-    args += [str(a) for a in settings.get("overrides", [])]
-    cli = lightning_cli(args, run=False)
-    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=dm)
-    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    results = trainer.test(model, datamodule=dm, ckpt_path=ckpt or None, verbose=False)[0]
-    final = out / "classifier.ckpt"
-    if ckpt:
-        shutil.copyfile(ckpt, final)
-    else:
-        trainer.save_checkpoint(final)
-    ctx.artifacts["classifier"] = str(final)
-    (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
+    run = fit_stage_config(ctx, "classifier", settings, "experiments/synthetic/classifier.yaml")
+    ctx.artifacts["classifier"] = str(run.checkpoint)
     figures: dict[str, Any] = {}
-    for key, value in results.items():
+    for key, value in run.test.items():
         name = key.replace("test/", "test_")
-        figures[name] = float(value)
+        figures[name] = value
         ctx.descriptions[f"classifier.{name}"] = f"{key} of the classifier on the test split"
-    figures["epochs"] = int(trainer.current_epoch)
-    figures["checkpoint"] = str(final)
+    figures["epochs"] = int(run.trainer.current_epoch)
+    figures["train_seconds"] = round(run.train_seconds, 2)
+    figures["checkpoint"] = str(run.checkpoint)
     ctx.descriptions["classifier.epochs"] = "training epochs run"
+    ctx.descriptions["classifier.train_seconds"] = "classifier training time (s)"
     ctx.descriptions["classifier.checkpoint"] = "trained classifier (input of later stages)"
     return figures
 
