@@ -2,6 +2,7 @@
 
 from lightning_modules.bydesign import ByDesignModule
 from lightning_modules.classifier import ClassifierModule
+from lightning_modules.lmac import LMACModule
 from lightning_modules.posthoc import PostHocInterpreterModule
 
-__all__ = ["ClassifierModule", "PostHocInterpreterModule", "ByDesignModule"]
+__all__ = ["ClassifierModule", "PostHocInterpreterModule", "ByDesignModule", "LMACModule"]

@@ -1,0 +1,576 @@
+"""``l2i benchmark --config experiments/benchmark/<dataset>.yaml``: post-hoc L2I vs the by-design model vs baseline
+interpreters, one table per data set.
+
+The command trains (or reuses, by path) the classifier, the dictionary, the post-hoc interpreter, the by-design
+model and the L-MAC decoder — the pipeline's own stage functions, called with one
+:class:`~experiments.pipeline.PipelineContext` — then :func:`benchmark_stage` runs the evaluation suite
+(:func:`l2i.evaluation.evaluate_interpreter`) on **the same test clips** for every interpreter and writes one
+table: ``<out_dir>/benchmark/benchmark.md``, ``benchmark.csv``, ``benchmark.json`` (every row's seed, settings,
+artifact and all suite figures) and a W&B table (``benchmark``, via the safe logger: W&B failures never stop it).
+
+Rows (``benchmark.interpreters``, name -> settings; ``kind`` defaults to the name):
+
+* ``posthoc`` — L2I's post-hoc interpreter (``ctx.artifacts["interpreter"]``) of the classifier f;
+* ``bydesign`` — the by-design model (``ctx.artifacts["bydesign"]``), explaining its own prediction Θ(H);
+* ``lmac`` — the L-MAC-style mask decoder (``ctx.artifacts["lmac"]``, trained by :func:`lmac_stage`);
+* ``saliency`` / ``integrated_gradients`` / ``gradcam`` / ``occlusion`` — Captum on the log-mel input
+  (:mod:`l2i.baselines.attribution`);
+* ``random_components`` / ``all_components`` / ``oracle_components`` — component sets on the post-hoc
+  interpreter's dictionary and activations (:mod:`l2i.baselines.components`).
+
+Columns: see :data:`COLUMNS` (accuracy of the explained model, fidelity, faithfulness by removal, L-MAC's
+AI/AD/AG/FF/FidIn/SPS/COMP, ground-truth SI-SDR where the clips have sources, interpretation time per clip,
+training time).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import yaml
+
+__all__ = [
+    "COLUMNS",
+    "ROW_KINDS",
+    "STAGE_ARTIFACT",
+    "benchmark_stage",
+    "lmac_stage",
+    "load_lmac",
+    "run_benchmark",
+    "table_markdown",
+    "main",
+]
+
+#: which artifact each training stage leaves in ``ctx.artifacts`` (a stage is skipped when it is given by path)
+STAGE_ARTIFACT = {"classifier": "classifier", "dictionary": "dictionary", "posthoc": "interpreter",
+                  "bydesign": "bydesign", "lmac": "lmac"}
+
+#: ``(column, source, description, better)``: ``source`` is a suite key (``family.key``) or a row field
+COLUMNS: list[tuple[str, str, str, str]] = [
+    ("accuracy", "row.accuracy", "accuracy of the explained model on the benchmark clips (multilabel: per-label accuracy at its class threshold)", "higher"),
+    ("fidelity", "fidelity", "agreement of the interpreter's own prediction with the explained model (top-1; multilabel F1); 1 by construction for baselines that explain f directly", "higher"),
+    ("removal_prob_drop", "faithfulness.relevant_prob_drop_mean", "faithfulness: drop of the explained class's probability when the interpretation is removed (residual audio)", "higher"),
+    ("removal_logit_drop", "faithfulness.relevant_logit_drop_mean", "faithfulness: drop of the explained class's logit when the interpretation is removed", "higher"),
+    ("AI", "lmac.AI", "L-MAC average increase (%): masked-in input more confident than the input", "higher"),
+    ("AD", "lmac.AD", "L-MAC average drop (%) of confidence on the masked-in input", "lower"),
+    ("AG", "lmac.AG", "L-MAC average gain (%) of confidence on the masked-in input", "higher"),
+    ("FF", "lmac.FF", "L-MAC faithfulness (%): probability drop on the masked-out input", "higher"),
+    ("FidIn", "lmac.FidIn", "L-MAC input fidelity (%): masked-in input keeps the class", "higher"),
+    ("SPS", "lmac.SPS", "mask sparseness (Gini index)", "higher"),
+    ("COMP", "lmac.COMP", "mask complexity (entropy, nats)", "lower"),
+    ("si_sdr", "ground_truth.si_sdr_interpretation_mean", "SI-SDR (dB) of the interpretation of the true class against its true source", "higher"),
+    ("si_sdri", "ground_truth.si_sdri_mean", "SI-SDR improvement (dB) over the mixture itself", "higher"),
+    ("energy_in_support", "ground_truth.energy_in_support_mean", "share of the interpretation's energy inside the true source's support", "higher"),
+    ("interp_ms_per_clip", "row.interp_ms_per_clip", "interpretation time per clip (ms, mean over every interpret call of the suite)", "lower"),
+    ("train_s", "row.train_seconds", "training time of what the row needs beyond classifier and dictionary (s): post-hoc Ψ/Θ (also for the component baselines, which use its activations), the whole by-design model, the L-MAC decoder; 0 for Captum attributions and reused artifacts of unknown cost", "lower"),
+]
+GROUND_TRUTH_COLUMNS = {"si_sdr", "si_sdri", "energy_in_support"}
+
+#: row kinds and what they need from ``ctx.artifacts``
+ROW_KINDS = {
+    "posthoc": "interpreter",
+    "bydesign": "bydesign",
+    "lmac": "lmac",
+    "saliency": "classifier",
+    "integrated_gradients": "classifier",
+    "gradcam": "classifier",
+    "occlusion": "classifier",
+    "random_components": "interpreter",
+    "all_components": "interpreter",
+    "oracle_components": "interpreter",
+}
+
+DEFAULT_INTERPRETERS: dict[str, dict] = {
+    "posthoc": {},
+    "bydesign": {},
+    "lmac": {},
+    "saliency": {},
+    "integrated_gradients": {"n_steps": 8},
+    "gradcam": {},
+    "occlusion": {"patch": [16, 16]},
+    "random_components": {},
+    "all_components": {},
+    "oracle_components": {},
+}
+
+
+# -- timing wrapper -----------------------------------------------------------------------------------------
+
+
+class _Timed:
+    """Forwards ``interpret`` (and every attribute) to ``inner``, adding up the time and the clips."""
+
+    def __init__(self, inner):
+        self.__dict__["inner"] = inner
+        self.__dict__["seconds"] = 0.0
+        self.__dict__["clips"] = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["inner"], name)
+
+    def _call(self, waveform, **kwargs):
+        start = time.perf_counter()
+        out = self.inner.interpret(waveform, **kwargs)
+        self.__dict__["seconds"] += time.perf_counter() - start
+        self.__dict__["clips"] += int(waveform.shape[0])
+        return out
+
+
+class _TimedPlain(_Timed):
+    def interpret(self, waveform, target=None, threshold=0.2):
+        return self._call(waveform, target=target, threshold=threshold)
+
+
+class _TimedComponents(_Timed):
+    def interpret(self, waveform, target=None, threshold=0.2, components=None):
+        kw = {} if components is None else {"components": components}
+        return self._call(waveform, target=target, threshold=threshold, **kw)
+
+
+def _timed(interpreter) -> _Timed:
+    from l2i.evaluation.common import supports_components
+
+    return (_TimedComponents if supports_components(interpreter) else _TimedPlain)(interpreter)
+
+
+# -- loading artifacts --------------------------------------------------------------------------------------
+
+
+def load_lmac(path: str, map_location: str = "cpu"):
+    """A trained :class:`~lightning_modules.LMACModule` from its checkpoint (``weights_only=True``)."""
+    from l2i.checkpoints import safe_load
+    from lightning_modules.lmac import LMACModule
+
+    safe_load(path, what="L-MAC checkpoint")
+    return LMACModule.load_from_checkpoint(path, map_location=map_location, weights_only=True).eval()
+
+
+def _artifact(ctx, key: str, row: str) -> str:
+    path = ctx.artifacts.get(key)
+    if not path:
+        raise ValueError(f"benchmark row {row!r} needs the {key!r} artifact: run its stage first or give artifacts.{key}: PATH")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"benchmark row {row!r}: artifacts.{key} = {path} does not exist")
+    return str(path)
+
+
+class _Loaded:
+    """Loads each artifact once and keeps it (rows share the classifier and the post-hoc interpreter)."""
+
+    def __init__(self, ctx, device: str):
+        self.ctx, self.device, self.cache = ctx, device, {}
+
+    def get(self, key: str, row: str):
+        if key not in self.cache:
+            path = _artifact(self.ctx, key, row)
+            if key == "classifier":
+                from lightning_modules.classifier import ClassifierModule
+
+                obj = ClassifierModule.load_frozen(path, map_location=self.device)
+            elif key == "interpreter":
+                from l2i.checkpoints import safe_load
+                from lightning_modules.posthoc import PostHocInterpreterModule
+
+                safe_load(path, what="post-hoc interpreter checkpoint")
+                obj = PostHocInterpreterModule.load_from_checkpoint(path, map_location=self.device, weights_only=True)
+            elif key == "bydesign":
+                from experiments.bydesign import load_bydesign
+
+                obj = load_bydesign(path, map_location=self.device)
+            elif key == "lmac":
+                obj = load_lmac(path, map_location=self.device)
+            else:
+                raise ValueError(f"benchmark: unknown artifact {key!r}")
+            obj = obj.to(self.device).eval()
+            obj.requires_grad_(False)
+            self.cache[key] = obj
+        return self.cache[key]
+
+
+def build_row(name: str, spec: dict, loaded: _Loaded, seed: int):
+    """``(interpreter, explained classifier, explained-model key, settings)`` of one benchmark row."""
+    from l2i.baselines import ATTRIBUTIONS, COMPONENT_BASELINES, build_baseline
+
+    spec = dict(spec or {})
+    kind = spec.pop("kind", name)
+    if kind not in ROW_KINDS:
+        raise ValueError(f"benchmark.interpreters.{name}: unknown kind {kind!r}; known: {sorted(ROW_KINDS)}")
+    if kind == "bydesign":
+        model = loaded.get("bydesign", name)
+        if spec:
+            raise ValueError(f"benchmark.interpreters.{name}: the by-design row takes no settings, got {sorted(spec)}")
+        return model, model.as_classifier(), "bydesign", {"kind": kind}
+    classifier = loaded.get("classifier", name)
+    if kind == "posthoc":
+        if spec:
+            raise ValueError(f"benchmark.interpreters.{name}: the posthoc row takes no settings, got {sorted(spec)}")
+        return loaded.get("interpreter", name), classifier, "classifier", {"kind": kind}
+    if kind == "lmac":
+        model = loaded.get("lmac", name)
+        if "mask" in spec:
+            if spec["mask"] not in ("soft", "threshold"):
+                raise ValueError(f"benchmark.interpreters.{name}.mask must be soft|threshold, got {spec['mask']!r}")
+            model.interpreter.mask_mode = spec.pop("mask")
+        if spec:
+            raise ValueError(f"benchmark.interpreters.{name}: unknown L-MAC settings {sorted(spec)} (only mask)")
+        return model, classifier, "classifier", {"kind": kind, "mask": model.interpreter.mask_mode}
+    try:
+        if kind in ATTRIBUTIONS:
+            interp = build_baseline(kind, classifier=classifier, **spec).to(loaded.device)
+        else:
+            if kind == "random_components":
+                spec.setdefault("seed", seed)
+            interp = build_baseline(kind, posthoc=loaded.get("interpreter", name), **spec)
+    except TypeError as err:
+        raise ValueError(f"benchmark.interpreters.{name}: bad settings for {kind}: {err}") from err
+    return interp, classifier, "classifier", {"kind": kind, **getattr(interp, "settings", {}), **spec}
+
+
+# -- data -----------------------------------------------------------------------------------------------------
+
+
+def _datamodule(settings: dict):
+    from experiments.cli import resolve_config
+    from experiments.evaluate import _section
+
+    if settings.get("data"):
+        section = {"data": settings["data"]}
+        source = "benchmark.data"
+    else:
+        cfg_path = settings.get("data_config", "experiments/synthetic/posthoc.yaml")
+        section = yaml.safe_load(resolve_config(cfg_path).read_text()) or {}
+        source = str(cfg_path)
+    if "data" not in section:
+        raise ValueError(f"benchmark: {source} has no 'data' section (class_path + init_args)")
+    cls, args = _section(section, "data")
+    if settings.get("batch_size"):
+        args["batch_size"] = int(settings["batch_size"])
+    return cls(**args), {"source": source, "class_path": section["data"]["class_path"], "init_args": args}
+
+
+def _batches(dm, split: str, max_batches: int | None) -> list[dict]:
+    if split not in ("test", "val"):
+        raise ValueError(f"benchmark.split must be test|val, got {split!r}")
+    dm.setup("test" if split == "test" else "validate")
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    out = []
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= int(max_batches):
+            break
+        out.append(batch)
+    if not out:
+        raise ValueError(f"benchmark: the {split} split yielded no batch")
+    return out
+
+
+@torch.no_grad()
+def _accuracy(model, batches: list[dict], task: str, device: str, class_threshold: float = 0.5) -> float:
+    correct = total = 0.0
+    for batch in batches:
+        logits = model(batch["waveform"].to(device).float())
+        target = batch["target"].to(device)
+        if task == "multiclass":
+            correct += float((logits.argmax(-1) == target).sum())
+            total += float(target.numel())
+        else:
+            correct += float(((logits.sigmoid() > class_threshold) == (target > 0.5)).sum())
+            total += float(target.numel())
+    return correct / max(total, 1.0)
+
+
+# -- the table ------------------------------------------------------------------------------------------------
+
+
+def _value(source: str, results: dict, row: dict) -> float:
+    if source.startswith("row."):
+        return float(row[source[4:]])
+    if source == "fidelity":
+        return float(results.get("fidelity.top1", results.get("fidelity.f1", 0.0)))
+    return float(results.get(source, 0.0))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.1f}"
+
+
+def table_markdown(rows: list[dict], columns: list[str], title: str | None = None) -> str:
+    """Rows = interpreters, columns = figures; ``rows`` are ``{"name", "columns": {col: value}}``."""
+    lines = [f"## {title}", ""] if title else []
+    lines.append("| interpreter | " + " | ".join(columns) + " |")
+    lines.append("|---|" + "---:|" * len(columns))
+    for r in rows:
+        lines.append(f"| {r['name']} | " + " | ".join(_fmt(r["columns"][c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict) -> str | None:
+    """The table as a W&B table (offline by default) through the safe logger; returns the failure, if any."""
+    try:
+        from callbacks.safe_logging import SafeWandbLogger
+
+        logger = SafeWandbLogger(project=settings.get("wandb_project", "listen-to-interpret"), name="benchmark",
+                                 save_dir=str(ctx.out_dir), offline=True, csv=False)
+        logger.log_hyperparams({"benchmark": json.loads(json.dumps(settings, default=str)), "seed": ctx.seed})
+        logger.log_table(key="benchmark", columns=["interpreter", *columns],
+                         data=[[r["name"], *[r["columns"][c] for c in columns]] for r in rows])
+        logger.finalize("success")
+        return logger.failed
+    except Exception as err:  # never let logging take the benchmark down
+        return f"{type(err).__name__}: {err}"
+
+
+# -- stages ---------------------------------------------------------------------------------------------------
+
+
+def lmac_stage(ctx, settings: dict) -> dict:
+    """Train the L-MAC decoder of ``ctx.artifacts["classifier"]`` (settings: ``config``, default
+    experiments/synthetic/lmac.yaml; ``overrides``: extra CLI arguments). Sets ``ctx.artifacts["lmac"]``."""
+    from experiments.cli import lightning_cli
+
+    if "classifier" not in ctx.artifacts:
+        raise ValueError("lmac stage: no classifier artifact; run the 'classifier' stage first or give artifacts.classifier")
+    out = ctx.stage_dir("lmac")
+    args = ["--config", settings.get("config", "experiments/synthetic/lmac.yaml")]
+    args += ["--seed_everything", str(ctx.seed), "--trainer.default_root_dir", str(out)]
+    args += ["--trainer.logger.init_args.save_dir", str(ctx.out_dir), "--trainer.logger.init_args.name", "lmac"]
+    args += ["--model.init_args.classifier_checkpoint", str(ctx.artifacts["classifier"])]
+    args += [str(a) for a in settings.get("overrides", [])]
+    cli = lightning_cli(args, run=False)
+    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    train_seconds = time.perf_counter() - start
+    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    final = out / "lmac.ckpt"
+    if ckpt:
+        shutil.copyfile(ckpt, final)
+    else:
+        trainer.save_checkpoint(final)
+    ctx.artifacts["lmac"] = str(final)
+    (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
+    figures: dict[str, Any] = {"train_seconds": round(train_seconds, 2), "epochs": int(trainer.current_epoch),
+                               "checkpoint": str(final)}
+    for key, value in trainer.callback_metrics.items():
+        if key.startswith("val/"):
+            figures[key.replace("/", "_")] = float(value)
+    ctx.descriptions["lmac.train_seconds"] = "L-MAC decoder training time (s)"
+    ctx.descriptions["lmac.checkpoint"] = "trained L-MAC decoder"
+    return figures
+
+
+def benchmark_stage(ctx, settings: dict) -> dict:
+    """Evaluate every interpreter on the same clips and write the table (see the module docstring).
+
+    settings:
+        interpreters: ``{row name: {kind: …, <baseline arguments>}}`` (default :data:`DEFAULT_INTERPRETERS`).
+        data: a ``{class_path, init_args}`` DataModule section, else the ``data`` of ``data_config`` (default
+            experiments/synthetic/posthoc.yaml); ``batch_size`` overrides its batch size.
+        split: ``test`` (default) or ``val``; max_batches: batches of that split scored (default 4).
+        threshold: relevance threshold τ of every interpreter (default 0.2).
+        lmac: settings of :func:`lmac_stage` when a ``lmac`` row is asked for and no L-MAC artifact exists.
+        device: default cuda when available.
+        wandb: log the W&B table (default true).
+    Returns flat figures ``<row>.<column>`` plus ``table`` (markdown path).
+    """
+    from l2i.evaluation import evaluate_interpreter
+
+    settings = dict(settings or {})
+    known = {"interpreters", "data", "data_config", "batch_size", "split", "max_batches", "threshold", "lmac", "device",
+             "wandb", "wandb_project", "title"}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"benchmark settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    interpreters = settings.get("interpreters") or DEFAULT_INTERPRETERS
+    if not isinstance(interpreters, dict):
+        raise ValueError("benchmark.interpreters must be a mapping {row name: settings}")
+    device = settings.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    tau = float(settings.get("threshold", 0.2))
+    seed = int(ctx.seed)
+    out = ctx.stage_dir("benchmark")
+
+    kinds = {name: (spec or {}).get("kind", name) for name, spec in interpreters.items()}
+    if "lmac" in kinds.values() and "lmac" not in ctx.artifacts:
+        start = time.perf_counter()
+        figures = lmac_stage(ctx, dict(settings.get("lmac") or {}))
+        for k, v in figures.items():
+            ctx.report[f"lmac.{k}"] = v
+        ctx.report["lmac.seconds"] = round(time.perf_counter() - start, 2)
+
+    dm, data_record = _datamodule(settings)
+    batches = _batches(dm, settings.get("split", "test"), settings.get("max_batches", 4))
+    has_sources = all("sources" in b and "source_labels" in b for b in batches)
+    loaded = _Loaded(ctx, device)
+
+    rows: list[dict] = []
+    accuracy_cache: dict[str, float] = {}
+    for name, spec in interpreters.items():
+        torch.manual_seed(seed)
+        interp, classifier, model_key, row_settings = build_row(name, spec, loaded, seed)
+        task = getattr(classifier, "task", None) or getattr(interp, "task", "multiclass")
+        if model_key not in accuracy_cache:
+            thr = getattr(getattr(interp, "hparams", {}), "get", lambda *_: None)("class_threshold") or 0.5
+            accuracy_cache[model_key] = _accuracy(classifier, batches, task, device, float(thr))
+        timed = _timed(interp)
+        loader: Iterable[dict] = batches
+        if kinds[name] == "oracle_components":
+            if not has_sources:
+                raise ValueError(f"benchmark row {name!r} (oracle components) needs clips with sources; {data_record['source']} has none")
+            loader = interp.observing(batches)
+        start = time.perf_counter()
+        results = evaluate_interpreter(timed, classifier, loader, task=task, threshold=tau, noise_snr_db=None, seed=seed,
+                                       device=device)
+        eval_seconds = time.perf_counter() - start
+        train = _train_seconds(ctx, kinds[name])
+        row = {
+            "name": name,
+            "kind": kinds[name],
+            "explained_model": model_key,
+            "accuracy": accuracy_cache[model_key],
+            "interp_ms_per_clip": 1000.0 * timed.seconds / max(timed.clips, 1),
+            "train_seconds": train,
+            "eval_seconds": round(eval_seconds, 2),
+            "seed": seed,
+            "threshold": tau,
+            "settings": row_settings,
+            "artifact": ctx.artifacts.get(ROW_KINDS[kinds[name]]),
+            "results": results,
+        }
+        row["columns"] = {c: _value(src, results, row) for c, src, _, _ in COLUMNS
+                          if has_sources or c not in GROUND_TRUTH_COLUMNS}
+        bad = [c for c, v in row["columns"].items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"benchmark row {name!r}: non-finite column(s) {bad}")
+        rows.append(row)
+        print(f"[l2i] benchmark {name}: " + ", ".join(f"{c}={_fmt(v)}" for c, v in row["columns"].items()), flush=True)
+
+    columns = list(rows[0]["columns"])
+    descriptions = {c: d for c, _, d, _ in COLUMNS}
+    better = {c: b for c, _, _, b in COLUMNS}
+    title = settings.get("title", f"benchmark ({data_record['class_path'].rsplit('.', 1)[-1]}, {settings.get('split', 'test')} split, {int(sum(b['waveform'].shape[0] for b in batches))} clips, seed {seed})")
+    md = table_markdown(rows, columns, title)
+    legend = "\n".join(f"- `{c}` ({better[c]} is better): {descriptions[c]}" for c in columns)
+    row_notes = "\n".join(f"- `{r['name']}`: kind {r['kind']}, explains {r['explained_model']}, seed {r['seed']}, τ {r['threshold']}, "
+                          f"settings {json.dumps(r['settings'], default=str)}, artifact {r['artifact']}" for r in rows)
+    (out / "benchmark.md").write_text(md + "\n" + legend + "\n\nRows:\n\n" + row_notes + "\n")
+    with open(out / "benchmark.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["interpreter", *columns, "kind", "explained_model", "seed", "threshold", "settings", "artifact"])
+        for r in rows:
+            writer.writerow([r["name"], *[repr(float(r["columns"][c])) for c in columns], r["kind"], r["explained_model"],
+                             r["seed"], r["threshold"], json.dumps(r["settings"], default=str), r["artifact"] or ""])
+    record = {"settings": settings, "data": data_record, "seed": seed, "artifacts": dict(ctx.artifacts), "columns": columns,
+              "descriptions": {c: descriptions[c] for c in columns}, "rows": rows}
+    (out / "benchmark.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    wandb_failure = _log_wandb(ctx, rows, columns, settings) if settings.get("wandb", True) else "disabled"
+
+    figures: dict[str, Any] = {}
+    for r in rows:
+        for c in columns:
+            figures[f"{r['name']}.{c}"] = r["columns"][c]
+            ctx.descriptions[f"benchmark.{r['name']}.{c}"] = descriptions[c]
+    figures["table"] = str(out / "benchmark.md")
+    figures["csv"] = str(out / "benchmark.csv")
+    figures["clips"] = int(sum(b["waveform"].shape[0] for b in batches))
+    figures["wandb"] = "ok" if wandb_failure is None else str(wandb_failure)
+    ctx.descriptions["benchmark.table"] = "the benchmark table (markdown; CSV and JSON beside it)"
+    ctx.descriptions["benchmark.clips"] = "clips every interpreter was scored on"
+    return figures
+
+
+def _train_seconds(ctx, kind: str) -> float:
+    key = {"posthoc": "posthoc.train_seconds", "random_components": "posthoc.train_seconds",
+           "all_components": "posthoc.train_seconds", "oracle_components": "posthoc.train_seconds",
+           "bydesign": "bydesign.train_seconds", "lmac": "lmac.train_seconds"}.get(kind)
+    value = ctx.report.get(key) if key else 0.0
+    try:
+        value = float(value or 0.0)
+    except (TypeError, ValueError):
+        value = 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+
+
+def run_benchmark(config: dict, out_dir: str | Path | None = None, stages: list[str] | None = None,
+                  artifacts: dict[str, str] | None = None):
+    """Train/reuse the artifacts (``config["stages"]``, ``config["artifacts"]``), then :func:`benchmark_stage`
+    (``config["benchmark"]``). Returns the :class:`~experiments.pipeline.PipelineContext`."""
+    from experiments.pipeline import PipelineContext, get_stage, write_report
+
+    known = {"out_dir", "seed", "artifacts", "stages", "benchmark"}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"benchmark config: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    ctx = PipelineContext(out_dir=Path(out_dir or config.get("out_dir") or "runs/benchmark"), seed=int(config.get("seed", 0)))
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    given = {**{k: v for k, v in (config.get("artifacts") or {}).items() if v}, **{k: v for k, v in (artifacts or {}).items() if v}}
+    for key, path in given.items():
+        if key not in STAGE_ARTIFACT.values():
+            raise ValueError(f"benchmark config: artifacts.{key} is not an artifact; known: {sorted(set(STAGE_ARTIFACT.values()))}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"benchmark config: artifacts.{key} = {path} does not exist")
+        ctx.artifacts[key] = str(path)
+        ctx.report[f"reused.{key}"] = str(path)
+        ctx.descriptions[f"reused.{key}"] = "artifact given by path (its stage was skipped)"
+    stage_settings: dict = dict(config.get("stages") or {})
+    if stages:
+        missing = [s for s in stages if s not in stage_settings]
+        if missing:
+            raise ValueError(f"benchmark: stage(s) {missing} not in the config; it has {list(stage_settings)}")
+        stage_settings = {s: stage_settings[s] for s in stages}
+    local: dict[str, Callable] = {"lmac": lmac_stage}
+    for name, settings in stage_settings.items():
+        artifact = STAGE_ARTIFACT.get(name)
+        if artifact and artifact in ctx.artifacts:
+            print(f"[l2i] stage {name!r}: reusing {ctx.artifacts[artifact]}", flush=True)
+            continue
+        fn = local.get(name) or get_stage(name)
+        print(f"[l2i] stage {name!r} …", flush=True)
+        start = time.perf_counter()
+        figures = fn(ctx, dict(settings or {}))
+        figures["seconds"] = round(time.perf_counter() - start, 2)
+        ctx.descriptions.setdefault(f"{name}.seconds", "wall time of the stage (s)")
+        for key, value in figures.items():
+            ctx.report[f"{name}.{key}"] = value
+        write_report(ctx, title="benchmark report")
+        print(f"[l2i] stage {name!r} done in {figures['seconds']:.1f} s", flush=True)
+    start = time.perf_counter()
+    figures = benchmark_stage(ctx, dict(config.get("benchmark") or {}))
+    figures["seconds"] = round(time.perf_counter() - start, 2)
+    for key, value in figures.items():
+        ctx.report[f"benchmark.{key}"] = value
+    write_report(ctx, title="benchmark report")
+    return ctx
+
+
+def main(argv: list[str]) -> int:
+    """``l2i benchmark --config experiments/benchmark/synthetic.yaml [--out_dir DIR] [--stages a,b]
+    [--classifier PATH] [--dictionary PATH] [--interpreter PATH] [--bydesign PATH] [--lmac PATH]``."""
+    from jsonargparse import ArgumentParser
+
+    from experiments.cli import resolve_config
+
+    p = ArgumentParser(prog="l2i benchmark", description="Post-hoc vs by-design vs baseline interpreters: one table.")
+    p.add_argument("--config", default="experiments/benchmark/synthetic.yaml", help="benchmark config")
+    p.add_argument("--out_dir", default=None, help="where artifacts and the table go (default from the config)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of the config's training stages")
+    for key in sorted(set(STAGE_ARTIFACT.values())):
+        p.add_argument(f"--{key}", default=None, help=f"reuse this {key} artifact (path) instead of training it")
+    args = p.parse_args(argv)
+    path = resolve_config(args.config)
+    config = yaml.safe_load(path.read_text()) or {}
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    given = {k: getattr(args, k) for k in set(STAGE_ARTIFACT.values()) if getattr(args, k)}
+    ctx = run_benchmark(config, args.out_dir, stages, given)
+    table = Path(ctx.report["benchmark.table"])
+    print(table.read_text())
+    print(f"[l2i] benchmark: {table}, {table.with_suffix('.csv')}, {table.with_suffix('.json')}; report {ctx.out_dir / 'report.md'}")
+    return 0

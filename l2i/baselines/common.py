@@ -1,0 +1,194 @@
+"""What every component-free baseline shares: mel -> linear-frequency mapping of a map, attribution -> soft /
+thresholded STFT mask, and the :class:`~l2i.interpreter.interpretation.Interpretation` of a mask.
+
+Shapes: ``B`` clips, ``C`` classes, ``C'`` explained classes per clip, ``M`` mel bands, ``F`` STFT bins, ``T``
+frames, ``N`` samples. Pure torch; no Lightning.
+
+**Component-free interpretations.** Attribution maps and L-MAC masks have no NMF components, so their
+:class:`Interpretation` carries ``relevance`` / ``components`` of shape ``(B, C, 0)`` (K = 0: zeros of no
+component), ``activations (B, 0, T)``, and ``logits = classifier_logits`` = the explained classifier's logits
+(they explain f directly; fidelity is 1 by construction). ``mask``, ``audio`` and ``residual`` are as for every
+interpreter: the soft mask on ``|X|``, and the inverse STFTs of ``mask·|X|`` and ``(1 − mask)·|X|`` with the
+input phase.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from l2i.interpreter.interpretation import Interpretation, synthesize
+
+__all__ = [
+    "mel_to_linear_matrix",
+    "mel_to_linear",
+    "attribution_mask",
+    "mask_interpretation",
+    "FrozenClassifierMixin",
+    "MEL_TO_LINEAR",
+    "MASK_MODES",
+]
+
+MEL_TO_LINEAR = ("transpose", "pinv")
+MASK_MODES = ("soft", "threshold")
+
+
+def mel_to_linear_matrix(mel_fbanks: Tensor, method: Literal["transpose", "pinv"] = "transpose") -> Tensor:
+    """The ``(F, M)`` matrix taking a mel-resolution map to linear frequency.
+
+    Args:
+        mel_fbanks: the front-end's ``(F, M)`` filterbank (``mel = fbanksᵀ · power``).
+        method: ``transpose`` — each linear bin gets the filterbank-weighted *average* of the mel bands covering
+            it (rows of ``fbanks`` normalised to sum 1; bins no band covers get 0), so a map in [0, 1] stays in
+            [0, 1]; ``pinv`` — the Moore-Penrose pseudo-inverse of ``fbanksᵀ`` (least-squares inverse of the
+            mel projection; may be negative, callers clip).
+    """
+    fb = mel_fbanks.float()
+    if fb.dim() != 2:
+        raise ValueError(f"mel_fbanks must be (F, n_mels), got {tuple(fb.shape)}")
+    if method == "transpose":
+        s = fb.sum(-1, keepdim=True)
+        return torch.where(s > 0, fb / s.clamp_min(torch.finfo(fb.dtype).tiny), torch.zeros_like(fb))
+    if method == "pinv":
+        return torch.linalg.pinv(fb.t())
+    raise ValueError(f"mel_to_linear must be one of {MEL_TO_LINEAR}, got {method!r}")
+
+
+def mel_to_linear(maps: Tensor, matrix: Tensor) -> Tensor:
+    """``maps (…, M, T)`` -> ``(…, F, T)`` with a matrix from :func:`mel_to_linear_matrix`."""
+    if maps.shape[-2] != matrix.shape[1]:
+        raise ValueError(f"mel map has {maps.shape[-2]} bands, the mel->linear matrix {matrix.shape[1]}")
+    return torch.einsum("fm,...mt->...ft", matrix.to(maps.dtype), maps)
+
+
+def _peak_normalise(x: Tensor) -> Tensor:
+    """Divide every ``(…, M, T)`` map by its maximum (all-zero maps stay zero; never NaN)."""
+    peak = x.amax(dim=(-2, -1), keepdim=True)
+    return torch.where(peak > 0, x / peak.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x))
+
+
+def attribution_mask(
+    attribution: Tensor,
+    matrix: Tensor,
+    mode: Literal["soft", "threshold"] = "soft",
+    threshold: float = 0.2,
+    sign: Literal["positive", "abs"] = "positive",
+) -> Tensor:
+    """An attribution map on the log-mel input -> a mask on the linear-frequency STFT magnitude.
+
+    Args:
+        attribution: ``(B, C', M, T)`` attribution of each explained class on the log-mel input.
+        matrix: ``(F, M)`` from :func:`mel_to_linear_matrix`.
+        mode: ``soft`` — the map (positive part, divided by its maximum) mapped to linear frequency, values in
+            [0, 1]; ``threshold`` — 1 where that soft mask exceeds ``threshold``, else 0.
+        threshold: binarisation threshold of ``threshold`` mode (the interpreter's τ), in [0, 1).
+        sign: ``positive`` keeps evidence *for* the class (negative attributions -> 0); ``abs`` keeps magnitudes.
+
+    Returns:
+        ``(B, C', F, T)`` in [0, 1], finite.
+    """
+    if mode not in MASK_MODES:
+        raise ValueError(f"mask mode must be one of {MASK_MODES}, got {mode!r}")
+    a = torch.nan_to_num(attribution.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    a = a.clamp_min(0) if sign == "positive" else a.abs()
+    lin = _peak_normalise(mel_to_linear(_peak_normalise(a), matrix).clamp_min(0)).clamp(0.0, 1.0)
+    if mode == "threshold":
+        if not 0 <= float(threshold) < 1:
+            raise ValueError(f"mask threshold must be in [0, 1), got {threshold}")
+        lin = (lin > float(threshold)).to(lin.dtype)
+    return lin
+
+
+def mask_interpretation(
+    frontend,
+    features,
+    mask: Tensor,
+    classes: Tensor,
+    logits: Tensor,
+    num_classes: int,
+    threshold: float,
+    classifier_logits: Tensor | None = None,
+) -> Interpretation:
+    """The :class:`Interpretation` of a component-free mask (see the module docstring for what it holds).
+
+    Args:
+        frontend: the :class:`~l2i.frontend.AudioFrontEnd` (inverse STFT).
+        features: the batch's :class:`~l2i.frontend.Features`.
+        mask: ``(B, C', F, T)`` in [0, 1]; padded class slots (``classes == -1``) are zeroed here.
+        classes: ``(B, C')`` explained classes, -1 padded.
+        logits: ``(B, C)`` (the explained classifier's logits).
+        num_classes: C.
+        threshold: the τ the mask was made with (recorded).
+        classifier_logits: ``(B, C)``, default ``logits``.
+    """
+    B, Cp = classes.shape
+    T = features.magnitude.shape[-1]
+    if mask.shape != (B, Cp, *features.magnitude.shape[-2:]):
+        raise ValueError(f"mask must be (B={B}, C'={Cp}, F, T={T}) like the magnitude, got {tuple(mask.shape)}")
+    valid = (classes >= 0)[..., None, None]
+    mask = torch.nan_to_num(mask.float(), nan=0.0).clamp(0.0, 1.0) * valid
+    audio, residual = synthesize(frontend, mask, features.magnitude, features.phase, features.waveform.shape[-1])
+    pad = (classes < 0)[..., None]
+    dev = mask.device
+    return Interpretation(
+        classes=classes,
+        relevance=torch.zeros(B, num_classes, 0, device=dev),
+        components=torch.zeros(B, num_classes, 0, dtype=torch.bool, device=dev),
+        mask=mask,
+        audio=audio.masked_fill(pad, 0.0),
+        residual=residual.masked_fill(pad, 0.0),
+        activations=torch.zeros(B, 0, T, device=dev),
+        logits=logits,
+        classifier_logits=logits if classifier_logits is None else classifier_logits,
+        threshold=float(threshold),
+        sample_rate=int(frontend.config.sample_rate),
+    )
+
+
+class FrozenClassifierMixin(nn.Module):
+    """Holds the explained classifier's ``frontend`` and ``backbone`` frozen (no gradients to its weights, always
+    eval: batch-norm statistics and dropout never move) and classifies log-mel / magnitude input.
+
+    ``self.frontend`` / ``self.backbone`` / ``self.task`` / ``self.num_classes`` are what the evaluation suite
+    looks for, so a baseline can also stand in as the classifier (``classify_magnitude``)."""
+
+    def _init_classifier(self, frontend: nn.Module, backbone: nn.Module, task: str, num_classes: int | None) -> None:
+        if task not in ("multiclass", "multilabel"):
+            raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
+        self.frontend = frontend
+        self.backbone = backbone
+        self.frontend.requires_grad_(False)
+        self.backbone.requires_grad_(False)
+        self.task = task
+        if num_classes is None:
+            fc = [m for m in backbone.modules() if isinstance(m, nn.Linear)]
+            if not fc:
+                raise ValueError("num_classes not given and the backbone has no final nn.Linear to read it from")
+            num_classes = fc[-1].out_features
+        self.num_classes = int(num_classes)
+        self.register_buffer(
+            "_mel_fbanks", frontend.mel_fbanks.detach().clone().float(), persistent=False
+        )
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.frontend.eval()
+        self.backbone.eval()
+        return self
+
+    def classify_logmel(self, logmel: Tensor) -> Tensor:
+        """``(B, M, T)`` -> logits ``(B, C)`` (gradients flow to the input when it requires them)."""
+        return self.backbone(logmel)
+
+    def classify_magnitude(self, magnitude: Tensor) -> Tensor:
+        """``|X| (B, F, T)`` -> logits ``(B, C)`` through the classifier's log-mel (differentiable in |X|)."""
+        return self.backbone(self.frontend.logmel_from_magnitude(magnitude))
+
+
+def check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not 0 <= t < 1:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+    return t

@@ -1,0 +1,111 @@
+"""LMACModule: trains the L-MAC-style mask decoder of a frozen classifier (the benchmark's competitor baseline).
+
+The model is :class:`l2i.baselines.lmac.LMACInterpreter`; this class loads the classifier, steps the loss of
+:meth:`~l2i.baselines.lmac.LMACInterpreter.losses` (masked-in CE, capped masked-out −CE, L1 / TV of the mask)
+and logs it. ``interpret(...)`` is the one verb of every interpreter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, Sequence
+
+import lightning as L
+import torch
+
+from l2i.baselines.lmac import LMAC_DEFAULT_WEIGHTS, LMACInterpreter
+from l2i.interpreter.interpretation import Interpretation
+
+__all__ = ["LMACModule"]
+
+
+class LMACModule(L.LightningModule):
+    """The L-MAC decoder of a trained classifier.
+
+    Args:
+        classifier_checkpoint: path of the trained ``ClassifierModule`` checkpoint (loaded frozen).
+        layers: tapped backbone layers (default: its last three).
+        hidden: decoder width.
+        loss_weights: ``{"in", "out", "l1", "tv"}`` (default the L-MAC ESC-50 recipe's 4.0, 0.2, 0.4, 0.0).
+        out_cap: cap (nats) of the masked-out cross-entropy, keeps the objective bounded.
+        lr, weight_decay: Adam settings.
+        mask: ``soft`` | ``threshold`` interpretations; threshold: τ used by :meth:`interpret` by default.
+        class_threshold: multilabel decision threshold.
+        num_classes, task, class_names: the DataModule's label space (linked by the CLI), checked against the
+            classifier's.
+        classifier: an in-memory classifier instead of the path (tests; not saved in hparams).
+    """
+
+    def __init__(
+        self,
+        classifier_checkpoint: str | None = None,
+        layers: Sequence[str] | None = None,
+        hidden: int = 32,
+        loss_weights: Mapping[str, float] | None = None,
+        out_cap: float = 5.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        mask: Literal["soft", "threshold"] = "soft",
+        threshold: float = 0.2,
+        class_threshold: float = 0.5,
+        num_classes: int | None = None,
+        task: str | None = None,
+        class_names: list[str] | None = None,
+        classifier: Any = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["classifier"])
+        from lightning_modules.classifier import ClassifierModule
+
+        if classifier is None:
+            if not classifier_checkpoint:
+                raise ValueError("LMACModule needs classifier_checkpoint (path of a trained classifier)")
+            classifier = ClassifierModule.load_frozen(classifier_checkpoint)
+        for name, given, actual in (("num_classes", num_classes, classifier.num_classes), ("task", task, classifier.task)):
+            if given is not None and given != actual:
+                raise ValueError(f"the data's {name} is {given!r} but the classifier ({classifier_checkpoint or 'given'}) has {actual!r}")
+        self.weights = {**LMAC_DEFAULT_WEIGHTS, **dict(loss_weights or {})}
+        unknown = set(self.weights) - set(LMAC_DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"loss_weights: unknown key(s) {sorted(unknown)}; known: {sorted(LMAC_DEFAULT_WEIGHTS)}")
+        self.hparams["loss_weights"] = dict(self.weights)
+        self.task = classifier.task
+        self.num_classes = classifier.num_classes
+        self.class_names = list(getattr(classifier, "class_names", None) or [str(i) for i in range(self.num_classes)])
+        self.interpreter = LMACInterpreter(classifier.frontend, classifier.backbone, classifier.task, classifier.num_classes,
+                                           layers=layers, hidden=hidden, mask=mask, class_threshold=class_threshold)
+        self.hparams["layers"] = list(self.interpreter.layers)
+
+    @property
+    def frontend(self):
+        return self.interpreter.frontend
+
+    @property
+    def backbone(self):
+        return self.interpreter.backbone
+
+    def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, *,
+                  sample_rate: int | None = None, class_threshold: float | torch.Tensor | None = None) -> Interpretation:
+        """The one verb (see :meth:`LMACInterpreter.interpret`); ``threshold`` defaults to ``hparams.threshold``.
+        (No ``components=``: the decoder's mask has no components.)"""
+        return self.interpreter.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold,
+                                          sample_rate=sample_rate, class_threshold=class_threshold)
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        losses = self.interpreter.losses(batch["waveform"], self.weights, self.hparams.out_cap)
+        bs = batch["waveform"].shape[0]
+        for key, value in losses.items():
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("loss", "fid_in") and stage != "train", batch_size=bs,
+                     sync_dist=stage != "train")
+        return losses["loss"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.interpreter.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
