@@ -24,7 +24,7 @@ from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.interpreter.bydesign import MODES, ByDesignModel, bydesign_losses
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import LossSchedule, PostHocOutput
-from lightning_modules.classifier import ClassifierModule, task_metrics
+from lightning_modules.classifier import ClassifierModule, OfficialMetricMixin, is_empty_batch, task_metrics
 from lightning_modules.posthoc import fidelity_metrics
 
 __all__ = ["ByDesignModule", "ByDesignClassifier"]
@@ -59,7 +59,7 @@ class ByDesignClassifier(nn.Module):
         return self.model(waveform, sample_rate).classifier_logits
 
 
-class ByDesignModule(L.LightningModule):
+class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     """A classifier whose prediction goes through NMF activations (``mode: bottleneck``), or a classifier
     trained jointly with its interpreter (``mode: joint``, FLINT-style).
 
@@ -77,6 +77,7 @@ class ByDesignModule(L.LightningModule):
         pos_weight: per-class positive weights of the multilabel BCE.
         threshold, class_threshold: relevance threshold τ and multilabel decision threshold of ``interpret``.
         num_classes, task, class_names: the label space (linked from the DataModule by the CLI).
+        dataset_metric: the data set's official metric at validation / test (as ``ClassifierModule``).
         dictionary: an in-memory artifact instead of ``dictionary_path`` (tests, notebooks).
     """
 
@@ -105,6 +106,7 @@ class ByDesignModule(L.LightningModule):
         num_classes: int = 8,
         task: Literal["multiclass", "multilabel"] = "multiclass",
         class_names: list[str] | None = None,
+        dataset_metric: Literal["default", "sonyc_ust_coarse", "sonyc_ust_fine", "clip_tagging"] = "default",
         dictionary: DictionaryArtifact | None = None,
     ):
         super().__init__()
@@ -141,6 +143,7 @@ class ByDesignModule(L.LightningModule):
         metrics = task_metrics(task, num_classes)
         self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
         self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
+        self.init_official(dataset_metric, num_classes)
         if mode == "joint":
             fid = fidelity_metrics(task, num_classes)
             self.val_fidelity, self.test_fidelity = fid.clone(prefix="val/"), fid.clone(prefix="test/")
@@ -170,7 +173,9 @@ class ByDesignModule(L.LightningModule):
             weights.pop("fidelity")
         return weights
 
-    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
+        if is_empty_batch(batch):
+            return None  # every clip of this batch was skipped (reported by the DataModule)
         rate = batch.get("sample_rate")
         rate = None if rate is None else (int(rate.flatten()[0]) if torch.is_tensor(rate) else int(rate))
         out = self(batch["waveform"], rate)
@@ -188,6 +193,7 @@ class ByDesignModule(L.LightningModule):
             probs = prediction.softmax(-1) if self.task == "multiclass" else prediction.sigmoid()
             metrics.update(probs, target if self.task == "multiclass" else target.long())
             self.log_dict(metrics, prog_bar=stage == "val", on_step=False, on_epoch=True, batch_size=bs)
+        self.update_official(stage, prediction.softmax(-1) if self.task == "multiclass" else prediction.sigmoid(), batch)
         if self.mode == "joint" and stage != "train":
             fid = self.val_fidelity if stage == "val" else self.test_fidelity
             if self.task == "multiclass":

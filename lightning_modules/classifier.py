@@ -20,7 +20,7 @@ from l2i.backbones import (
 from l2i.checkpoints import CheckpointError, safe_load
 from l2i.frontend import AudioFrontEnd, Features, FrontEndConfig
 
-__all__ = ["ClassifierModule", "task_metrics", "official_metric", "is_empty_batch"]
+__all__ = ["ClassifierModule", "task_metrics", "official_metric", "is_empty_batch", "OfficialMetricMixin"]
 
 
 def is_empty_batch(batch: dict | None) -> bool:
@@ -74,7 +74,41 @@ def task_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
     raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
 
 
-class ClassifierModule(L.LightningModule):
+class OfficialMetricMixin:
+    """Adds a data set's official metric (:func:`official_metric`) to a LightningModule: call
+    :meth:`init_official` in ``__init__`` and :meth:`update_official` in the validation / test steps; the
+    figures are logged as ``val/<key>`` / ``test/<key>`` at the epoch's end."""
+
+    def init_official(self, name: str, num_classes: int) -> None:
+        self.official_name = name
+        self.val_official = official_metric(name, num_classes)
+        self.test_official = official_metric(name, num_classes)
+
+    def update_official(self, stage: str, probabilities: torch.Tensor, batch: dict) -> None:
+        official = {"val": self.val_official, "test": self.test_official}.get(stage)
+        if official is None:
+            return
+        extra = batch.get("clip_index") if self.official_name == "clip_tagging" else batch.get("target_x")
+        if self.official_name == "clip_tagging" and extra is None:
+            raise ValueError("dataset_metric clip_tagging needs the batch key 'clip_index' (a chunked DataModule)")
+        official.update(probabilities.detach(), batch["target"], extra)
+
+    def _log_official(self, stage: str) -> None:
+        official = {"val": self.val_official, "test": self.test_official}[stage]
+        if official is None or not official.update_called:
+            return
+        for key, value in official.compute().items():
+            self.log(f"{stage}/{key}", value, sync_dist=False)  # already reduced across processes by torchmetrics
+        official.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_official("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_official("test")
+
+
+class ClassifierModule(OfficialMetricMixin, L.LightningModule):
     """f(x): waveform ``(B, samples)`` -> logits ``(B, num_classes)``.
 
     Args:
@@ -145,8 +179,7 @@ class ClassifierModule(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
-        self.val_official = official_metric(dataset_metric, num_classes)
-        self.test_official = official_metric(dataset_metric, num_classes)
+        self.init_official(dataset_metric, num_classes)
 
     # -- the black box --------------------------------------------------------------------------------
     @property
@@ -198,27 +231,8 @@ class ClassifierModule(L.LightningModule):
         if metrics is not None:
             metrics.update(self.probabilities(logits), target if self.task == "multiclass" else target.long())
             self.log_dict(metrics, prog_bar=stage == "val", batch_size=bs, on_step=False, on_epoch=True)
-        official = {"val": self.val_official, "test": self.test_official}.get(stage)
-        if official is not None:
-            extra = batch.get("clip_index") if self.hparams.dataset_metric == "clip_tagging" else batch.get("target_x")
-            if self.hparams.dataset_metric == "clip_tagging" and extra is None:
-                raise ValueError("dataset_metric clip_tagging needs the batch key 'clip_index' (a chunked DataModule)")
-            official.update(self.probabilities(logits).detach(), target, extra)
+        self.update_official(stage, self.probabilities(logits), batch)
         return loss
-
-    def _log_official(self, stage: str) -> None:
-        official = {"val": self.val_official, "test": self.test_official}[stage]
-        if official is None or not official.update_called:
-            return
-        for key, value in official.compute().items():
-            self.log(f"{stage}/{key}", value, sync_dist=False)  # already reduced across processes by torchmetrics
-        official.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_official("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_official("test")
 
     def on_train_epoch_start(self) -> None:
         # Lightning puts the whole model in train mode each epoch: frozen blocks go back to eval (their BN stats stay)
