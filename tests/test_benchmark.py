@@ -1,0 +1,146 @@
+"""``l2i benchmark`` (issue 9): a tiny run on artifacts built here writes one table whose rows and columns are all
+filled with finite numbers (markdown, CSV, JSON with every row's seed and settings, W&B table offline); the L-MAC
+decoder trains through Lightning and reloads from its checkpoint; missing artifacts are named."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from datamodules import SyntheticDataModule
+from l2i.dictionary import DictionaryArtifact
+from l2i.frontend import AudioFrontEnd, FrontEndConfig
+from l2i.nmf import NMF
+from lightning_modules import ByDesignModule, ClassifierModule, LMACModule, PostHocInterpreterModule
+
+FE = dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, top_db=80.0)
+SMALL = {"channels": [4, 8, 8, 8]}
+DATA = {"class_path": "datamodules.SyntheticDataModule",
+        "init_args": {"num_classes": 4, "sample_rate": 8000, "duration_s": 1.0, "num_train": 16, "num_val": 8,
+                      "num_test": 8, "batch_size": 4, "distractor_prob": 0.8, "seed": 0}}
+
+
+def _lightning_checkpoint(module, path) -> str:
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": L.__version__}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """Tiny untrained classifier, dictionary, post-hoc and by-design models; an L-MAC decoder trained 2 steps."""
+    root = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    clf = ClassifierModule(backbone_kwargs=SMALL, frontend=FE, num_classes=4)
+    clf_path = _lightning_checkpoint(clf, root / "classifier.ckpt")
+    dm = SyntheticDataModule(**DATA["init_args"])
+    ds = dm.dataset("nmf", 12)
+    fe = AudioFrontEnd(FrontEndConfig(**FE))
+    V = fe.nmf_spectrogram(torch.stack([ds[i]["waveform"] for i in range(len(ds))]))
+    art = DictionaryArtifact(W=NMF(10, max_iter=20, seed=0).fit(V).dictionary, frontend=fe.config.spectral_params(), meta={})
+    dict_path = str(art.save(root / "dictionary.pt"))
+    posthoc = PostHocInterpreterModule(classifier_checkpoint=clf_path, dictionary_path=dict_path, hidden=8, attention_dim=8)
+    bydesign = ByDesignModule(dictionary_path=dict_path, backbone_kwargs=SMALL, frontend=FE, num_classes=4, hidden=8,
+                              attention_dim=8)
+    lmac = LMACModule(classifier_checkpoint=clf_path, hidden=8, num_classes=4, task="multiclass")
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+                        default_root_dir=root)
+    before = {k: v.clone() for k, v in lmac.interpreter.backbone.state_dict().items()}
+    trainer.fit(lmac, datamodule=dm)
+    lmac_path = root / "lmac.ckpt"
+    trainer.save_checkpoint(lmac_path)
+    for k, v in lmac.interpreter.backbone.state_dict().items():
+        assert torch.equal(before[k], v), f"the classifier moved during L-MAC training: {k}"
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
+    return {"root": root, "classifier": clf_path, "dictionary": dict_path,
+            "interpreter": _lightning_checkpoint(posthoc, root / "interpreter.ckpt"),
+            "bydesign": _lightning_checkpoint(bydesign, root / "bydesign.ckpt"), "lmac": str(lmac_path)}
+
+
+def _config(artifacts, out_dir, **benchmark) -> dict:
+    interpreters = {
+        "posthoc": {}, "bydesign": {}, "lmac": {}, "saliency": {},
+        "integrated_gradients": {"n_steps": 2}, "gradcam": {"layer": "block3"},
+        "occlusion": {"patch": [16, 16], "perturbations_per_eval": 8, "mask": "threshold"},
+        "random_components": {}, "all_components": {}, "oracle_components": {},
+    }
+    return {
+        "out_dir": str(out_dir), "seed": 0,
+        "artifacts": {k: artifacts[k] for k in ("classifier", "dictionary", "interpreter", "bydesign", "lmac")},
+        "stages": {"classifier": {"config": "never-read.yaml"}},  # skipped: its artifact is given
+        "benchmark": {"data": DATA, "max_batches": 1, "threshold": 0.2, "interpreters": interpreters, **benchmark},
+    }
+
+
+def test_tiny_benchmark_writes_a_full_finite_table(artifacts, tmp_path):
+    from experiments.cli import main
+
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(yaml.safe_dump(_config(artifacts, tmp_path / "run"), sort_keys=False))
+    assert main(["benchmark", "--config", str(cfg)]) == 0
+    out = tmp_path / "run" / "benchmark"
+    record = json.loads((out / "benchmark.json").read_text())
+    names = [r["name"] for r in record["rows"]]
+    assert names == ["posthoc", "bydesign", "lmac", "saliency", "integrated_gradients", "gradcam", "occlusion",
+                     "random_components", "all_components", "oracle_components"]
+    expected = {"accuracy", "fidelity", "removal_prob_drop", "removal_logit_drop", "AI", "AD", "AG", "FF", "FidIn",
+                "SPS", "COMP", "si_sdr", "si_sdri", "energy_in_support", "interp_ms_per_clip", "train_s"}
+    assert set(record["columns"]) == expected
+    for row in record["rows"]:
+        assert set(row["columns"]) == expected
+        assert all(math.isfinite(v) for v in row["columns"].values()), row["name"]
+        assert row["seed"] == 0 and isinstance(row["settings"], dict) and row["settings"]["kind"] == row["name"]
+        assert row["results"]["clips"] == 4.0  # the same clips for every row
+    by_name = {r["name"]: r for r in record["rows"]}
+    assert by_name["integrated_gradients"]["settings"]["n_steps"] == 2
+    assert by_name["bydesign"]["explained_model"] == "bydesign"
+    assert by_name["all_components"]["columns"]["FidIn"] == 100.0  # the whole input keeps the class
+    with open(out / "benchmark.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["interpreter"] for r in rows] == names
+    for r in rows:
+        assert all(math.isfinite(float(r[c])) for c in expected)
+    md = (out / "benchmark.md").read_text()
+    assert md.count("\n| ") >= len(names) + 1 and "nan" not in md.lower()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["benchmark.posthoc.si_sdr"] == by_name["posthoc"]["columns"]["si_sdr"]
+    assert report["reused.classifier"] == artifacts["classifier"]
+    assert report["benchmark.wandb"] == "ok" and list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_benchmark_stage_from_a_pipeline_context(artifacts, tmp_path):
+    """What ``l2i demo`` runs: the stage on what earlier stages left in the context (two rows, no W&B)."""
+    from experiments.benchmark import benchmark_stage
+    from experiments.pipeline import PipelineContext
+
+    ctx = PipelineContext(out_dir=tmp_path, seed=1, artifacts={k: artifacts[k] for k in ("classifier", "dictionary", "interpreter")})
+    ctx.report["posthoc.train_seconds"] = 12.5
+    figures = benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "wandb": False,
+                                    "interpreters": {"posthoc": {}, "random": {"kind": "random_components"}}})
+    assert figures["posthoc.train_s"] == 12.5 and figures["random.train_s"] == 12.5
+    assert all(math.isfinite(v) for k, v in figures.items() if k.startswith(("posthoc.", "random.")))
+    assert (tmp_path / "benchmark" / "benchmark.csv").is_file()
+
+
+def test_missing_artifacts_and_bad_settings_are_named(artifacts, tmp_path):
+    from experiments.benchmark import benchmark_stage, run_benchmark
+    from experiments.pipeline import PipelineContext
+
+    cfg = _config(artifacts, tmp_path)
+    cfg["artifacts"]["bydesign"] = str(tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError, match="artifacts.bydesign"):
+        run_benchmark(cfg)
+    ctx = PipelineContext(out_dir=tmp_path, artifacts={"classifier": artifacts["classifier"]})
+    with pytest.raises(ValueError, match="'interpreter' artifact"):
+        benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "interpreters": {"posthoc": {}}})
+    with pytest.raises(ValueError, match="unknown kind 'lime'"):
+        benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "interpreters": {"lime": {}}})
+    with pytest.raises(ValueError, match="unknown key"):
+        benchmark_stage(ctx, {"data": DATA, "max_batch": 1})
