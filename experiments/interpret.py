@@ -310,7 +310,10 @@ def load_interpreter(ckpt: str | Path, config: str | Path | None = None, overrid
     for key in ("classifier_checkpoint", "dictionary_path"):
         if not hparams.get(key):
             raise ValueError(f"{ckpt}: hyper-parameter {key!r} is missing; give it in --config")
-    model = PostHocInterpreterModule(**hparams)
+    import inspect
+
+    accepted = set(inspect.signature(PostHocInterpreterModule.__init__).parameters) - {"self"}
+    model = PostHocInterpreterModule(**{k: v for k, v in hparams.items() if k in accepted})  # drops LightningCLI's _class_path …
     missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
     missing = [k for k in missing if not k.startswith(("train_fidelity", "val_fidelity", "test_fidelity"))]
     if missing or unexpected:

@@ -116,6 +116,11 @@ def test_checkpoint_round_trip_and_interpret_command(trained, tmp_path):
     x = next(iter(trained["dm"].test_dataloader()))["waveform"][:2]
     a, b = model.interpret(x), reloaded.interpret(x)
     assert torch.allclose(a.audio, b.audio, atol=1e-5) and torch.equal(a.components, b.components)
+    state = torch.load(trained["ckpt"], weights_only=True)  # as LightningCLI saves it: with _class_path
+    state["hyper_parameters"]["_class_path"] = "lightning_modules.PostHocInterpreterModule"
+    torch.save(state, tmp_path / "cli.ckpt")
+    assert torch.equal(load_interpreter(tmp_path / "cli.ckpt", overrides={"threshold": 0.3}).interpret(x).components,
+                       model.interpret(x, threshold=0.3).components)
     paths = []
     for i in range(2):
         p = tmp_path / f"clip{i}.wav"
