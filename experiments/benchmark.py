@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -332,34 +331,19 @@ def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict) -> str
 def lmac_stage(ctx, settings: dict) -> dict:
     """Train the L-MAC decoder of ``ctx.artifacts["classifier"]`` (settings: ``config``, default
     experiments/synthetic/lmac.yaml; ``overrides``: extra CLI arguments). Sets ``ctx.artifacts["lmac"]``."""
-    from experiments.cli import lightning_cli
+    from experiments.pipeline import fit_stage_config
 
     if "classifier" not in ctx.artifacts:
         raise ValueError("lmac stage: no classifier artifact; run the 'classifier' stage first or give artifacts.classifier")
-    out = ctx.stage_dir("lmac")
-    args = ["--config", settings.get("config", "experiments/synthetic/lmac.yaml")]
-    args += ["--seed_everything", str(ctx.seed), "--trainer.default_root_dir", str(out)]
-    args += ["--trainer.logger.init_args.save_dir", str(ctx.out_dir), "--trainer.logger.init_args.name", "lmac"]
-    args += ["--model.init_args.classifier_checkpoint", str(ctx.artifacts["classifier"])]
-    args += [str(a) for a in settings.get("overrides", [])]
-    cli = lightning_cli(args, run=False)
-    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    train_seconds = time.perf_counter() - start
-    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    final = out / "lmac.ckpt"
-    if ckpt:
-        shutil.copyfile(ckpt, final)
-    else:
-        trainer.save_checkpoint(final)
-    ctx.artifacts["lmac"] = str(final)
-    (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
-    figures: dict[str, Any] = {"train_seconds": round(train_seconds, 2), "epochs": int(trainer.current_epoch),
-                               "checkpoint": str(final)}
-    for key, value in trainer.callback_metrics.items():
+    fit = fit_stage_config(ctx, "lmac", settings, "experiments/synthetic/lmac.yaml",
+                           ["--model.init_args.classifier_checkpoint", str(ctx.artifacts["classifier"])], test=False)
+    ctx.artifacts["lmac"] = str(fit.checkpoint)
+    figures: dict[str, Any] = {"train_seconds": round(fit.train_seconds, 2), "epochs": int(fit.trainer.current_epoch),
+                               "checkpoint": str(fit.checkpoint)}
+    for key, value in fit.trainer.callback_metrics.items():
         if key.startswith("val/"):
             figures[key.replace("/", "_")] = float(value)
+            ctx.descriptions[f"lmac.{key.replace('/', '_')}"] = f"{key} of the L-MAC decoder at the end of training"
     ctx.descriptions["lmac.train_seconds"] = "L-MAC decoder training time (s)"
     ctx.descriptions["lmac.checkpoint"] = "trained L-MAC decoder"
     return figures
