@@ -288,8 +288,9 @@ def load_interpreter(ckpt: str | Path, config: str | Path | None = None, overrid
     """A trained :class:`~lightning_modules.posthoc.PostHocInterpreterModule` from its checkpoint.
 
     The checkpoint's hyper-parameters rebuild the model (classifier checkpoint, dictionary path, Ψ/Θ sizes);
-    ``config`` (a posthoc YAML: its ``model.init_args``) and ``overrides`` replace some of them (e.g. moved
-    artifact paths, ``threshold``) before the weights are loaded.
+    ``config`` (a posthoc YAML: its ``model.init_args``) replaces them, except the two artifact paths, taken from
+    the config only when the checkpoint's file no longer exists (moved artifacts); ``overrides`` replace anything
+    (e.g. ``threshold``). Then the weights are loaded.
     """
     from lightning_modules.posthoc import PostHocInterpreterModule
 
@@ -305,7 +306,12 @@ def load_interpreter(ckpt: str | Path, config: str | Path | None = None, overrid
 
         cfg = yaml.safe_load(resolve_config(config).read_text()) or {}
         init = ((cfg.get("model") or {}).get("init_args")) or {}
-        hparams.update({k: v for k, v in init.items() if v is not None})
+        for key, value in init.items():
+            if value is None:
+                continue
+            if key in ("classifier_checkpoint", "dictionary_path") and hparams.get(key) and Path(hparams[key]).is_file():
+                continue  # the artifact the interpreter was trained with is still there: keep it
+            hparams[key] = value
     hparams.update(overrides or {})
     for key in ("classifier_checkpoint", "dictionary_path"):
         if not hparams.get(key):
