@@ -98,7 +98,7 @@ def test_mismatched_dictionary_is_refused(dictionary):
 @pytest.mark.parametrize("mode", ["bottleneck", "joint"])
 def test_tiny_run_learns_above_chance(dictionary, mode, tmp_path):
     L.seed_everything(0, workers=True)
-    dm = SyntheticDataModule(num_classes=4, duration_s=1.0, num_train=192, num_val=32, num_test=96,
+    dm = SyntheticDataModule(num_classes=4, duration_s=1.0, num_train=320, num_val=32, num_test=96,
                              batch_size=32, distractor_prob=0.3)
     module = _module(dictionary, mode=mode, lr=3e-3, loss_weights={"reconstruction": 1.0, "sparsity": 0.0,
                                                                    "fidelity": 0.5})
@@ -106,7 +106,7 @@ def test_tiny_run_learns_above_chance(dictionary, mode, tmp_path):
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=dm)
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
-    assert results["test/accuracy"] >= 0.75  # chance: 0.25 (measured 0.93 with 256 clips)
+    assert results["test/accuracy"] >= 0.75  # chance: 0.25 (measured 0.93 with 256 clips, 3 epochs)
     assert results["test/reconstruction_loss"] < 0.5
     if mode == "joint":
         assert results["test/fidelity"] >= 0.75  # Θ(H) agrees with the jointly trained head
