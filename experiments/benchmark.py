@@ -195,7 +195,7 @@ class _Loaded:
 
 def build_row(name: str, spec: dict, loaded: _Loaded, seed: int):
     """``(interpreter, explained classifier, explained-model key, settings)`` of one benchmark row."""
-    from l2i.baselines import ATTRIBUTIONS, COMPONENT_BASELINES, build_baseline
+    from l2i.baselines import ATTRIBUTIONS, build_baseline
 
     spec = dict(spec or {})
     kind = spec.pop("kind", name)
