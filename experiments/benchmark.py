@@ -320,6 +320,9 @@ def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict) -> str
         logger.log_table(key="benchmark", columns=["interpreter", *columns],
                          data=[[r["name"], *[r["columns"][c] for c in columns]] for r in rows])
         logger.finalize("success")
+        run = getattr(logger, "_experiment", None)
+        if run is not None and hasattr(run, "finish"):
+            run.finish()  # end this run: a W&B run left open is silently reused by the next logger in the process
         return logger.failed
     except Exception as err:  # never let logging take the benchmark down
         return f"{type(err).__name__}: {err}"
