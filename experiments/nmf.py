@@ -110,16 +110,25 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def clip_loader(datamodule: Any, split: str, num_clips: int | None, batch_size: int | None = None, seed: int = 0):
+def clip_loader(datamodule: Any, split: str, num_clips: int | None, batch_size: int | None = None, seed: int = 0,
+                shard: tuple[int, int] | None = None):
     """Batches of clips of a DataModule split. ``dataset(split, size)`` when the module has it (the
-    synthetic set, including its ``nmf`` split), else its ``<split>_dataloader()``."""
-    from torch.utils.data import DataLoader
+    synthetic set, including its ``nmf`` split), else its ``<split>_dataloader()``.
+
+    ``shard = (rank, world_size)``: this process's share of the clips (distributed dictionary learning):
+    a ``DistributedSampler`` over the dataset, or every ``world_size``-th batch of the DataModule's loader
+    truncated to the same count on every rank (so all ranks reduce the same number of mini-batches)."""
+    from torch.utils.data import DataLoader, DistributedSampler
 
     bs = int(batch_size or getattr(datamodule, "batch_size", 32) or 32)
     if hasattr(datamodule, "dataset") and callable(datamodule.dataset):
         ds = datamodule.dataset(split, num_clips) if num_clips else datamodule.dataset(split)
+        shuffle = split in ("train", "nmf")
+        if shard is not None:
+            sampler = DistributedSampler(ds, num_replicas=shard[1], rank=shard[0], shuffle=shuffle, seed=seed)
+            return DataLoader(ds, batch_size=bs, sampler=sampler)
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(ds, batch_size=bs, shuffle=split in ("train", "nmf"), generator=gen)
+        return DataLoader(ds, batch_size=bs, shuffle=shuffle, generator=gen)
     name = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader"}.get(split)
     if name is None:
         raise ValueError(f"split must be train, val or test for {type(datamodule).__name__}, got {split!r}")
@@ -127,7 +136,43 @@ def clip_loader(datamodule: Any, split: str, num_clips: int | None, batch_size: 
         datamodule.prepare_data()
     if hasattr(datamodule, "setup"):
         datamodule.setup("fit" if split in ("train", "val") else "test")
-    return getattr(datamodule, name)()
+    loader = getattr(datamodule, name)()
+    if shard is None:
+        return loader
+    rank, world = shard
+    usable = (len(loader) // world) * world
+
+    class _Shard:
+        def __iter__(self):
+            for i, batch in enumerate(loader):
+                if i >= usable:
+                    break
+                if i % world == rank:
+                    yield batch
+
+    return _Shard()
+
+
+def distributed_shard() -> tuple[int, int] | None:
+    """``(rank, world_size)`` when launched by torchrun / SLURM with more than one process (the process group
+    is initialised here: NCCL on GPUs, gloo on CPUs), else None."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
 
 
 def _batch_spectra(batch: Any, frontend: AudioFrontEnd, device: torch.device, key: str = "waveform") -> torch.Tensor:
@@ -358,6 +403,33 @@ def log_images_to_wandb(paths: list[Path], prefix: str = "dictionary") -> bool:
         return False
 
 
+def _fit_stream_resumable(model, stream, settings, W_noise, state_path, resume: bool, shard, rank0: bool) -> NMFResult:
+    """``fit_stream`` one epoch at a time, the state saved after each (atomically), resumed when asked."""
+    from l2i.checkpoints import safe_load
+
+    state_path = Path(state_path) if state_path else None
+    done = 0
+    if resume and state_path is not None and state_path.is_file():
+        model.load_state_dict(safe_load(state_path, what="NMF streaming state"))
+        done = int(model.state_dict()["epoch"])
+        print(f"[l2i nmf] resuming from {state_path} after epoch {done} of {settings.epochs}", flush=True)
+    reduce_fn = _all_reduce_sum if shard is not None else None
+    res = None
+    for _ in range(done, settings.epochs):
+        fixed = W_noise if model._stream is None else None
+        res = model.fit_stream(lambda: stream, epochs=1, forget_factor=settings.forget_factor, W_fixed=fixed,
+                               reduce_fn=reduce_fn)
+        if state_path is not None and rank0:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = state_path.with_suffix(state_path.suffix + ".tmp")
+            torch.save(model.state_dict(), tmp)
+            tmp.replace(state_path)  # a kill while writing never leaves a broken state
+    state = model.state_dict()
+    W = state["W"].to(model.device or "cpu") if res is None else res.dictionary
+    return NMFResult(W, None, float(state["history"][-1]) if state["history"] else float("nan"), list(state["history"]),
+                     n_iter=int(state["epoch"]))
+
+
 def learn_dictionary(
     datamodule: Any,
     frontend: FrontEndConfig | dict,
@@ -375,6 +447,9 @@ def learn_dictionary(
     dataset: str | None = None,
     extra_meta: dict | None = None,
     threads: int | None = None,
+    state_path: str | Path | None = None,
+    resume: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[DictionaryArtifact, dict]:
     """Learn ``W (F, K)`` on a split, save the artifact (and figures) at ``out``; return it and figures.
 
@@ -385,6 +460,13 @@ def learn_dictionary(
 
     ``threads`` sets torch's CPU threads for the job (restored afterwards); 1 is fastest for these
     many small products on a busy shared CPU (measured 3-7x faster than 2 threads at load 5 on 2 cores).
+
+    ``state_path``: the streaming state (W, sufficient statistics, counters) is written there after every
+    epoch; with ``resume`` an existing state is loaded and only the remaining epochs run (a killed job loses
+    at most one epoch). ``shard = (rank, world_size)``: distributed learning — each process streams its share
+    of the clips and the statistics are summed across processes before every W update (``all_reduce``),
+    so every process holds the same dictionary; only rank 0 writes files. Both need the plain streaming fit
+    (no ``per_class_components``).
     """
     if threads is not None and int(threads) > 0:
         before = torch.get_num_threads()
@@ -393,7 +475,8 @@ def learn_dictionary(
             return learn_dictionary(
                 datamodule, frontend, nmf, out, split=split, num_clips=num_clips, device=device, cache_mb=cache_mb,
                 eval_split=eval_split, eval_clips=eval_clips, save_images=save_images, progress=progress,
-                dataset=dataset, extra_meta=extra_meta, threads=None,
+                dataset=dataset, extra_meta=extra_meta, threads=None, state_path=state_path, resume=resume,
+                shard=shard,
             )
         finally:
             torch.set_num_threads(before)
@@ -402,8 +485,13 @@ def learn_dictionary(
     dev = resolve_device(device)
     fe = AudioFrontEnd(fe_cfg).to(dev)
     model = settings.build(dev, progress=progress)
-    loader = clip_loader(datamodule, split, num_clips, seed=settings.seed)
-    stream = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=num_clips, cache_mb=cache_mb)
+    if (state_path or shard) and settings.per_class_components > 0:
+        raise ValueError("resume (state_path) and distributed learning need the plain streaming fit; "
+                         "nmf.per_class_components must be 0")
+    rank0 = shard is None or shard[0] == 0
+    loader = clip_loader(datamodule, split, num_clips, seed=settings.seed, shard=shard)
+    per_process = max(1, int(num_clips) // shard[1]) if (shard is not None and num_clips) else num_clips
+    stream = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=per_process, cache_mb=cache_mb)
     start = time.perf_counter()
     W_noise = None
     if settings.noise_components:
@@ -420,7 +508,7 @@ def learn_dictionary(
         W = W_cls if W_noise is None else torch.cat([W_noise, W_cls], dim=1)
         res = NMFResult(W, None, float("nan"), [], n_iter=settings.epochs)
     else:
-        res = model.fit_stream(lambda: stream, epochs=settings.epochs, forget_factor=settings.forget_factor, W_fixed=W_noise)
+        res = _fit_stream_resumable(model, stream, settings, W_noise, state_path, resume, shard, rank0)
         W = res.dictionary
     fit_seconds = time.perf_counter() - start
     figures: dict[str, Any] = {}
@@ -472,6 +560,8 @@ def learn_dictionary(
         meta["labels"] = noise + (labels if labels is not None else ["event"] * settings.n_components)
     art = DictionaryArtifact(W=W.detach().float().cpu(), frontend=fe_cfg.spectral_params(), meta=meta)
     out = Path(out)
+    if not rank0:  # distributed: every rank holds the same W; only rank 0 writes the one artifact
+        return art, figures
     art.save(out)
     figures["dictionary"] = str(out)
     if save_images:
@@ -511,6 +601,8 @@ def build_parser():
     p.add_argument("--progress", type=bool, default=True, help="progress bar")
     p.add_argument("--wandb", type=bool, default=True, help="log the images to a W&B run (offline unless WANDB_MODE says otherwise)")
     p.add_argument("--wandb_project", type=str, default="listen-to-interpret")
+    p.add_argument("--resume", type=bool, default=False,
+                   help="continue from <out>.state.pt (the streaming state written after every epoch)")
     return p
 
 
@@ -518,6 +610,9 @@ def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
     init = parser.instantiate(cfg) if hasattr(parser, "instantiate") else parser.instantiate_classes(cfg)
     out = Path(cfg.out)
     run = None
+    shard = distributed_shard()  # torchrun / SLURM with several processes: one dictionary, statistics summed
+    if shard is not None and shard[0] != 0:
+        wandb_run = False
     if wandb_run and cfg.wandb:
         try:
             import os
@@ -531,13 +626,16 @@ def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
             warnings.warn(f"W&B run not started ({type(exc).__name__}: {exc}); continuing without it", stacklevel=2)
             run = None
     try:
+        plain = not getattr(init.nmf, "per_class_components", 0)
         art, figures = learn_dictionary(
             init.data, init.frontend, init.nmf, out, split=cfg.split, num_clips=cfg.num_clips, device=cfg.device,
             cache_mb=cfg.cache_mb, eval_split=cfg.eval_split, eval_clips=cfg.eval_clips, save_images=cfg.images,
             progress=cfg.progress, dataset=cfg.dataset, threads=cfg.threads,
+            state_path=out.with_suffix(".state.pt") if plain else None, resume=cfg.resume, shard=shard,
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        (out.parent / f"{out.stem}.yaml").write_text(parser.dump(cfg))
+        if shard is None or shard[0] == 0:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            (out.parent / f"{out.stem}.yaml").write_text(parser.dump(cfg))
         if run is not None:
             try:
                 run.summary.update({k: v for k, v in figures.items() if isinstance(v, (int, float))})
@@ -588,10 +686,9 @@ def frontend_from_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - older checkpoints with objects in their hyper-parameters
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    from l2i.checkpoints import safe_load
+
+    ckpt = safe_load(path, what="classifier checkpoint")  # weights_only: a file carrying code is refused
     fe = (ckpt.get("hyper_parameters") or {}).get("frontend") if isinstance(ckpt, dict) else None
     if fe is None:
         raise ValueError(f"{path}: checkpoint has no hyper_parameters['frontend'] (not a ClassifierModule checkpoint?)")
