@@ -161,3 +161,25 @@ def test_silent_and_extreme_gain_batches_give_finite_losses():
         assert torch.isfinite(loss), waveform.abs().max()
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_silent_and_extreme_gain_clips_give_finite_interpretations():
+    """Post-hoc and by-design interpretations of silence, near-silence and huge gains: no NaN / inf anywhere."""
+    from l2i.dictionary import DictionaryArtifact
+    from l2i.frontend import FrontEndConfig
+    from l2i.interpreter.posthoc import PostHocInterpreter
+    from lightning_modules import ByDesignModule
+
+    frontend = {"n_mels": 16, "n_fft": 256, "hop_length": 128}
+    classifier = ClassifierModule(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend=frontend, num_classes=3).eval()
+    W = torch.rand(129, 12)
+    posthoc = PostHocInterpreter(classifier.frontend, classifier.backbone, W, num_classes=3, hidden=16, attention_dim=16)
+    art = DictionaryArtifact(W=W, frontend=FrontEndConfig(**frontend).spectral_params(), meta={})
+    bydesign = ByDesignModule(dictionary=art, backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend=frontend,
+                              num_classes=3, hidden=16, attention_dim=16).eval()
+    clips = torch.stack([torch.zeros(16000), torch.full((16000,), 1e-30), torch.randn(16000) * 1e4])
+    for interpreter in (posthoc, bydesign):
+        interp = interpreter.interpret(clips, threshold=0.0)
+        for name in ("relevance", "mask", "audio", "residual", "activations", "logits"):
+            value = getattr(interp, name)
+            assert torch.isfinite(value).all(), f"{type(interpreter).__name__}.{name} is not finite"
