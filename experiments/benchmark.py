@@ -22,11 +22,11 @@ Columns: see :data:`COLUMNS` (accuracy of the explained model, fidelity, faithfu
 AI/AD/AG/FF/FidIn/SPS/COMP, ground-truth SI-SDR where the clips have sources, interpretation time per clip,
 training time).
 
-Cost, measured on the shared 2-core CPU (load ≈ 5, so an idle machine is faster): with the synthetic default
-(128 test clips, IG 8 steps, occlusion 16×16 patches) the nine rows without the by-design model took 437 s
-(occlusion 101 s, IG 73 s, every other row 26–53 s: the suite's own classifier passes dominate) and the L-MAC
-decoder's 2 × 16 batches 150 s; a demo-sized run (32 clips, IG 4 steps, occlusion 32×32, L-MAC 12 batches) took
-176 s in all (L-MAC 94 s, the nine evaluations 76 s).
+Cost, measured on the shared 2-core CPU: with the synthetic default (128 test clips, ten rows, IG 8 steps, occlusion
+16×16 patches, L-MAC 2 × 16 batches) the stage took 66 s on an idle machine (L-MAC training 20 s; evaluations 45 s,
+occlusion 17.5 s and IG 9.6 s of it) and about 10× that while other jobs loaded the CPU (load ≈ 5: 437 s for the
+nine rows without the by-design model, L-MAC 150 s). A demo-sized run (32 clips, IG 4 steps, occlusion 32×32, L-MAC
+12 batches) took 16 s idle, 176 s loaded. The figures reproduce exactly from run to run (same seed).
 """
 
 from __future__ import annotations
