@@ -385,6 +385,9 @@ def posthoc_stage(ctx, settings: dict) -> dict:
     else:
         trainer.save_checkpoint(final)
     ctx.artifacts["interpreter"] = str(final)
+    from experiments.pipeline import finish_loggers
+
+    finish_loggers(trainer)
     (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
     model.eval()
     dm.setup("test")

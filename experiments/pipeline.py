@@ -44,6 +44,8 @@ LAZY_STAGES: dict[str, str] = {
     "posthoc": "experiments.interpret:posthoc_stage",
     "bydesign": "experiments.bydesign:bydesign_stage",
     "evaluation": "experiments.evaluate:evaluation_stage",
+    "lmac": "experiments.benchmark:lmac_stage",
+    "benchmark": "experiments.benchmark:benchmark_stage",
 }
 
 
@@ -130,6 +132,18 @@ class FitResult:
     train_seconds: float
 
 
+def finish_loggers(trainer) -> None:
+    """End the W&B runs a stage's trainer opened: one run per stage, and a run left open would be silently
+    reused by the next stage's logger in the same process."""
+    for logger in getattr(trainer, "loggers", []) or []:
+        run = getattr(logger, "_experiment", None)
+        if run is not None and hasattr(run, "finish"):
+            try:
+                run.finish()
+            except Exception:  # noqa: BLE001 - logging never takes a pipeline down
+                pass
+
+
 def fit_stage_config(ctx: PipelineContext, stage: str, settings: dict, default_config: str,
                      extra_args: list[str] = (), test: bool = True) -> FitResult:
     """Fit a LightningCLI config as a pipeline stage: run folder ``<out>/<stage>``, the context's seed, W&B run
@@ -156,6 +170,7 @@ def fit_stage_config(ctx: PipelineContext, stage: str, settings: dict, default_c
     else:
         trainer.save_checkpoint(final)
     (out / "config.yaml").write_text(yaml.safe_dump({"args": args}, sort_keys=False))
+    finish_loggers(trainer)
     return FitResult(trainer, model, dm, final, {k: float(v) for k, v in results.items()}, train_seconds)
 
 

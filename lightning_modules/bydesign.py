@@ -60,12 +60,13 @@ class ByDesignClassifier(nn.Module):
 
 
 class ByDesignModule(OfficialMetricMixin, L.LightningModule):
-    """A classifier whose prediction goes through NMF activations (``mode: bottleneck``), or a classifier
-    trained jointly with its interpreter (``mode: joint``, FLINT-style).
+    """A classifier whose prediction goes through NMF activations (``variant: bottleneck``), or a classifier
+    trained jointly with its interpreter (``variant: joint``, FLINT-style).
 
     Args:
         dictionary_path: the :class:`~l2i.dictionary.DictionaryArtifact` (front-end checked against the model's).
-        mode: ``bottleneck`` (Θ(H) is the prediction) or ``joint``.
+        variant: ``bottleneck`` (Θ(H) is the prediction) or ``joint``. (Not called ``mode``: Lightning merges
+            the model's and the DataModule's hyper-parameters for the logger, and the DataModule has a ``mode``.)
         classifier_checkpoint: start the front-end and backbone from a trained ``ClassifierModule`` checkpoint;
             otherwise they are built from ``backbone`` / ``backbone_kwargs`` / ``frontend`` (from scratch, or
             from the backbone file ``pretrained``).
@@ -84,7 +85,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     def __init__(
         self,
         dictionary_path: str | None = None,
-        mode: Literal["bottleneck", "joint"] = "bottleneck",
+        variant: Literal["bottleneck", "joint"] = "bottleneck",
         classifier_checkpoint: str | None = None,
         backbone: str = "small_cnn",
         backbone_kwargs: dict[str, Any] | None = None,
@@ -110,8 +111,9 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         dictionary: DictionaryArtifact | None = None,
     ):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if variant not in MODES:
+            raise ValueError(f"variant must be one of {MODES}, got {variant!r}")
+        mode = variant
         if classifier_checkpoint:
             base = ClassifierModule.load_frozen(classifier_checkpoint)
             if base.num_classes != num_classes or base.task != task:

@@ -62,7 +62,7 @@ def test_gradients_reach_backbone_psi_theta_and_finetuned_dictionary(dictionary)
 
 
 def test_joint_mode_trains_the_head_and_agrees_through_fidelity(dictionary):
-    module = _module(dictionary, mode="joint")
+    module = _module(dictionary, variant="joint")
     out = module(torch.randn(2, 16000) * 0.1)
     assert not torch.equal(out.classifier_logits, out.logits)
     from l2i.interpreter.bydesign import bydesign_losses
@@ -90,8 +90,8 @@ def test_mismatched_dictionary_is_refused(dictionary):
     wrong = DictionaryArtifact(W=torch.rand(513, 8), frontend=FrontEndConfig(n_fft=1024).spectral_params(), meta={})
     with pytest.raises(ValueError, match="n_fft"):
         _module(wrong)
-    with pytest.raises(ValueError, match="mode"):
-        _module(dictionary, mode="sideways")
+    with pytest.raises(ValueError, match="variant"):
+        _module(dictionary, variant="sideways")
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_tiny_run_learns_above_chance(dictionary, mode, tmp_path):
     L.seed_everything(0, workers=True)
     dm = SyntheticDataModule(num_classes=4, duration_s=1.0, num_train=320, num_val=32, num_test=96,
                              batch_size=32, distractor_prob=0.3)
-    module = _module(dictionary, mode=mode, lr=3e-3, loss_weights={"reconstruction": 1.0, "sparsity": 0.0,
+    module = _module(dictionary, variant=mode, lr=3e-3, loss_weights={"reconstruction": 1.0, "sparsity": 0.0,
                                                                    "fidelity": 0.5})
     trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
