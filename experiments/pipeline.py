@@ -222,5 +222,12 @@ def demo_main(argv: list[str]) -> int:
     ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)))
     json_path, md_path = write_report(ctx)
     print(md_path.read_text())
+    table = ctx.report.get("benchmark.table")
+    if table and Path(table).is_file():
+        print(Path(table).read_text())
+        print(f"[l2i] benchmark table: {table}")
+    galleries = sorted(ctx.out_dir.rglob("interpretations/index.html"))
+    for gallery in galleries:
+        print(f"[l2i] listen to the interpretations: {gallery}")
     print(f"[l2i] report: {md_path} and {json_path}")
     return 0
