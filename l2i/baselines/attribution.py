@@ -23,6 +23,8 @@ The Python loop runs over explained-class *slots* (C' = 1 for multiclass), never
 
 from __future__ import annotations
 
+import abc
+
 from typing import Literal, Sequence
 
 import torch
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 
-class AttributionInterpreter(FrozenClassifierMixin):
+class AttributionInterpreter(FrozenClassifierMixin, metaclass=abc.ABCMeta):
     """Base class: subclasses implement :meth:`attribute` ``(logmel (B, M, T), target (B,)) -> (B, M, T)``.
 
     Args:
@@ -87,9 +89,9 @@ class AttributionInterpreter(FrozenClassifierMixin):
         self.eval()
 
     # -- to implement ----------------------------------------------------------------------------------
+    @abc.abstractmethod
     def attribute(self, logmel: Tensor, target: Tensor) -> Tensor:
         """``logmel (B, M, T)``, ``target (B,)`` int64 -> attribution ``(B, M, T)`` (called with grad enabled)."""
-        raise NotImplementedError
 
     @staticmethod
     def floor(logmel: Tensor) -> Tensor:
