@@ -38,7 +38,7 @@ import torch
 import torchaudio
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.sampling import EpochSampler
+from datamodules.sampling import EpochSampler, SplitLoaders
 from l2i.audio import AudioFileError, audio_info, load_audio
 from l2i.frontend import fix_length
 
@@ -404,7 +404,7 @@ def collate_batch(samples: Sequence[dict | None]) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # the DataModule skeleton
 # ----------------------------------------------------------------------------------------------------------
-class FileDataModule(L.LightningDataModule, abc.ABC):
+class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
     """Common machinery of the file-based DataModules; a subclass implements :meth:`build_items`.
 
     Subclasses set ``name``, ``task``, ``class_names``, ``num_classes`` and list their splits in
@@ -578,15 +578,3 @@ class FileDataModule(L.LightningDataModule, abc.ABC):
             generator=torch.Generator().manual_seed(self.seed),
             drop_last=False,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

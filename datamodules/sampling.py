@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochSampler"]
+__all__ = ["EpochSampler", "SplitLoaders"]
 
 
 class EpochSampler(Sampler[int]):
@@ -54,3 +54,20 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_items
+
+
+class SplitLoaders:
+    """The four Lightning loader hooks of a DataModule from one ``_loader(split, shuffle)``: train is shuffled
+    (by an :class:`EpochSampler`), val / test / predict are not; predict reads the test split."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

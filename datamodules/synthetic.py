@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.sampling import EpochSampler
+from datamodules.sampling import EpochSampler, SplitLoaders
 from l2i.synthetic import CLASS_NAMES, SyntheticConfig, generate_clip
 
 __all__ = ["SyntheticDataset", "SyntheticDataModule"]
@@ -45,7 +45,7 @@ class SyntheticDataset(Dataset):
         }
 
 
-class SyntheticDataModule(L.LightningDataModule):
+class SyntheticDataModule(SplitLoaders, L.LightningDataModule):
     """Synthetic sound events (8 classes) generated from a seed; see :mod:`l2i.synthetic`.
 
     Batches: ``waveform (B, samples)``, ``target`` (``(B,)`` int64 or ``(B, C)`` multi-hot),
@@ -125,15 +125,3 @@ class SyntheticDataModule(L.LightningDataModule):
         dataset = self.dataset(split)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset), shuffle, self.seed),
                           generator=torch.Generator().manual_seed(self.seed), **self.loader_kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

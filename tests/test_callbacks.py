@@ -196,6 +196,8 @@ def _chromium() -> str | None:
 def test_gallery_opens_in_headless_chromium(pipeline, tmp_path):
     browser = _chromium()
     if browser is None:
+        if os.environ.get("CI"):  # .ci/run installs Debian's chromium: a missing browser there is a failure
+            pytest.fail("CI: no Chromium/Chrome found although .ci/run installs it")
         pytest.skip("no Chromium/Chrome installed (Debian: apt-get install chromium; .ci/run installs it)")
     page = pipeline[5] / "interpretations" / "val-epoch001" / "index.html"
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
