@@ -63,13 +63,11 @@ class _DecodeRows(Dataset):
         row = self.rows[i]
         path = self.paths[row]
         try:
-            wav = files.decode_clip(path, self.sample_rate, None)
+            wav = files.decode_clip(path, self.sample_rate, None, max_samples=self.num_samples)
         except AudioFileError as exc:
             return row, None, exc.reason
         length = min(int(wav.shape[-1]), self.num_samples)
-        out = torch.zeros(self.num_samples, dtype=torch.float32)
-        out[:length] = wav[:length]
-        return row, out.numpy(), length
+        return row, wav[:length], length  # a tensor: from a worker through shared memory, not the pipe
 
 
 class CachedArray:
@@ -212,7 +210,8 @@ class WaveformCache:
                     arr[row] = 0
                     ok[row], lengths[row], reasons[row] = False, 0, str(extra)
                 else:
-                    arr[row] = wav.astype(self.dtype)
+                    arr[row, :extra] = wav.numpy()
+                    arr[row, extra:] = 0
                     ok[row], lengths[row], reasons[row] = True, int(extra), None
             arr.flush()
             del arr

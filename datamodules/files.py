@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import abc
 import csv
-import functools
 import logging
 import os
 import threading
@@ -35,7 +34,6 @@ from typing import Any, Iterable, Literal, Sequence
 import lightning as L
 import numpy as np
 import torch
-import torchaudio
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.sampling import EpochSampler, SplitLoaders
@@ -269,27 +267,35 @@ def _require_report(report: SkipReport | None) -> SkipReport:
 # ----------------------------------------------------------------------------------------------------------
 # decoding and the dataset
 # ----------------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=16)
-def _resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
-    """One resampler per rate pair and process: ``torchaudio.functional.resample`` rebuilds its kernel on
-    every call (~0.25 s of a 0.35 s call for a 5 s clip 44.1 -> 16 kHz). Same filter (``sinc_interp_hann``,
-    width 6, rolloff 0.99) as :func:`l2i.audio.resample`."""
-    return torchaudio.transforms.Resample(orig_rate, new_rate)
-
-
 def decode_clip(
-    path: str, sample_rate: int, num_samples: int | None = None, *, offset_s: float = 0.0, duration_s: float | None = None
+    path: str,
+    sample_rate: int,
+    num_samples: int | None = None,
+    *,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    max_samples: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode ``path`` to float32 mono at ``sample_rate`` (the file's own rate is read from the file and
     resampled with a cached band-limited sinc kernel); pad with zeros / crop (from the start) to
-    ``num_samples`` when given. -> ``(samples,)``. Raises :class:`AudioFileError` naming the file."""
-    wav, rate = load_audio(path, None, offset_s=offset_s, duration_s=duration_s)
-    if rate != sample_rate:
-        with torch.no_grad():
-            wav = _resampler(int(rate), int(sample_rate))(wav)
+    ``num_samples`` when given. -> ``(samples,)``. Raises :class:`AudioFileError` naming the file.
+
+    Only the frames behind the samples kept are decoded (``num_samples`` or ``max_samples``, plus a resampling
+    margin: :func:`l2i.audio.load_audio`), so a crop costs no more than its length. ``out``: a contiguous
+    float32 ``(num_samples,)`` tensor to decode into (a batch row; mono files at ``sample_rate`` are read
+    straight into it) - it is returned, zero padded."""
     if num_samples is not None:
-        wav = fix_length(wav, num_samples)
-    return wav
+        max_samples = num_samples if max_samples is None else min(max_samples, num_samples)
+    if out is None:
+        wav, _ = load_audio(path, sample_rate, offset_s=offset_s, duration_s=duration_s, max_samples=max_samples)
+        return wav if num_samples is None else fix_length(wav, num_samples)
+    if num_samples is None or tuple(out.shape) != (num_samples,) or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 ({num_samples},) tensor, got {tuple(out.shape)} {out.dtype}")
+    wav, _ = load_audio(path, sample_rate, offset_s=offset_s, duration_s=duration_s, max_samples=max_samples,
+                        out=out.numpy())
+    out[wav.shape[0]:] = 0
+    return out
 
 
 class AudioFileDataset(Dataset):
