@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -29,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from datamodules.buffers import batch_buffer, copy_into
 from l2i.audio import AudioFileError
 
 __all__ = ["WaveformCache", "CachedArray"]
@@ -85,6 +87,7 @@ class CachedArray:
         self._reasons = reasons
         self.rows = np.arange(len(paths)) if rows is None else np.asarray(rows, dtype=np.int64)
         self._mm: np.ndarray | None = None
+        self._t: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -109,25 +112,46 @@ class CachedArray:
             self._mm = np.load(self.array_path, mmap_mode="r")
         return self._mm
 
+    def _tensor(self) -> torch.Tensor:
+        """The memmap as a (read-only) torch tensor: no copy, rows are views."""
+        if self._t is None:
+            with warnings.catch_warnings():  # torch warns about read-only arrays; this one is never written
+                warnings.simplefilter("ignore", UserWarning)
+                self._t = torch.from_numpy(self._array())
+        return self._t
+
     def read(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Samples ``[start:stop]`` of row ``index`` as float32 ``(stop - start,)``."""
-        row = self._array()[self.rows[index]]
-        return torch.from_numpy(np.array(row[start:stop], dtype=np.float32))
+        src = self._tensor()[self.rows[index]][start:stop]
+        return copy_into(torch.empty(src.shape[0], dtype=torch.float32), src)
 
     def read_many(self, indices: Sequence[int]) -> torch.Tensor:
-        """Whole rows ``indices`` as one float32 ``(len(indices), samples)`` tensor: a single fancy-indexed
-        read of the memmap (rows visited in file order) and one dtype conversion, instead of one per clip."""
+        """Whole rows ``indices`` as one float32 ``(len(indices), samples)`` tensor (see :meth:`read_chunks`)."""
+        return self.read_chunks(indices, None, self._array().shape[1])
+
+    def read_chunks(self, indices: Sequence[int], starts: Sequence[int] | None, length: int) -> torch.Tensor:
+        """Samples ``[starts[k], starts[k] + length)`` of row ``indices[k]`` for every ``k`` (``starts`` None:
+        from 0), zero past the row's end, as one float32 ``(len(indices), length)`` tensor.
+
+        One pass over the memmap in file order, each sample converted once, straight into the batch (in a
+        DataLoader worker a shared-memory buffer the main process maps as is: :mod:`datamodules.buffers`)."""
         rows = self.rows[np.asarray(indices, dtype=np.int64)]
-        order = np.argsort(rows, kind="stable")
-        out = torch.empty((len(rows), self._array().shape[1]), dtype=torch.float32)
-        if torch.utils.data.get_worker_info() is not None:
-            out.share_memory_()  # in a DataLoader worker: written once, handed to the main process as is
-        out.numpy()[order] = self._array()[rows[order]]
+        starts = np.zeros(len(rows), dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
+        src, width = self._tensor(), self._array().shape[1]
+        out = batch_buffer((len(rows), int(length)))
+        for k in np.argsort(rows, kind="stable").tolist():
+            a = int(starts[k])
+            b = min(a + int(length), width)
+            n = max(0, b - a)
+            if n:
+                copy_into(out[k, :n], src[rows[k], a:b])
+            if n < length:
+                out[k, n:] = 0
         return out
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_mm"] = None  # each worker maps the file itself
+        state["_mm"] = state["_t"] = None  # each worker maps the file itself
         return state
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.buffers import batch_buffer
 from datamodules.sampling import EpochSampler, SplitLoaders
 from l2i.audio import AudioFileError, audio_info, load_audio
 from l2i.frontend import fix_length
@@ -358,13 +359,37 @@ class AudioFileDataset(Dataset):
             out.update(item.extra)
         return out
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict | None] | "Collated":
-        """A whole batch at once (the DataLoader's batched fetch). Uncached: item by item. Cached: one memmap
-        read for all rows, returned already collated (:class:`Collated`, passed through by
-        :func:`collate_batch`), so the ``(B, samples)`` waveform is never split and stacked again."""
-        if self.cache is None:
-            return [self[i] for i in indices]
-        wavs = fix_length(self.cache.read_many(indices), self.num_samples)
+    def __getitems__(self, indices: Sequence[int]) -> "Collated":
+        """A whole batch at once (the DataLoader's batched fetch), returned already collated
+        (:class:`Collated`, passed through by :func:`collate_batch`): the ``(B, samples)`` waveform is
+        written once, into a buffer that a worker hands to the main process without a copy
+        (:func:`datamodules.buffers.batch_buffer`), never split and stacked again. Cached: one pass over the
+        memmap for all rows. Uncached: each file decoded straight into its row. Items, order and values are
+        those of ``[self[i] for i in indices]`` (skipped files left out)."""
+        indices = [int(i) for i in indices]
+        if self.cache is not None:
+            wavs = fix_length(self.cache.read_many(indices), self.num_samples)
+        else:
+            wavs = batch_buffer((len(indices), self.num_samples))
+            kept = [k for k, i in enumerate(indices) if self._decode_into(i, wavs[k]) is not None]
+            if len(kept) < len(indices):
+                wavs, indices = wavs[kept], [indices[k] for k in kept]  # skipped files (rare): a copy
+        return self._collated(indices, wavs)
+
+    def _decode_into(self, index: int, row: torch.Tensor) -> torch.Tensor | None:
+        item = self.items[index]
+        try:
+            return decode_clip(item.path, self.sample_rate, self.num_samples, out=row)
+        except AudioFileError as exc:
+            if self.on_bad_file == "error":
+                raise
+            _require_report(self.report).add(self.split, item.path, exc.reason)
+            return None
+
+    def _collated(self, indices: Sequence[int], wavs: torch.Tensor) -> "Collated":
+        """The batch of ``indices`` (their metadata collated) around their ``(B, samples)`` waveforms."""
+        if not indices:
+            return Collated()
         rest = collate_batch([{k: v for k, v in self._item(i, None).items() if k != "waveform"} for i in indices])
         return Collated({"waveform": wavs, **rest})
 
