@@ -52,10 +52,12 @@ from torch.utils.data import Dataset
 from datamodules.files import (
     AudioFileDataset,
     AudioItem,
+    Collated,
     DatasetFormatError,
     FileDataModule,
     OnBadFile,
     check_duplicates,
+    collate_batch,
     parse_int,
     read_table,
     require_file,
@@ -126,10 +128,9 @@ class ChunkedAudioDataset(Dataset):
 
             if Path(item.path).suffix.lower() == ".mp3":
                 # libsndfile's MP3 seek lands up to a frame (1,152 samples) off; decoding from the start and
-                # slicing gives the same samples as the cache (a small margin keeps the resampler's edge out)
-                margin = self.sample_rate // 10
-                wav = files.decode_clip(item.path, self.sample_rate, None,
-                                        duration_s=(start + self.chunk_samples + margin) / self.sample_rate)
+                # slicing gives the same samples as the cache (the frames up to the chunk's end only, plus the
+                # resampler's margin: files.decode_clip)
+                wav = files.decode_clip(item.path, self.sample_rate, None, max_samples=start + self.chunk_samples)
                 return fix_length(wav[start:start + self.chunk_samples], self.chunk_samples)
             return files.decode_clip(item.path, self.sample_rate, self.chunk_samples,
                                      offset_s=start / self.sample_rate, duration_s=self.chunk_samples / self.sample_rate)
@@ -139,23 +140,46 @@ class ChunkedAudioDataset(Dataset):
             base.report.add(base.split, item.path, exc.reason)
             return None
 
-    def __getitem__(self, i: int) -> dict | None:
+    def _position(self, i: int) -> tuple[int, int, int]:
+        """``(clip, chunk index, start sample)`` of item ``i``; ``mode="random"`` draws the start from torch's
+        generator (one draw per item, in the order items are asked for)."""
         if self.mode == "random":
-            clip, chunk = i, 0
-            excess = int(self.lengths[clip]) - self.chunk_samples
+            excess = int(self.lengths[i]) - self.chunk_samples
             start = int(torch.randint(0, excess + 1, (1,)).item()) if excess > 0 else 0
-        else:
-            clip, chunk = (int(v) for v in self.index[i])
-            start = chunk * self.hop
-        wav = self._chunk(clip, start)
-        if wav is None:
-            return None
+            return i, 0, start
+        clip, chunk = (int(v) for v in self.index[i])
+        return clip, chunk, chunk * self.hop
+
+    def _meta(self, clip: int, chunk: int) -> dict:
         item = self.items[clip]
-        out = {"waveform": wav, "target": item.target, "sample_rate": self.sample_rate, "id": item.id,
-               "clip_index": clip, "chunk_index": chunk}
+        out = {"target": item.target, "sample_rate": self.sample_rate, "id": item.id, "clip_index": clip,
+               "chunk_index": chunk}
         if item.extra:
             out.update(item.extra)
         return out
+
+    def __getitem__(self, i: int) -> dict | None:
+        clip, chunk, start = self._position(i)
+        wav = self._chunk(clip, start)
+        if wav is None:
+            return None
+        return {"waveform": wav, **self._meta(clip, chunk)}
+
+    def __getitems__(self, indices) -> list[dict | None] | Collated:
+        """A whole batch (the DataLoader's batched fetch): the items, order, random starts and values of
+        ``[self[i] for i in indices]``. Cached: all chunks in one pass over the memmap, straight into one
+        ``(B, chunk_samples)`` buffer, returned already collated (as :meth:`AudioFileDataset.__getitems__`)."""
+        positions = [self._position(int(i)) for i in indices]
+        if self.base.cache is None:
+            out = []
+            for clip, chunk, start in positions:
+                wav = self._chunk(clip, start)
+                out.append(None if wav is None else {"waveform": wav, **self._meta(clip, chunk)})
+            return out
+        clips = [p[0] for p in positions]
+        wavs = self.base.cache.read_chunks(clips, [p[2] for p in positions], self.chunk_samples)
+        rest = collate_batch([self._meta(clip, chunk) for clip, chunk, _ in positions])
+        return Collated({"waveform": wavs, **rest})
 
 
 class _ChunkedModule(FileDataModule):
