@@ -2,7 +2,7 @@
 
 ``training_step`` reads like the loss of method.md::
 
-    total = λ_rec · reconstruction + λ_fid · fidelity + λ_spa · sparsity
+    total = λ_rec · reconstruction + λ_fid · fidelity + λ_spa · sparsity (+ λ_θ · theta_sparsity, optional)
 
 with the λ's from an epoch schedule (``loss_weights``, default the authors' ESC-50 schedule). The pure-torch
 model is :class:`l2i.interpreter.posthoc.PostHocInterpreter`; this class only loads the artifacts, logs and
@@ -57,7 +57,9 @@ class PostHocInterpreterModule(L.LightningModule):
         hidden, psi_dropout: Ψ width and dropout.
         pooling, attention_dim: Θ's pooling (``attention`` | ``max`` | ``mean``).
         finetune_dictionary: train W as well (kept non-negative, columns unit-norm).
-        loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` / ``reconstruction`` / ``sparsity``
+        loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` / ``reconstruction`` / ``sparsity`` and
+            the optional ``theta_sparsity`` (L1 on Θ's class weights, see
+            :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named)
             (default :data:`~l2i.interpreter.posthoc.AUTHORS_ESC50_SCHEDULE`).
         lr, weight_decay: Adam settings (authors: lr 2e-4 ESC-50, 5e-4 SONYC-UST).
         threshold: relevance threshold τ used by :meth:`interpret` by default.

@@ -190,6 +190,11 @@ def test_posthoc_interpreter_any_backbone_and_frozen_in_train_mode(backbone):
     assert out.activations.shape == (3, 12, T) and out.logits.shape == (3, 4)
     losses = interpreter_losses(out, "multiclass")
     assert set(losses) == {"fidelity", "reconstruction", "sparsity"} and all(torch.isfinite(v) for v in losses.values())
+    # the optional L1 on Θ's (centred) class weights: the module always reports it, weighted by the schedule
+    losses = net.losses(out)
+    assert torch.allclose(losses["theta_sparsity"], net.theta.class_weights.abs().mean())
+    losses["theta_sparsity"].backward()
+    assert net.theta.classifier.weight.grad is not None and float(net.theta.classifier.weight.grad.abs().sum()) > 0
     it = net.interpret(x)
     assert isinstance(net, Interpreter)
     assert it.classes.shape == (3, 1) and it.relevance.shape == (3, 4, 12)
@@ -243,10 +248,11 @@ def test_finetuned_dictionary_stays_nonnegative_and_unit_norm():
 
 def test_loss_schedule_defaults_to_the_authors_esc50_schedule():
     s = LossSchedule()
-    assert s.weights(0) == {"fidelity": 0.0, "reconstruction": 5.0, "sparsity": 0.0}
-    assert s.weights(1) == {"fidelity": 0.5, "reconstruction": 5.0, "sparsity": 0.4}
-    assert s.weights(25) == {"fidelity": 1.0, "reconstruction": 5.0, "sparsity": 0.4}
-    assert LossSchedule({"fidelity": {"2": 1.0}, "sparsity": 0.1}).weights(2) == {"fidelity": 1.0, "reconstruction": 0.0, "sparsity": 0.1}
+    assert s.weights(0) == {"fidelity": 0.0, "reconstruction": 5.0, "sparsity": 0.0, "theta_sparsity": 0.0}
+    assert s.weights(1) == {"fidelity": 0.5, "reconstruction": 5.0, "sparsity": 0.4, "theta_sparsity": 0.0}
+    assert s.weights(25) == {"fidelity": 1.0, "reconstruction": 5.0, "sparsity": 0.4, "theta_sparsity": 0.0}
+    assert LossSchedule({"fidelity": {"2": 1.0}, "sparsity": 0.1}).weights(2) == {
+        "fidelity": 1.0, "reconstruction": 0.0, "sparsity": 0.1, "theta_sparsity": 0.0}
     assert LossSchedule().to_dict() == AUTHORS_ESC50_SCHEDULE
     with pytest.raises(ValueError, match="unknown loss"):
         LossSchedule({"fidelty": {0: 1.0}})

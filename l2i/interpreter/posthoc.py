@@ -32,7 +32,7 @@ AUTHORS_ESC50_SCHEDULE: dict[str, dict[int, float]] = {
     "fidelity": {1: 0.5, 20: 1.0},
     "sparsity": {1: 0.4},
 }
-LOSS_NAMES = ("fidelity", "reconstruction", "sparsity")
+LOSS_NAMES = ("fidelity", "reconstruction", "sparsity", "theta_sparsity")
 
 
 class LossSchedule:
@@ -74,7 +74,7 @@ class LossSchedule:
         return out
 
     def to_dict(self) -> dict[str, dict[int, float]]:
-        return {name: dict(steps) for name, steps in self.schedule.items()}
+        return {name: dict(steps) for name, steps in self.schedule.items() if steps}
 
 
 @dataclass
@@ -90,13 +90,19 @@ class PostHocOutput:
     reconstruction: Tensor
 
 
-def interpreter_losses(out: PostHocOutput, task: str) -> dict[str, Tensor]:
-    """The three losses of method.md, each a scalar.
+def interpreter_losses(out: PostHocOutput, task: str, class_weights: Tensor | None = None) -> dict[str, Tensor]:
+    """The three losses of method.md, each a scalar, and an optional fourth on Θ.
 
     * ``fidelity``: multiclass — cross-entropy between softmax(Θ(H)) and softmax(f(x)) (f detached);
       multilabel — binary cross-entropy between sigmoid(Θ(H)) and sigmoid(f(x));
     * ``reconstruction``: mean squared error between ``W H`` and ``V = log1p|X|``;
-    * ``sparsity``: mean of ``|H|``.
+    * ``sparsity``: mean of ``|H|``;
+    * ``theta_sparsity`` (when ``class_weights`` θ ``(C, K)`` is given): mean of ``|θ|``, an L1 penalty on Θ's
+      (centred) class weights. Not in method.md: it makes each class rest on few components, so the relevance
+      ``z_k θ_ck`` of the components that merely co-occur with a class (a distractor, the background) falls to
+      about 0 and the chosen set is the class's own. Measured on the synthetic default (see the ``posthoc``
+      stage's report): the interpretation's SI-SDR against the true target rises by about 2 dB at the same
+      fidelity. Weight 0 (the default schedule) is the authors' method.
     """
     target = out.classifier_logits.detach()
     if task == "multiclass":
@@ -105,11 +111,14 @@ def interpreter_losses(out: PostHocOutput, task: str) -> dict[str, Tensor]:
         fidelity = F.binary_cross_entropy_with_logits(out.logits, target.sigmoid())
     else:
         raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
-    return {
+    losses = {
         "fidelity": fidelity,
         "reconstruction": F.mse_loss(out.reconstruction, out.features.nmf),
         "sparsity": out.activations.abs().mean(),
     }
+    if class_weights is not None:
+        losses["theta_sparsity"] = class_weights.abs().mean()
+    return losses
 
 
 def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None, count: int = 3) -> list[str]:
@@ -250,7 +259,7 @@ class PostHocInterpreter(nn.Module):
         return PostHocOutput(features, classifier_logits, H, logits, pooled, reconstruction)
 
     def losses(self, out: PostHocOutput) -> dict[str, Tensor]:
-        return interpreter_losses(out, self.task)
+        return interpreter_losses(out, self.task, self.theta.class_weights)
 
     # -- the one verb ------------------------------------------------------------------------------------
     @torch.no_grad()
