@@ -96,13 +96,42 @@ def write_report(ctx: PipelineContext, title: str = "listen-to-interpret report"
     return json_path, md_path
 
 
-def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int = 0) -> PipelineContext:
-    """Run the named stages in order; ``stage_settings`` maps stage name -> its settings dict."""
+#: where each stage leaves its artifact under the pipeline's out_dir (artifact key -> relative path)
+ARTIFACT_FILES = {
+    "classifier": "classifier/classifier.ckpt",
+    "dictionary": "dictionary/dictionary.pt",
+    "interpreter": "posthoc/interpreter.ckpt",
+    "bydesign": "bydesign/bydesign.ckpt",
+    "lmac": "lmac/lmac.ckpt",
+}
+
+
+def existing_artifacts(out_dir: str | Path) -> dict[str, str]:
+    """The artifacts an earlier run left in ``out_dir`` (key -> path), e.g. to run later stages alone."""
+    found = {}
+    for key, rel in ARTIFACT_FILES.items():
+        path = Path(out_dir) / rel
+        if path.is_file():
+            found[key] = str(path)
+    return found
+
+
+def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int = 0,
+                 artifacts: dict[str, str] | None = None) -> PipelineContext:
+    """Run the named stages in order; ``stage_settings`` maps stage name -> its settings dict.
+
+    ``artifacts``: artifacts of stages not run now (key -> path, see :data:`ARTIFACT_FILES`), recorded in
+    the report as reused; a stage that runs replaces its own.
+    """
     unknown = [s for s in stage_settings if s not in STAGES and s not in LAZY_STAGES]
     if unknown:
         raise ValueError(f"unknown pipeline stage(s) {unknown}; known stages: {sorted({*STAGES, *LAZY_STAGES})}")
     ctx = PipelineContext(out_dir=Path(out_dir), seed=seed)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    for key, path in (artifacts or {}).items():
+        ctx.artifacts[key] = str(path)
+        ctx.report[f"reused.{key}"] = str(path)
+        ctx.descriptions[f"reused.{key}"] = "artifact of an earlier run in out_dir (its stage was not run now)"
     for name, settings in stage_settings.items():
         print(f"[l2i] stage {name!r} …", flush=True)
         start = time.perf_counter()
@@ -208,7 +237,8 @@ def demo_main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="l2i demo", description="Run the main job on the embedded synthetic data set.")
     parser.add_argument("--config", default="experiments/demo.yaml", help="pipeline config (stages and settings)")
     parser.add_argument("--out_dir", default=None, help="where the report and artifacts go (default from config)")
-    parser.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
+    parser.add_argument("--stages", default=None, help="comma-separated subset of the config's stages (artifacts of "
+                        "the others are reused from out_dir when there)")
     args = parser.parse_args(argv)
     config = yaml.safe_load(resolve_config(args.config).read_text()) or {}
     stages: dict = config.get("stages") or {}
@@ -219,7 +249,12 @@ def demo_main(argv: list[str]) -> int:
             raise SystemExit(f"l2i demo: stage(s) {missing} not in {args.config}; it has {list(stages)}")
         stages = {s: stages[s] for s in wanted}
     out_dir = Path(args.out_dir or config.get("out_dir", "runs/demo"))
-    ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)))
+    reused = None
+    if args.stages:  # a subset: the stages left out may have left their artifacts in out_dir
+        reused = existing_artifacts(out_dir)
+        for key, path in reused.items():
+            print(f"[l2i] reusing {key}: {path}", flush=True)
+    ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)), artifacts=reused)
     json_path, md_path = write_report(ctx)
     print(md_path.read_text())
     table = ctx.report.get("benchmark.table")

@@ -77,15 +77,25 @@ def test_demo_pipeline_writes_flat_report(tmp_path):
                 "overrides": ["--trainer.max_epochs", "1", "--data.init_args.num_train", "64",
                               "--data.init_args.num_val", "32", "--data.init_args.num_test", "32",
                               "--data.init_args.duration_s", "1.0", "--trainer.enable_progress_bar", "false"],
-            }
+            },
+            "dictionary": {
+                "config": "experiments/synthetic/nmf.yaml", "num_clips": 16, "eval_clips": 16, "images": False,
+                "wandb": False, "data": {"init_args": {"duration_s": 1.0}}, "nmf": {"n_components": 8, "epochs": 1},
+            },
         },
     }
     cfg = tmp_path / "demo.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    assert main(["demo", "--config", str(cfg)]) == 0
+    assert main(["demo", "--config", str(cfg), "--stages", "classifier"]) == 0
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert 0.0 <= report["classifier.test_accuracy"] <= 1.0
     assert Path(report["classifier.checkpoint"]).is_file()
     assert report["classifier.seconds"] > 0
     md = (tmp_path / "demo" / "report.md").read_text()
     assert "classifier.test_accuracy" in md and "| figure | value | meaning |" in md
+    # a later stage alone reuses the classifier the earlier run left in out_dir (its front-end feeds the NMF)
+    assert main(["demo", "--config", str(cfg), "--stages", "dictionary"]) == 0
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["reused.classifier"] == str(tmp_path / "demo" / "classifier" / "classifier.ckpt")
+    assert report["dictionary.frontend_from"] == report["reused.classifier"]
+    assert Path(report["dictionary.dictionary"]).is_file()
