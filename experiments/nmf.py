@@ -59,6 +59,10 @@ class NMFSettings:
             of its class only (multiclass target, or class present for multilabel), and concatenate them
             (after the noise block); ``n_components`` is then unused and ``meta["labels"]`` names the class
             of every column.
+        per_class_source: what each class block learns from: ``mixture`` (the clips of the class, as they
+            are: works on any labelled data) or ``sources`` (the isolated events of the class, batch keys
+            ``sources (B, S, N)`` + ``source_labels (B, S)``: data sets with known sources such as the
+            synthetic default; the blocks then do not model the other classes' events that share the clips).
     """
 
     n_components: int = 64
@@ -75,12 +79,15 @@ class NMFSettings:
     noise_components: int = 0
     noise_key: str = "background"
     per_class_components: int = 0
+    per_class_source: str = "mixture"
 
     def build(self, device: torch.device | None = None, progress: bool = False, n_components: int | None = None) -> NMF:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"nmf.dtype must be float32 or float64, got {self.dtype!r}")
         if self.batch_frames < 1 or self.epochs < 1:
             raise ValueError(f"nmf.batch_frames and nmf.epochs must be >= 1, got {self.batch_frames}, {self.epochs}")
+        if self.per_class_source not in ("mixture", "sources"):
+            raise ValueError(f"nmf.per_class_source must be 'mixture' or 'sources', got {self.per_class_source!r}")
         if self.noise_components < 0 or self.per_class_components < 0:
             raise ValueError(f"nmf.noise_components and nmf.per_class_components must be >= 0, got "
                              f"{self.noise_components}, {self.per_class_components}")
@@ -282,6 +289,25 @@ def _class_mask(c: int):
     return select
 
 
+class _ClassSources:
+    """Re-iterable view of a loader whose batches carry, as ``waveform``, the sum of the isolated sources of
+    class ``c`` (``sources (B, S, N)``, ``source_labels (B, S)``), and a ``has_class`` mask of the clips that
+    hold one."""
+
+    def __init__(self, loader, c: int):
+        self.loader, self.c = loader, int(c)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if not isinstance(batch, dict) or "sources" not in batch or "source_labels" not in batch:
+                got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+                raise ValueError("nmf.per_class_source 'sources' needs batches with 'sources' and 'source_labels' "
+                                 f"(data with known sources, e.g. the synthetic set); got {got}")
+            member = (batch["source_labels"] == self.c).to(batch["sources"].dtype)  # (B, S)
+            yield {**batch, "waveform": torch.einsum("bs,bsn->bn", member, batch["sources"]),
+                   "has_class": member.sum(1) > 0}
+
+
 def _fit_per_class(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, split, num_clips, cache_mb, progress):
     """One streaming fit of ``per_class_components`` per class -> ``({class name: W_c (F, K_c)}, labels)``."""
     num_classes = getattr(datamodule, "num_classes", None)
@@ -290,10 +316,12 @@ def _fit_per_class(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, sp
     names = list(getattr(datamodule, "class_names", None) or [str(c) for c in range(int(num_classes))])
     blocks: dict[str, torch.Tensor] = {}
     for c, name in enumerate(names):
-        st = FrameStream(
-            clip_loader(datamodule, split, num_clips, seed=settings.seed), fe, dev, settings.batch_frames,
-            max_clips=num_clips, cache_mb=cache_mb / len(names), select=_class_mask(c),
-        )
+        loader = clip_loader(datamodule, split, num_clips, seed=settings.seed)
+        select = _class_mask(c)
+        if settings.per_class_source == "sources":
+            loader, select = _ClassSources(loader, c), (lambda batch: batch["has_class"])
+        st = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=num_clips, cache_mb=cache_mb / len(names),
+                         select=select)
         model = settings.build(dev, progress=progress, n_components=settings.per_class_components)
         blocks[name] = model.fit_stream(lambda st=st: st, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
     labels = [n for n in names for _ in range(settings.per_class_components)]
