@@ -242,3 +242,43 @@ def test_frame_stream_batches_and_cache(cache_mb):
                         select=lambda batch: torch.zeros(len(batch["id"]), dtype=torch.bool))
     with pytest.raises(ValueError, match="no clips of the selected class"):
         list(empty)
+
+
+def test_per_class_blocks_from_isolated_sources(tmp_path):
+    """``per_class_source: sources``: every clip holds a distractor of another class; each block is learnt on
+    the isolated events of its class, and explains those events better than any other class's block does."""
+    from datamodules.synthetic import SyntheticDataModule
+    from experiments.nmf import NMFSettings, _ClassSources, clip_loader, learn_dictionary
+    from l2i.frontend import AudioFrontEnd
+    from l2i.nmf import NMF
+
+    dm = SyntheticDataModule(num_classes=3, num_train=24, num_val=12, sample_rate=8000, duration_s=1.0, batch_size=8,
+                             distractor_prob=1.0)
+    kw = dict(per_class_components=3, epochs=3, batch_frames=300, transform_iters=30)
+    art, fig = learn_dictionary(dm, small_fe(), NMFSettings(per_class_source="sources", **kw), tmp_path / "s.pt",
+                                device="cpu", save_images=False, progress=False)
+    assert art.labels == [*["harmonic_vibrato"] * 3, *["rising_chirp"] * 3, *["falling_chirp"] * 3]
+    fe, W = AudioFrontEnd(small_fe()), art.W
+    margins = []
+    for c in range(3):  # isolated events of class c (validation clips): relative error with each block alone
+        V = torch.cat([fe.nmf_spectrogram(b["waveform"]) for b in _ClassSources(clip_loader(dm, "val", 12), c)])
+        V = V[V.sum((1, 2)) > 0]
+        errors = []
+        for d in range(3):
+            block = W[:, 3 * d: 3 * d + 3]
+            H = NMF(3).transform(V, block)
+            errors.append(float((torch.einsum("fk,bkt->bft", block, H) - V).norm() / V.norm()))
+        print(f"class {c}: relative error with each block {[round(e, 3) for e in errors]}")
+        assert min(range(3), key=errors.__getitem__) == c, errors
+        margins.append(min(e for d, e in enumerate(errors) if d != c) - errors[c])
+    # the two chirps share their frame spectra (a sweeping sine), so their margins are the smallest
+    assert sum(margins) / 3 > 0.05, margins
+    # the waveform of class c is the sum of its sources; clips without one are flagged
+    batch = {"waveform": torch.zeros(2, 4), "sources": torch.arange(16.0).reshape(2, 2, 4),
+             "source_labels": torch.tensor([[1, 0], [2, -1]])}
+    out = next(iter(_ClassSources([batch], 1)))
+    assert torch.equal(out["waveform"][0], batch["sources"][0, 0]) and out["has_class"].tolist() == [True, False]
+    with pytest.raises(ValueError, match="needs batches with 'sources' and 'source_labels'"):
+        next(iter(_ClassSources([{"waveform": torch.zeros(2, 4)}], 0)))
+    with pytest.raises(ValueError, match="per_class_source must be"):
+        NMFSettings(per_class_source="isolated").build()

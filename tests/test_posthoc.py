@@ -86,7 +86,9 @@ def test_interpretation_sounds_like_the_target_source(trained):
     assert s["sisdr_over_random"] >= 3.0, s
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4's '>= 3 dB above the mixture' is not met yet (see the report of the posthoc stage)")
+@pytest.mark.xfail(strict=False, reason="issue 4's '>= 3 dB above the mixture' is met at the demo's scale (posthoc stage "
+                   "report: +3.8 dB with class-specific blocks, max pooling and theta_sparsity) but not at this tiny "
+                   "scale (4 classes, 1 s at 8 kHz, 24 components: about -1 to -5 dB whatever the settings)")
 def test_interpretation_is_cleaner_than_the_mixture(trained):
     assert trained["scores"]["sisdr_over_mixture"] >= 3.0, trained["scores"]
 
