@@ -171,6 +171,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     def loss_weights(self) -> dict[str, float]:
         weights = self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
         weights["task"] = 1.0
+        weights.pop("theta_sparsity", None)  # the post-hoc option; here Θ is the model's own prediction head
         if self.mode == "bottleneck":
             weights.pop("fidelity")
         return weights
