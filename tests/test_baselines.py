@@ -115,6 +115,28 @@ def test_random_components_match_the_count_and_are_reproducible(models):
     b = RandomComponents(posthoc, seed=3).interpret(x, threshold=0.1)
     assert torch.equal(a.components.sum(-1), ref.components.sum(-1))
     assert torch.equal(a.components, b.components) and torch.equal(a.audio, b.audio)
+    # among the clip's active components only (the harder null model); same counts
+    act = RandomComponents(posthoc, seed=3, among="active").interpret(x, threshold=0.1)
+    assert torch.equal(act.components.sum(-1), ref.components.sum(-1))
+    active = posthoc.interpreter(x).pooled > 0  # (B, K)
+    n_active = active.sum(-1, keepdim=True)
+    inside = (act.components & active[:, None, :]).sum(-1)
+    assert torch.equal(inside, torch.minimum(act.components.sum(-1), n_active)), "drew a silent component first"
+    with pytest.raises(ValueError, match="among must be"):
+        RandomComponents(posthoc, among="loud")
+
+
+def test_random_components_among_an_eligible_set():
+    from l2i.interpreter.interpretation import random_components
+
+    chosen = torch.tensor([[True, True, False, False, False, False]])
+    among = torch.tensor([[False, False, False, True, True, True]])
+    for seed in range(5):
+        got = random_components(chosen, torch.Generator().manual_seed(seed), among)
+        assert int(got.sum()) == 2 and not bool((got & ~among).any())
+    few = torch.tensor([[False, False, False, False, False, True]])  # one eligible, two to draw: tops up
+    got = random_components(chosen, torch.Generator().manual_seed(0), few)
+    assert int(got.sum()) == 2 and bool(got[0, 5])
 
 
 def test_oracle_selection_keeps_the_components_inside_the_source():

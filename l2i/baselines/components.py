@@ -76,15 +76,22 @@ class RandomComponents(_ComponentBaseline):
     Args:
         posthoc: the post-hoc model (see the module docstring).
         seed: seed of the generator (CPU); the n-th call always draws the same sets.
+        among: ``all`` (the null model: any of the K components) or ``active`` (only the clip's active
+            components, pooled activation > 0). Most components are silent in a given clip, so ``all`` mostly
+            draws silent ones and gives an almost empty mask — which mask-size scores (SPS, COMP) rank as
+            "sparse"; ``active`` is the harder null model those scores can be read against.
     """
 
     name = "random_components"
 
-    def __init__(self, posthoc, seed: int = 0, class_threshold: float | None = None):
+    def __init__(self, posthoc, seed: int = 0, class_threshold: float | None = None, among: str = "all"):
         super().__init__(posthoc, class_threshold)
+        if among not in ("all", "active"):
+            raise ValueError(f"random components: among must be 'all' or 'active', got {among!r}")
         self.seed = int(seed)
+        self.among = among
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.settings = {"seed": self.seed}
+        self.settings = {"seed": self.seed, "among": among}
 
     @torch.no_grad()
     def interpret(self, waveform: Tensor, target: Tensor | int | Sequence[int] | None = None, threshold: float = 0.2, *,
@@ -92,7 +99,8 @@ class RandomComponents(_ComponentBaseline):
         """``waveform (B, N)`` -> :class:`Interpretation` with random components (count matched to L2I's)."""
         out, classes = self._forward(waveform, target, sample_rate, class_threshold)
         chosen = self._build(out, classes, None, threshold).components  # L2I's sets at τ, (B, C, K)
-        return self._build(out, classes, random_components(chosen, self.generator), threshold)
+        eligible = (out.pooled > 0)[:, None, :] if self.among == "active" else None
+        return self._build(out, classes, random_components(chosen, self.generator, eligible), threshold)
 
 
 class AllComponents(_ComponentBaseline):

@@ -248,14 +248,18 @@ def choose_components(relevance: Tensor, threshold: float) -> Tensor:
     return relevance > float(threshold)
 
 
-def random_components(chosen: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def random_components(chosen: Tensor, generator: torch.Generator | None = None, among: Tensor | None = None) -> Tensor:
     """A random component set with the same number of components per row as ``chosen`` (``(…, K)`` bool).
 
     The baseline of the ground-truth and faithfulness checks. Drawn on the CPU generator, moved to the
-    device of ``chosen``.
+    device of ``chosen``. ``among``: optional ``(…, K)`` bool (broadcastable) of the eligible components (e.g.
+    the clip's active ones); the draw takes eligible components first and only tops up with others when a
+    row has fewer eligible components than it must choose.
     """
     n = chosen.sum(-1, keepdim=True)
     keys = torch.rand(chosen.shape, generator=generator).to(chosen.device)
+    if among is not None:
+        keys = keys + (~among.to(chosen.device).expand_as(chosen)).to(keys.dtype)  # eligible keys < 1 <= others
     ranks = keys.argsort(-1).argsort(-1)  # a random permutation rank per component
     return ranks < n
 
