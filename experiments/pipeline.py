@@ -116,18 +116,35 @@ def existing_artifacts(out_dir: str | Path) -> dict[str, str]:
     return found
 
 
+def earlier_figures(out_dir: str | Path, rerun: list[str]) -> dict:
+    """The figures of ``out_dir/report.json`` (an earlier run) except those of the stages in ``rerun``."""
+    path = Path(out_dir) / "report.json"
+    if not path.is_file():
+        return {}
+    try:
+        figures = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in figures.items() if k.split(".", 1)[0] not in set(rerun) and not k.startswith("reused.")}
+
+
 def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int = 0,
-                 artifacts: dict[str, str] | None = None) -> PipelineContext:
+                 artifacts: dict[str, str] | None = None, earlier: dict | None = None) -> PipelineContext:
     """Run the named stages in order; ``stage_settings`` maps stage name -> its settings dict.
 
     ``artifacts``: artifacts of stages not run now (key -> path, see :data:`ARTIFACT_FILES`), recorded in
-    the report as reused; a stage that runs replaces its own.
+    the report as reused; a stage that runs replaces its own. ``earlier``: figures of those stages (from the
+    run that made them), kept in the report, so it stays whole and later stages can read them (e.g. the
+    benchmark's training times).
     """
     unknown = [s for s in stage_settings if s not in STAGES and s not in LAZY_STAGES]
     if unknown:
         raise ValueError(f"unknown pipeline stage(s) {unknown}; known stages: {sorted({*STAGES, *LAZY_STAGES})}")
     ctx = PipelineContext(out_dir=Path(out_dir), seed=seed)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    for key, value in (earlier or {}).items():
+        ctx.report[key] = value
+        ctx.descriptions[key] = "(from the earlier run in out_dir)"
     for key, path in (artifacts or {}).items():
         ctx.artifacts[key] = str(path)
         ctx.report[f"reused.{key}"] = str(path)
@@ -249,12 +266,13 @@ def demo_main(argv: list[str]) -> int:
             raise SystemExit(f"l2i demo: stage(s) {missing} not in {args.config}; it has {list(stages)}")
         stages = {s: stages[s] for s in wanted}
     out_dir = Path(args.out_dir or config.get("out_dir", "runs/demo"))
-    reused = None
-    if args.stages:  # a subset: the stages left out may have left their artifacts in out_dir
+    reused = earlier = None
+    if args.stages:  # a subset: the stages left out may have left their artifacts and figures in out_dir
         reused = existing_artifacts(out_dir)
+        earlier = earlier_figures(out_dir, list(stages))
         for key, path in reused.items():
             print(f"[l2i] reusing {key}: {path}", flush=True)
-    ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)), artifacts=reused)
+    ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)), artifacts=reused, earlier=earlier)
     json_path, md_path = write_report(ctx)
     print(md_path.read_text())
     table = ctx.report.get("benchmark.table")

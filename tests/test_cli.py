@@ -98,4 +98,5 @@ def test_demo_pipeline_writes_flat_report(tmp_path):
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["reused.classifier"] == str(tmp_path / "demo" / "classifier" / "classifier.ckpt")
     assert report["dictionary.frontend_from"] == report["reused.classifier"]
+    assert 0.0 <= report["classifier.test_accuracy"] <= 1.0  # the earlier stage's figures stay in the report
     assert Path(report["dictionary.dictionary"]).is_file()
