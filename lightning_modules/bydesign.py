@@ -171,7 +171,6 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     def loss_weights(self) -> dict[str, float]:
         weights = self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
         weights["task"] = 1.0
-        weights.pop("theta_sparsity", None)  # the post-hoc option; here Θ is the model's own prediction head
         if self.mode == "bottleneck":
             weights.pop("fidelity")
         return weights
@@ -185,7 +184,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         target = batch["target"]
         losses = bydesign_losses(out, target, self.task, self.mode, self.pos_weight)
         weights = self.loss_weights()
-        total = sum(weights[name] * value for name, value in losses.items())
+        total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         bs, on_step = target.shape[0], stage == "train"
         for name, value in losses.items():
             self.log(f"{stage}/{name}_loss", value, batch_size=bs, on_step=on_step, on_epoch=True, sync_dist=not on_step)

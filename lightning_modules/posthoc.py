@@ -166,7 +166,7 @@ class PostHocInterpreterModule(L.LightningModule):
         out = self(batch["waveform"], self._rate(batch))
         losses = self.interpreter.losses(out)
         weights = self.loss_weights()
-        total = sum(weights[name] * value for name, value in losses.items())
+        total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         bs = batch["waveform"].shape[0]
         on_step = stage == "train"
         for name, value in losses.items():

@@ -248,11 +248,13 @@ def test_finetuned_dictionary_stays_nonnegative_and_unit_norm():
 
 def test_loss_schedule_defaults_to_the_authors_esc50_schedule():
     s = LossSchedule()
-    assert s.weights(0) == {"fidelity": 0.0, "reconstruction": 5.0, "sparsity": 0.0, "theta_sparsity": 0.0}
-    assert s.weights(1) == {"fidelity": 0.5, "reconstruction": 5.0, "sparsity": 0.4, "theta_sparsity": 0.0}
-    assert s.weights(25) == {"fidelity": 1.0, "reconstruction": 5.0, "sparsity": 0.4, "theta_sparsity": 0.0}
-    assert LossSchedule({"fidelity": {"2": 1.0}, "sparsity": 0.1}).weights(2) == {
-        "fidelity": 1.0, "reconstruction": 0.0, "sparsity": 0.1, "theta_sparsity": 0.0}
+    assert s.weights(0) == {"fidelity": 0.0, "reconstruction": 5.0, "sparsity": 0.0}
+    assert s.weights(1) == {"fidelity": 0.5, "reconstruction": 5.0, "sparsity": 0.4}
+    assert s.weights(25) == {"fidelity": 1.0, "reconstruction": 5.0, "sparsity": 0.4}
+    assert LossSchedule({"fidelity": {"2": 1.0}, "sparsity": 0.1}).weights(2) == {"fidelity": 1.0, "reconstruction": 0.0, "sparsity": 0.1}
+    # an optional loss is weighted only when named
+    assert LossSchedule({"theta_sparsity": {1: 2.0}}).weights(0)["theta_sparsity"] == 0.0
+    assert LossSchedule({"theta_sparsity": {1: 2.0}}).weights(1)["theta_sparsity"] == 2.0
     assert LossSchedule().to_dict() == AUTHORS_ESC50_SCHEDULE
     with pytest.raises(ValueError, match="unknown loss"):
         LossSchedule({"fidelty": {0: 1.0}})
