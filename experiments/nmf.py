@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from l2i.dictionary import DictionaryArtifact
+from l2i.evaluation.ground_truth import class_sources
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.nmf import NMF, NMFResult, concat_dictionaries, nmf_objective
 
@@ -303,9 +304,10 @@ class _ClassSources:
                 got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
                 raise ValueError("nmf.per_class_source 'sources' needs batches with 'sources' and 'source_labels' "
                                  f"(data with known sources, e.g. the synthetic set); got {got}")
-            member = (batch["source_labels"] == self.c).to(batch["sources"].dtype)  # (B, S)
-            yield {**batch, "waveform": torch.einsum("bs,bsn->bn", member, batch["sources"]),
-                   "has_class": member.sum(1) > 0}
+            labels = batch["source_labels"]
+            classes = torch.full((labels.shape[0], 1), self.c, dtype=torch.long, device=labels.device)
+            yield {**batch, "waveform": class_sources(batch["sources"], labels, classes)[:, 0],
+                   "has_class": (labels == self.c).any(1)}
 
 
 def _fit_per_class(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, split, num_clips, cache_mb, progress):
