@@ -46,6 +46,17 @@ def fidelity_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollecti
     )
 
 
+def class_evidence(dictionary: DictionaryArtifact, source: str) -> list[bool]:
+    """``(K,)``: True for the components that are not the dictionary's noise block (``noise_evidence: false``)."""
+    labels = dictionary.labels
+    if not labels or "noise" not in labels:
+        raise ValueError(
+            f"noise_evidence: false needs a dictionary with noise components, but {source} has none "
+            "(learn it with nmf.noise_components > 0, or keep noise_evidence: true)"
+        )
+    return [label != "noise" for label in labels]
+
+
 class PostHocInterpreterModule(L.LightningModule):
     """A post-hoc interpreter of a trained classifier.
 
@@ -57,6 +68,12 @@ class PostHocInterpreterModule(L.LightningModule):
         hidden, psi_dropout: Ψ width and dropout.
         pooling, attention_dim: Θ's pooling (``attention`` | ``max`` | ``mean``).
         finetune_dictionary: train W as well (kept non-negative, columns unit-norm).
+        noise_evidence: whether the dictionary's noise components (labelled ``noise`` in the artifact, from
+            ``nmf.noise_components``) may carry class evidence. ``false``: Θ's weights on them are 0 (their
+            relevance is 0, they are never chosen) and the sparsity loss leaves them free to reconstruct the
+            background. Not in the paper (it has no noise block). Measured on the synthetic default (fast loop
+            on cached classifier maps, 3 seeds): interpretation SI-SDR +0.8 dB, SPS of the mask 0.55–0.69
+            -> 0.81–0.89, fidelity unchanged within seed noise.
         loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` / ``reconstruction`` / ``sparsity`` and
             the optional ``theta_sparsity`` (L1 on Θ's class weights, see
             :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named)
@@ -80,6 +97,7 @@ class PostHocInterpreterModule(L.LightningModule):
         pooling: Literal["attention", "max", "mean"] = "attention",
         attention_dim: int = 256,
         finetune_dictionary: bool = False,
+        noise_evidence: bool = True,
         loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
@@ -125,6 +143,7 @@ class PostHocInterpreterModule(L.LightningModule):
             pooling=pooling,
             attention_dim=attention_dim,
             finetune_dictionary=finetune_dictionary,
+            evidence=None if noise_evidence else class_evidence(dictionary, str(dictionary_path or "dictionary")),
         )
         self.hparams["layers"] = list(self.interpreter.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()

@@ -6,6 +6,7 @@ No training here (see tests/test_posthoc.py); every test runs in well under a se
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -171,6 +172,42 @@ def test_theta_pooling_and_bias_free_linear(pooling):
         assert torch.allclose(a.sum(-1), torch.ones(2))
     with pytest.raises(ValueError, match="pooling"):
         Theta(6, 3, pooling="median")
+
+
+def test_theta_evidence_zeroes_the_weights_and_relevance_of_excluded_components():
+    evidence = torch.tensor([False, False, True, True, True, True])  # two "noise" components
+    theta = Theta(6, 3, pooling="max", center=True, evidence=evidence)
+    torch.nn.init.normal_(theta.classifier.weight)
+    w = theta.class_weights
+    assert torch.equal(w[:, :2], torch.zeros(3, 2)) and bool((w[:, 2:] != 0).all())
+    H = torch.rand(4, 6, 9)
+    logits, pooled = theta(H)
+    # the noise components can be as loud as they like: the logits do not move
+    H2 = H.clone()
+    H2[:, :2] *= 100
+    assert torch.allclose(theta(H2)[0], logits, atol=1e-5)
+    assert torch.equal((pooled[:, None, :] * w[None])[..., :2], torch.zeros(4, 3, 2))
+    # the same weights without the mask: the logits do depend on them
+    free = Theta(6, 3, pooling="max", center=True)
+    free.load_state_dict(theta.state_dict())
+    assert not torch.allclose(free(H2)[0], free(H)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="5 entries for K = 6"):
+        Theta(6, 3, evidence=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="excludes every component"):
+        Theta(6, 3, evidence=torch.zeros(6, dtype=torch.bool))
+
+
+def test_sparsity_loss_skips_the_components_without_evidence():
+    from l2i.interpreter.posthoc import PostHocOutput, interpreter_losses
+
+    H = torch.zeros(2, 4, 5)
+    H[:, 0] = 3.0  # a loud noise component
+    H[:, 2] = 1.0
+    features = SimpleNamespace(nmf=torch.zeros(2, 6, 5))  # only V is read
+    out = PostHocOutput(features, torch.randn(2, 3), H, torch.randn(2, 3), H.amax(-1), torch.zeros(2, 6, 5))
+    assert float(interpreter_losses(out, "multiclass")["sparsity"]) == pytest.approx(1.0)  # (3 + 1) / 4
+    evidence = torch.tensor([False, True, True, True])
+    assert float(interpreter_losses(out, "multiclass", evidence=evidence)["sparsity"]) == pytest.approx(1 / 3)
 
 
 # -- the post-hoc model, untrained ------------------------------------------------------------------------

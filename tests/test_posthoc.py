@@ -183,3 +183,29 @@ def test_posthoc_stage_trains_evaluates_and_reports(trained, tmp_path):
     assert Path(ctx.artifacts["interpreter"]).is_file()
     assert len(list((tmp_path / "run" / "posthoc" / "examples").glob("*.png"))) == 1
     assert "posthoc.sisdr_over_mixture" in ctx.descriptions
+
+
+def test_noise_evidence_false_never_chooses_the_noise_block(trained, tmp_path):
+    from l2i.dictionary import DictionaryArtifact
+    from l2i.frontend import FrontEndConfig
+
+    art = DictionaryArtifact.load(trained["root"] / "dictionary.pt", FrontEndConfig(**FE))
+    kw = dict(classifier_checkpoint=str(trained["root"] / "classifier.ckpt"), hidden=8, attention_dim=8, pooling="max",
+              noise_evidence=False, loss_weights={"fidelity": 1.0, "reconstruction": 5.0, "sparsity": 0.4})
+    with pytest.raises(ValueError, match="noise_evidence: false needs a dictionary with noise components"):
+        PostHocInterpreterModule(dictionary=art, **kw)
+    labels = ["noise"] * 4 + [f"class{k // 5}" for k in range(art.n_components - 4)]
+    noisy = DictionaryArtifact(art.W, art.frontend, {**art.meta, "labels": labels})
+    path = noisy.save(tmp_path / "noisy.pt")
+    model = PostHocInterpreterModule(dictionary_path=str(path), **kw)
+    assert model.interpreter.theta.evidence.tolist() == [False] * 4 + [True] * (art.n_components - 4)
+    trainer = _trainer(1, limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(model, datamodule=trained["dm"])
+    wave = next(iter(trained["dm"].test_dataloader()))["waveform"][:8]
+    it = model.interpret(wave, threshold=0.0)
+    assert torch.equal(it.relevance[..., :4], torch.zeros_like(it.relevance[..., :4]))
+    assert not bool(it.components[..., :4].any()) and bool(it.components[..., 4:].any())
+    # the reloaded checkpoint rebuilds the mask from its configuration
+    trainer.save_checkpoint(tmp_path / "ne.ckpt")
+    again = load_interpreter(str(tmp_path / "ne.ckpt"))
+    assert torch.equal(again.interpreter.theta.evidence, model.interpreter.theta.evidence)

@@ -96,13 +96,17 @@ class PostHocOutput:
     reconstruction: Tensor
 
 
-def interpreter_losses(out: PostHocOutput, task: str, class_weights: Tensor | None = None) -> dict[str, Tensor]:
+def interpreter_losses(
+    out: PostHocOutput, task: str, class_weights: Tensor | None = None, evidence: Tensor | None = None
+) -> dict[str, Tensor]:
     """The three losses of method.md, each a scalar, and an optional fourth on Θ.
 
     * ``fidelity``: multiclass — cross-entropy between softmax(Θ(H)) and softmax(f(x)) (f detached);
       multilabel — binary cross-entropy between sigmoid(Θ(H)) and sigmoid(f(x));
     * ``reconstruction``: mean squared error between ``W H`` and ``V = log1p|X|``;
-    * ``sparsity``: mean of ``|H|``;
+    * ``sparsity``: mean of ``|H|`` (over the rows of ``evidence``, a ``(K,)`` bool, when given: the
+      components that may carry class evidence; the noise components that reconstruct the background are
+      then free, see :class:`~l2i.interpreter.theta.Theta`);
     * ``theta_sparsity`` (when ``class_weights`` θ ``(C, K)`` is given): mean of ``|θ|``, an L1 penalty on Θ's
       (centred) class weights. Not in method.md: it makes each class rest on few components, so the relevance
       ``z_k θ_ck`` of the components that merely co-occur with a class (a distractor, the background) falls to
@@ -122,7 +126,7 @@ def interpreter_losses(out: PostHocOutput, task: str, class_weights: Tensor | No
     losses = {
         "fidelity": fidelity,
         "reconstruction": F.mse_loss(out.reconstruction, out.features.nmf),
-        "sparsity": out.activations.abs().mean(),
+        "sparsity": (out.activations if evidence is None else out.activations[:, evidence]).abs().mean(),
     }
     if class_weights is not None:
         losses["theta_sparsity"] = class_weights.abs().mean()
@@ -156,6 +160,8 @@ class PostHocInterpreter(nn.Module):
         pooling, attention_dim: Θ's pooling (``attention`` | ``max`` | ``mean``).
         finetune_dictionary: train W too (kept ≥ 0 by a ReLU, columns normalised to unit L2 norm).
         probe_frames: frames of the dummy input used to size Ψ (default: the front-end's clip length, or 128).
+        evidence: ``(K,)`` bool, the components that may carry class evidence in Θ and count in the sparsity
+            loss (default: all, the authors' method); see :class:`~l2i.interpreter.theta.Theta`.
     """
 
     def __init__(
@@ -172,6 +178,7 @@ class PostHocInterpreter(nn.Module):
         attention_dim: int = 256,
         finetune_dictionary: bool = False,
         probe_frames: int | None = None,
+        evidence: Sequence[bool] | Tensor | None = None,
     ):
         super().__init__()
         if task not in ("multiclass", "multilabel"):
@@ -219,7 +226,7 @@ class PostHocInterpreter(nn.Module):
         channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
         self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
-                           center=task == "multiclass")
+                           center=task == "multiclass", evidence=None if evidence is None else torch.as_tensor(evidence))
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)
@@ -267,7 +274,8 @@ class PostHocInterpreter(nn.Module):
         return PostHocOutput(features, classifier_logits, H, logits, pooled, reconstruction)
 
     def losses(self, out: PostHocOutput) -> dict[str, Tensor]:
-        return interpreter_losses(out, self.task, self.theta.class_weights)
+        evidence = None if self.theta.all_evidence else self.theta.evidence
+        return interpreter_losses(out, self.task, self.theta.class_weights, evidence)
 
     # -- the one verb ------------------------------------------------------------------------------------
     @torch.no_grad()

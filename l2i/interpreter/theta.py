@@ -15,6 +15,10 @@ effective weights are therefore centred over classes, ``θ_c − mean_c' θ_c'``
 minimum-norm representative): ``θ_ck > 0`` then means "component k is evidence for c against the other
 classes", which is what the relevance needs. Sigmoid outputs (multilabel) have no such invariance:
 ``center=False``.
+
+``evidence`` (optional, ``(K,)`` bool): the components allowed to carry class evidence. The others get
+``θ_ck = 0`` for every class (after centring), so their relevance is 0 and they are never chosen: meant for a
+dictionary's *noise* components, learnt on the background to reconstruct it, which are not explanations.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Theta(nn.Module):
         pooling: ``attention`` | ``max`` | ``mean``.
         attention_dim: width of the gated attention projections (authors: 256).
         center: centre the class weights over classes (multiclass; see the module docstring).
+        evidence: ``(K,)`` bool, the components that may carry class evidence (default: all; see the module
+            docstring).
     """
 
     def __init__(
@@ -45,9 +51,20 @@ class Theta(nn.Module):
         pooling: Literal["attention", "max", "mean"] = "attention",
         attention_dim: int = 256,
         center: bool = False,
+        evidence: Tensor | None = None,
     ):
         super().__init__()
         self.center = bool(center)
+        if evidence is None:
+            evidence = torch.ones(n_components, dtype=torch.bool)
+        evidence = torch.as_tensor(evidence, dtype=torch.bool).flatten()
+        if evidence.numel() != n_components:
+            raise ValueError(f"Theta evidence has {evidence.numel()} entries for K = {n_components} components")
+        if not bool(evidence.any()):
+            raise ValueError("Theta evidence excludes every component: no class could have any evidence")
+        # not persistent: rebuilt from the configuration (older checkpoints load unchanged)
+        self.register_buffer("evidence", evidence, persistent=False)
+        self.all_evidence = bool(evidence.all())
         if pooling not in ("attention", "max", "mean"):
             raise ValueError(f"Theta pooling must be attention|max|mean, got {pooling!r}")
         self.pooling = pooling
@@ -59,9 +76,10 @@ class Theta(nn.Module):
 
     @property
     def class_weights(self) -> Tensor:
-        """θ, ``(C, K)`` (centred over classes when ``center``)."""
+        """θ, ``(C, K)`` (centred over classes when ``center``; 0 for the components outside ``evidence``)."""
         w = self.classifier.weight
-        return w - w.mean(dim=0, keepdim=True) if self.center else w
+        w = w - w.mean(dim=0, keepdim=True) if self.center else w
+        return w if self.all_evidence else w * self.evidence.to(w.dtype)
 
     def attention(self, activations: Tensor) -> Tensor:
         """Attention weights over time, ``(B, T)`` summing to 1 (``attention`` pooling only)."""
