@@ -4,8 +4,13 @@ penalty on Θ from epoch 0 (``theta_sparsity``). On test mixtures with a distrac
 target class must be cleaner than the mixture itself.
 
 Issue 4 asks for >= 3 dB; at this scale the figure was measured at +2.3 to +3.4 dB depending on data and clip
-count (the demo's full run: +3.8 dB), so the test asserts a margin it keeps, 1.5 dB, plus the rest of the
+count (the demo's full run: +4.2 dB), so the test asserts a margin it keeps, 1.5 dB, plus the rest of the
 claims on the same model. The tiny-scale 3 dB check is the xfail in ``test_posthoc.py``.
+
+The demo's last two settings pay off only at the demo's scale (2000 clips, classifier trained 8 epochs), so
+they are left out here: ``noise_evidence: false`` with the sparsity weight 1.0 measured +0.6 / +0.6 / +2.1 dB
+at this scale (seeds 0/1/2; +1.6 / +1.8 / +2.9 with the weight 0.4) against +2.2 / +1.2 / +4.2 for these
+settings, while in the demo it raised the figure from +3.8 to +5.1 dB (weight 0.4) and +4.2 dB (weight 1.0).
 """
 
 from __future__ import annotations
