@@ -175,7 +175,8 @@ def test_posthoc_stage_trains_evaluates_and_reports(trained, tmp_path):
                  "--trainer.enable_progress_bar", "false", "--model.init_args.hidden", "8",
                  "--model.init_args.attention_dim", "8", "--data.init_args.num_classes", "4",
                  "--data.init_args.sample_rate", "8000", "--data.init_args.duration_s", "1.0",
-                 "--data.init_args.num_train", "64", "--data.init_args.num_val", "32", "--data.init_args.num_test", "32"]
+                 "--data.init_args.num_train", "64", "--data.init_args.num_val", "32", "--data.init_args.num_test", "32",
+                 "--model.init_args.noise_evidence", "true"]  # the tiny dictionary has no noise block
     figures = posthoc_stage(ctx, {"overrides": overrides, "threshold": 0.2, "examples": 1})
     for key in ("fidelity", "sisdr_interpretation", "sisdr_mixture", "sisdr_random", "faithfulness_prob_drop",
                 "faithfulness_random_prob_drop", "train_seconds"):
