@@ -1,9 +1,15 @@
 """The post-hoc interpreter end to end at a tiny scale: a 4-class classifier trained in-process (1 s clips at
-8 kHz), a 24-component dictionary, a few interpreter epochs; then the issue's claims, each as a real number:
-fidelity, ground-truth SI-SDR against the true target source, faithfulness against random components, the
-frozen classifier untouched, the checkpoint round trip and the ``l2i interpret`` command.
+8 kHz, 512 training clips), the demo's dictionary recipe (8 components per class learnt on the isolated events
++ 8 on the background) and the demo's interpreter recipe (max pooling, θ penalty, noise_evidence false), a
+few interpreter epochs; then the issue's claims, each as a real number: fidelity, ground-truth SI-SDR against
+the true target source (above the mixture and above random components), faithfulness against random
+components, the frozen classifier untouched, the checkpoint round trip and the ``l2i interpret`` command.
 
-The module fixture trains once (about half a minute on a 2-core CPU).
+The module fixture trains once (about 15 s on a 2-core CPU). Measured at this scale over seeds 0-4: fidelity
+0.95-1.0, interpretation 5.1-8.7 dB above the mixture. The claim test can fail: with the paper's settings at
+the same scale (a shared 40-component dictionary, attention pooling, no θ penalty, noise evidence allowed) the
+interpretation is 1.1-2.4 dB *below* the mixture (seeds 0-2); with 256 training clips instead of 512, the
+recipe gives -1.0 to +1.9 dB.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import pytest
 import torch
 
 from datamodules.synthetic import SyntheticDataModule
-from experiments.interpret import evaluate_interpreter, learn_dictionary, load_interpreter
+from experiments.interpret import evaluate_interpreter, load_interpreter
+from experiments.nmf import NMFSettings, learn_dictionary
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.posthoc import PostHocInterpreterModule
 
@@ -28,7 +35,7 @@ def _trainer(epochs: int, **kw) -> L.Trainer:
 
 
 def _data(**kw) -> SyntheticDataModule:
-    args = dict(num_classes=4, num_train=256, num_val=32, num_test=64, sample_rate=8000, duration_s=1.0,
+    args = dict(num_classes=4, num_train=512, num_val=32, num_test=128, sample_rate=8000, duration_s=1.0,
                 distractor_prob=0.6, batch_size=32, seed=0)
     return SyntheticDataModule(**{**args, **kw})
 
@@ -43,11 +50,17 @@ def trained(tmp_path_factory):
     trainer.fit(clf, datamodule=dm)
     clf_path = root / "classifier.ckpt"
     trainer.save_checkpoint(clf_path)
-    art = learn_dictionary(clf.frontend.config, dm.dataset("nmf", size=48), n_components=24, max_iter=30)
-    dict_path = art.save(root / "dictionary.pt")
+    dict_path = root / "dictionary.pt"
+    settings = NMFSettings(per_class_components=8, noise_components=8, per_class_source="sources", sparsity=0.1,
+                           epochs=3, seed=0)
+    learn_dictionary(dm, FE, settings, dict_path, split="train", num_clips=200, device="cpu", save_images=False,
+                     progress=False, eval_split=None)
+    L.seed_everything(0)
     model = PostHocInterpreterModule(
-        classifier_checkpoint=str(clf_path), dictionary_path=str(dict_path), hidden=16, attention_dim=16, lr=5e-3,
-        loss_weights={"reconstruction": {0: 5.0}, "fidelity": {0: 0.5, 2: 1.0}, "sparsity": {1: 0.1}}, threshold=0.0,
+        classifier_checkpoint=str(clf_path), dictionary_path=str(dict_path), hidden=32, pooling="max", lr=5e-3,
+        noise_evidence=False, threshold=0.0,
+        loss_weights={"reconstruction": {0: 5.0}, "fidelity": {1: 0.5, 2: 1.0}, "sparsity": {1: 1.0},
+                      "theta_sparsity": {0: 1.0}},
     )
     before = {k: v.clone() for k, v in model.interpreter.backbone.state_dict().items()}
     before_frontend = {k: v.clone() for k, v in model.interpreter.frontend.state_dict().items()}
@@ -56,7 +69,7 @@ def trained(tmp_path_factory):
     ckpt = root / "interpreter.ckpt"
     trainer.save_checkpoint(ckpt)
     model.eval()
-    scores = evaluate_interpreter(model, dm.test_dataloader(), threshold=0.2, mask_mode="share")
+    scores = evaluate_interpreter(model, dm.test_dataloader(), threshold=0.0, mask_mode="share")  # as the demo
     return {"model": model, "dm": dm, "before": before, "before_frontend": before_frontend, "scores": scores,
             "ckpt": ckpt, "root": root, "trainer": trainer}
 
@@ -77,7 +90,7 @@ def test_classifier_weights_and_batchnorm_buffers_unchanged(trained):
 
 def test_fidelity_to_the_classifier(trained):
     print("tiny-scale scores:", {k: round(v, 3) for k, v in trained["scores"].items()})
-    assert trained["scores"]["fidelity"] >= 0.85, trained["scores"]
+    assert trained["scores"]["fidelity"] >= 0.90, trained["scores"]
 
 
 def test_interpretation_sounds_like_the_target_source(trained):
@@ -86,11 +99,12 @@ def test_interpretation_sounds_like_the_target_source(trained):
     assert s["sisdr_over_random"] >= 3.0, s
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4's '>= 3 dB above the mixture' is met at the demo's scale (posthoc stage "
-                   "report: +3.8 dB with class-specific blocks, max pooling and theta_sparsity) but not at this tiny "
-                   "scale (4 classes, 1 s at 8 kHz, 24 components: about -1 to -5 dB whatever the settings)")
 def test_interpretation_is_cleaner_than_the_mixture(trained):
-    assert trained["scores"]["sisdr_over_mixture"] >= 3.0, trained["scores"]
+    """Issue 4: on mixtures of the target and a distractor, the interpretation of the target class is at least
+    3 dB closer (SI-SDR) to the true target source than the mixture itself (measured +6.7 dB at seed 0)."""
+    s = trained["scores"]
+    assert s["sisdr_clips"] >= 50, s
+    assert s["sisdr_over_mixture"] >= 3.0, s
 
 
 def test_removing_chosen_components_drops_the_class_more_than_random(trained):
@@ -103,7 +117,7 @@ def test_relevance_shape_and_reconstruction_on_trained_model(trained):
     model = trained["model"]
     x = next(iter(trained["dm"].test_dataloader()))["waveform"][:6]
     it = model.interpret(x)
-    assert it.relevance.shape == (6, 4, 24)
+    assert it.relevance.shape == (6, 4, 40)  # 4 classes x 8 + 8 noise components
     assert float(it.relevance.max()) <= 1.0 and torch.isfinite(it.relevance).all()
     err = (it.audio + it.residual - x[:, None]).abs().max()
     assert float(err) < 1e-4
@@ -137,7 +151,7 @@ def test_checkpoint_round_trip_and_interpret_command(trained, tmp_path):
         for suffix in (".wav", "__residual.wav", ".json", ".png"):
             assert (stem.parent / (stem.name + suffix)).is_file(), stem.name + suffix
         rec = json.loads((stem.parent / (stem.name + ".json")).read_text())
-        assert len(rec["relevance"]) == 24 and rec["class"] == cls and rec["threshold"] == 0.1
+        assert len(rec["relevance"]) == 40 and rec["class"] == cls and rec["threshold"] == 0.1
         wav, sr = sf.read(stem.parent / (stem.name + ".wav"))
         assert sr == 8000 and wav.shape == (8000,)
     with pytest.raises(SystemExit):
@@ -175,8 +189,7 @@ def test_posthoc_stage_trains_evaluates_and_reports(trained, tmp_path):
                  "--trainer.enable_progress_bar", "false", "--model.init_args.hidden", "8",
                  "--model.init_args.attention_dim", "8", "--data.init_args.num_classes", "4",
                  "--data.init_args.sample_rate", "8000", "--data.init_args.duration_s", "1.0",
-                 "--data.init_args.num_train", "64", "--data.init_args.num_val", "32", "--data.init_args.num_test", "32",
-                 "--model.init_args.noise_evidence", "true"]  # the tiny dictionary has no noise block
+                 "--data.init_args.num_train", "64", "--data.init_args.num_val", "32", "--data.init_args.num_test", "32"]
     figures = posthoc_stage(ctx, {"overrides": overrides, "threshold": 0.2, "examples": 1})
     for key in ("fidelity", "sisdr_interpretation", "sisdr_mixture", "sisdr_random", "faithfulness_prob_drop",
                 "faithfulness_random_prob_drop", "train_seconds"):
@@ -190,23 +203,20 @@ def test_noise_evidence_false_never_chooses_the_noise_block(trained, tmp_path):
     from l2i.dictionary import DictionaryArtifact
     from l2i.frontend import FrontEndConfig
 
+    model = trained["model"]  # noise_evidence false, a dictionary with 8 noise components first
     art = DictionaryArtifact.load(trained["root"] / "dictionary.pt", FrontEndConfig(**FE))
-    kw = dict(classifier_checkpoint=str(trained["root"] / "classifier.ckpt"), hidden=8, attention_dim=8, pooling="max",
-              noise_evidence=False, loss_weights={"fidelity": 1.0, "reconstruction": 5.0, "sparsity": 0.4})
-    with pytest.raises(ValueError, match="noise_evidence: false needs a dictionary with noise components"):
-        PostHocInterpreterModule(dictionary=art, **kw)
-    labels = ["noise"] * 4 + [f"class{k // 5}" for k in range(art.n_components - 4)]
-    noisy = DictionaryArtifact(art.W, art.frontend, {**art.meta, "labels": labels})
-    path = noisy.save(tmp_path / "noisy.pt")
-    model = PostHocInterpreterModule(dictionary_path=str(path), **kw)
-    assert model.interpreter.theta.evidence.tolist() == [False] * 4 + [True] * (art.n_components - 4)
-    trainer = _trainer(1, limit_train_batches=3, limit_val_batches=0)
-    trainer.fit(model, datamodule=trained["dm"])
-    wave = next(iter(trained["dm"].test_dataloader()))["waveform"][:8]
+    assert art.labels[:8] == ["noise"] * 8 and "noise" not in art.labels[8:]
+    assert model.interpreter.theta.evidence.tolist() == [False] * 8 + [True] * 32
+    wave = next(iter(trained["dm"].test_dataloader()))["waveform"][:16]
     it = model.interpret(wave, threshold=0.0)
-    assert torch.equal(it.relevance[..., :4], torch.zeros_like(it.relevance[..., :4]))
-    assert not bool(it.components[..., :4].any()) and bool(it.components[..., 4:].any())
+    assert torch.equal(it.relevance[..., :8], torch.zeros_like(it.relevance[..., :8]))
+    assert not bool(it.components[..., :8].any()) and bool(it.components[..., 8:].any())
+    # ... yet the noise block reconstructs the background: it is active in every clip
+    assert bool((model.interpreter(wave).activations[:, :8].amax(-1) > 0).any(-1).all())
     # the reloaded checkpoint rebuilds the mask from its configuration
-    trainer.save_checkpoint(tmp_path / "ne.ckpt")
-    again = load_interpreter(str(tmp_path / "ne.ckpt"))
-    assert torch.equal(again.interpreter.theta.evidence, model.interpreter.theta.evidence)
+    assert torch.equal(load_interpreter(trained["ckpt"]).interpreter.theta.evidence, model.interpreter.theta.evidence)
+    # a dictionary without a noise block is refused by name
+    bare = DictionaryArtifact(art.W, art.frontend, {k: v for k, v in art.meta.items() if k != "labels"})
+    with pytest.raises(ValueError, match="noise_evidence: false needs a dictionary with noise components"):
+        PostHocInterpreterModule(classifier_checkpoint=str(trained["root"] / "classifier.ckpt"), dictionary=bare,
+                                 hidden=8, noise_evidence=False)
