@@ -7,7 +7,10 @@ experiment), the interpretation for class ``c`` should sound like the sum of the
 * ``SI-SDR(mixture, s_c)`` — what doing nothing scores;
 * ``SI-SDR(random-component interpretation, s_c)`` — what the same number of random components scores.
 
-Pure torch; :class:`GroundTruthSISDR` is a ``torchmetrics.Metric`` (sums and counts, DDP-reduced by sum).
+Pure torch; :class:`GroundTruthSISDR` is a ``torchmetrics.Metric`` (sums and counts, DDP-reduced by sum). SI-SDR and
+the class's true source are :func:`l2i.evaluation.ground_truth.si_sdr` / ``class_sources``, so the post-hoc
+stage's figures and the evaluation suite's / benchmark's are computed alike (a silent interpretation scores
+``SILENT_DB`` there, not the ~0 dB an epsilon gives).
 """
 
 from __future__ import annotations
@@ -16,24 +19,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+# one SI-SDR and one "true source of a class" for the whole project (the evaluation suite's and the benchmark's)
+from l2i.evaluation.ground_truth import class_sources, si_sdr
+
 __all__ = ["si_sdr", "class_references", "GroundTruthSISDR"]
-
-
-def si_sdr(estimate: Tensor, reference: Tensor, eps: float = 1e-8) -> Tensor:
-    """Scale-invariant SDR in dB (zero-mean signals), over the last axis: ``(…, N), (…, N) -> (…)``.
-
-    Finite for silent estimates (a zero estimate scores about 0 dB); the reference must not be silent
-    (callers mask those out, see :func:`class_references`).
-    """
-    if estimate.shape != reference.shape:
-        raise ValueError(f"si_sdr: estimate {tuple(estimate.shape)} and reference {tuple(reference.shape)} differ")
-    est = estimate.double() - estimate.double().mean(-1, keepdim=True)
-    ref = reference.double() - reference.double().mean(-1, keepdim=True)
-    alpha = ((est * ref).sum(-1, keepdim=True) + eps) / (ref.pow(2).sum(-1, keepdim=True) + eps)
-    target = alpha * ref
-    noise = target - est
-    ratio = (target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps)
-    return (10 * torch.log10(ratio)).float()
 
 
 def class_references(sources: Tensor, source_labels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -56,7 +45,7 @@ def class_references(sources: Tensor, source_labels: Tensor, classes: Tensor) ->
         )
     labels = source_labels.to(classes.device)
     match = (labels[:, None, :] == classes[:, :, None]) & (classes[:, :, None] >= 0)  # (B, C', S)
-    reference = torch.einsum("bcs,bsn->bcn", match.to(sources.dtype), sources.to(classes.device))
+    reference = class_sources(sources.to(classes.device), labels, classes)
     present = match.any(-1) & (reference.abs().amax(-1) > 0)
     other = (labels[:, None, :] >= 0) & ~match
     return reference, present, other.any(-1) & (classes >= 0)
