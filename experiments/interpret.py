@@ -49,7 +49,7 @@ def learn_dictionary(frontend_config, dataset, *, n_clips: int = 400, n_componen
       isolated events of that class (non-silent frames), concatenated, plus ``noise_components`` columns learnt
       on the items' ``background``; ``meta["labels"]`` names each column's block.
     """
-    from l2i.dictionary import DictionaryArtifact
+    from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
     from l2i.frontend import AudioFrontEnd
     from l2i.nmf import NMF, concat_dictionaries, fit_per_class
 
@@ -91,7 +91,7 @@ def learn_dictionary(frontend_config, dataset, *, n_clips: int = 400, n_componen
         if noise_components:
             Wn = NMF(noise_components, sparsity=sparsity, max_iter=max_iter, seed=seed + 1000).fit(torch.cat(noise, dim=1)).dictionary
             joined = concat_dictionaries({"noise": Wn, "events": W})
-            W, labels = joined.dictionary, ["noise"] * noise_components + labels
+            W, labels = joined.dictionary, [NOISE_LABEL] * noise_components + labels
         meta.update(n_components=int(W.shape[1]), labels=labels)
         return DictionaryArtifact(W=W, frontend=frontend.config.spectral_params(), meta=meta)
 

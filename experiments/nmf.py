@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from l2i.dictionary import DictionaryArtifact
+from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.evaluation.ground_truth import class_sources
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.nmf import NMF, NMFResult, concat_dictionaries, nmf_objective
@@ -586,7 +586,7 @@ def learn_dictionary(
     }
     meta["n_components"] = int(W.shape[1])  # all columns (noise block and per-class blocks included)
     if W_noise is not None or labels is not None:
-        noise = ["noise"] * (0 if W_noise is None else W_noise.shape[1])
+        noise = [NOISE_LABEL] * (0 if W_noise is None else W_noise.shape[1])
         meta["labels"] = noise + (labels if labels is not None else ["event"] * settings.n_components)
     art = DictionaryArtifact(W=W.detach().float().cpu(), frontend=fe_cfg.spectral_params(), meta=meta)
     out = Path(out)

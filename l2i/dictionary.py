@@ -22,7 +22,7 @@ import torch
 
 from l2i.frontend import SPECTRAL_KEYS, FrontEndConfig
 
-__all__ = ["DictionaryMismatchError", "DictionaryArtifact", "frontend_params"]
+__all__ = ["DictionaryMismatchError", "DictionaryArtifact", "frontend_params", "NOISE_LABEL"]
 
 FORMAT = "l2i.dictionary"
 VERSION = 1
@@ -103,6 +103,10 @@ def _normalise(W: torch.Tensor, source: str) -> torch.Tensor:
     if bool(((norms - 1).abs() <= 1e-5).all()):
         return W
     return W / norms
+
+
+#: the label of a noise component in ``meta["labels"]`` (a block learnt on the background, ``nmf.noise_components``)
+NOISE_LABEL = "noise"
 
 
 @dataclass

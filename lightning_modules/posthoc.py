@@ -17,7 +17,7 @@ import lightning as L
 import torch
 import torchmetrics
 
-from l2i.dictionary import DictionaryArtifact
+from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
 
@@ -49,12 +49,12 @@ def fidelity_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollecti
 def class_evidence(dictionary: DictionaryArtifact, source: str) -> list[bool]:
     """``(K,)``: True for the components that are not the dictionary's noise block (``noise_evidence: false``)."""
     labels = dictionary.labels
-    if not labels or "noise" not in labels:
+    if not labels or NOISE_LABEL not in labels:
         raise ValueError(
             f"noise_evidence: false needs a dictionary with noise components, but {source} has none "
             "(learn it with nmf.noise_components > 0, or keep noise_evidence: true)"
         )
-    return [label != "noise" for label in labels]
+    return [label != NOISE_LABEL for label in labels]
 
 
 class PostHocInterpreterModule(L.LightningModule):
