@@ -120,25 +120,27 @@ class CachedArray:
                 self._t = torch.from_numpy(self._array())
         return self._t
 
-    def read(self, index: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Samples ``[start:stop]`` of row ``index`` as float32 ``(stop - start,)``."""
+    def read(self, index: int, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Samples ``[start:stop]`` of row ``index`` as ``(stop - start,)`` of ``dtype``."""
         src = self._tensor()[self.rows[index]][start:stop]
-        return copy_into(torch.empty(src.shape[0], dtype=torch.float32), src)
+        return copy_into(torch.empty(src.shape[0], dtype=dtype), src)
 
-    def read_many(self, indices: Sequence[int]) -> torch.Tensor:
-        """Whole rows ``indices`` as one float32 ``(len(indices), samples)`` tensor (see :meth:`read_chunks`)."""
-        return self.read_chunks(indices, None, self._array().shape[1])
+    def read_many(self, indices: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Whole rows ``indices`` as one ``(len(indices), samples)`` tensor (see :meth:`read_chunks`)."""
+        return self.read_chunks(indices, None, self._array().shape[1], dtype)
 
-    def read_chunks(self, indices: Sequence[int], starts: Sequence[int] | None, length: int) -> torch.Tensor:
+    def read_chunks(self, indices: Sequence[int], starts: Sequence[int] | None, length: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Samples ``[starts[k], starts[k] + length)`` of row ``indices[k]`` for every ``k`` (``starts`` None:
-        from 0), zero past the row's end, as one float32 ``(len(indices), length)`` tensor.
+        from 0), zero past the row's end, as one ``(len(indices), length)`` tensor of ``dtype`` (float32, or
+        float16: the float16 cache's samples as stored, half the bytes to hand over and no conversion here).
 
         One pass over the memmap in file order, each sample converted once, straight into the batch (in a
         DataLoader worker a shared-memory buffer the main process maps as is: :mod:`datamodules.buffers`)."""
         rows = self.rows[np.asarray(indices, dtype=np.int64)]
         starts = np.zeros(len(rows), dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
         src, width = self._tensor(), self._array().shape[1]
-        out = batch_buffer((len(rows), int(length)))
+        out = batch_buffer((len(rows), int(length)), dtype)
         for k in np.argsort(rows, kind="stable").tolist():
             a = int(starts[k])
             b = min(a + int(length), width)

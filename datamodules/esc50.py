@@ -102,6 +102,7 @@ class ESC50DataModule(FileDataModule):
         report_dir: str | None = None,
         check_headers: bool = True,
         seed: int = 0,
+        batch_dtype: Literal["float32", "float16"] = "float32",
         test_fold: int = 1,
         val_fold: int | None = None,
         val_fraction: float = 0.1,
@@ -109,7 +110,7 @@ class ESC50DataModule(FileDataModule):
     ):
         super().__init__(
             root, sample_rate, duration_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed,
+            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
         )
         if test_fold not in FOLDS:
             raise ValueError(f"test_fold must be one of {FOLDS}, got {test_fold}")

@@ -55,6 +55,7 @@ __all__ = [
     "check_audio_files",
     "decode_clip",
     "AudioFileDataset",
+    "float32_waveform",
     "collate_batch",
     "Collated",
     "FileDataModule",
@@ -299,9 +300,35 @@ def decode_clip(
     return out
 
 
+BATCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def check_batch_dtype(batch_dtype, cache) -> torch.dtype:
+    """The waveform dtype of a dataset's batches: float32, or float16 when the clips come from a cache."""
+    dtype = BATCH_DTYPES.get(batch_dtype, batch_dtype) if isinstance(batch_dtype, str) else batch_dtype
+    if dtype not in BATCH_DTYPES.values():
+        raise ValueError(f"batch_dtype must be float32 or float16, got {batch_dtype!r}")
+    if dtype == torch.float16 and cache is None:
+        raise ValueError("batch_dtype float16 needs cache_dir: the float16 cache's samples are handed over as "
+                         "stored (decoded files are float32)")
+    return dtype
+
+
+def float32_waveform(batch):
+    """``batch`` with a float16 ``waveform`` cast to float32 (other batches and keys unchanged)."""
+    if isinstance(batch, dict) and isinstance(batch.get("waveform"), torch.Tensor) and batch["waveform"].dtype == torch.float16:
+        batch = type(batch)(batch)
+        batch["waveform"] = batch["waveform"].float()
+    return batch
+
+
 class AudioFileDataset(Dataset):
     """Map-style dataset over :class:`AudioItem`; item ``i`` -> ``{"waveform": float32 (num_samples,),
     "target": int | float32 (C,), "sample_rate": int, "id": str}``.
+
+    ``batch_dtype`` float16 (cached data only): waveforms come as the float16 cache stores them (half the
+    bytes to hand from a worker and to the device, no conversion in the loader); the DataModule casts them
+    to float32 on the device (:meth:`FileDataModule.on_after_batch_transfer`).
 
     With ``cache`` (a :class:`~datamodules.cache.CachedArray` whose row ``i`` holds item ``i``) the clip is
     read from the memmap and no decoding happens. Without it the file is decoded here (in the DataLoader
@@ -319,11 +346,13 @@ class AudioFileDataset(Dataset):
         split: str = "",
         on_bad_file: OnBadFile = "error",
         report: SkipReport | None = None,
+        batch_dtype: torch.dtype = torch.float32,
     ):
         self.items = list(items)
         self.sample_rate = int(sample_rate)
         self.num_samples = int(num_samples)
         self.cache = cache
+        self.batch_dtype = check_batch_dtype(batch_dtype, cache)
         self.split = split
         self.on_bad_file = on_bad_file
         self.report = report
@@ -337,7 +366,7 @@ class AudioFileDataset(Dataset):
         """The fixed-length waveform ``(num_samples,)`` of item ``index`` (``None`` when skipped)."""
         item = self.items[index]
         if self.cache is not None:
-            return fix_length(self.cache.read(index), self.num_samples)
+            return fix_length(self.cache.read(index, dtype=self.batch_dtype), self.num_samples)
         try:
             return decode_clip(item.path, self.sample_rate, self.num_samples)
         except AudioFileError as exc:
@@ -368,7 +397,7 @@ class AudioFileDataset(Dataset):
         those of ``[self[i] for i in indices]`` (skipped files left out)."""
         indices = [int(i) for i in indices]
         if self.cache is not None:
-            wavs = fix_length(self.cache.read_many(indices), self.num_samples)
+            wavs = fix_length(self.cache.read_many(indices, self.batch_dtype), self.num_samples)
         else:
             wavs = batch_buffer((len(indices), self.num_samples))
             kept = [k for k, i in enumerate(indices) if self._decode_into(i, wavs[k]) is not None]
@@ -444,6 +473,12 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
 
     ``prepare_data`` (one process per node) fills the cache; ``setup`` builds the items, applies the
     ``on_bad_file`` policy and opens the cache (building it if ``prepare_data`` was not called).
+
+    ``batch_dtype: float16`` (with ``cache_dir`` and the default ``cache_dtype: float16``) hands the cached
+    samples over as stored: half the bytes from a worker to the main process and to the device, no
+    conversion in the loader; :meth:`on_after_batch_transfer` casts the waveform to float32 on the device, so
+    LightningModules still see float32. Code that reads the loaders itself gets float16 waveforms (the
+    front-end accepts them; :func:`float32_waveform` converts a batch). Default float32: every batch float32.
     """
 
     name: str = "files"
@@ -465,8 +500,10 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
         report_dir: str | None = None,
         check_headers: bool = True,
         seed: int = 0,
+        batch_dtype: Literal["float32", "float16"] = "float32",
     ):
         super().__init__()
+        check_batch_dtype(batch_dtype, cache_dir or None)
         if on_bad_file not in ("error", "skip"):
             raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         if sample_rate <= 0 or duration_s <= 0 or batch_size <= 0:
@@ -484,6 +521,7 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
         self.report_dir = report_dir
         self.check_headers = bool(check_headers)
         self.seed = int(seed)
+        self.batch_dtype = batch_dtype
         self.datasets: dict[str, Dataset] = {}
         self.items: dict[str, list[AudioItem]] = {}
         self._report: SkipReport | None = None
@@ -587,8 +625,12 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
     def make_dataset(self, split: str, items: list[AudioItem], array) -> Dataset:
         return AudioFileDataset(
             items, self.sample_rate, self.num_samples, cache=array, split=split,
-            on_bad_file=self.on_bad_file, report=self.report,
+            on_bad_file=self.on_bad_file, report=self.report, batch_dtype=self.batch_dtype,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """float16 waveforms (``batch_dtype: float16``) become float32 on the device (Lightning calls this)."""
+        return float32_waveform(batch)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.stages:

@@ -101,9 +101,9 @@ class ChunkedAudioDataset(Dataset):
 
     def __init__(self, items: list[AudioItem], sample_rate: int, chunk_samples: int, lengths: np.ndarray, *,
                  mode: Literal["random", "all"], hop_samples: int | None = None, cache=None, split: str = "",
-                 on_bad_file: OnBadFile = "error", report=None):
+                 on_bad_file: OnBadFile = "error", report=None, batch_dtype: torch.dtype | str = torch.float32):
         self.base = AudioFileDataset(items, sample_rate, chunk_samples, cache=cache, split=split,
-                                     on_bad_file=on_bad_file, report=report)
+                                     on_bad_file=on_bad_file, report=report, batch_dtype=batch_dtype)
         self.items, self.sample_rate, self.chunk_samples = self.base.items, int(sample_rate), int(chunk_samples)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.mode = mode
@@ -121,7 +121,7 @@ class ChunkedAudioDataset(Dataset):
     def _chunk(self, clip: int, start: int) -> torch.Tensor | None:
         base = self.base
         if base.cache is not None:
-            return fix_length(base.cache.read(clip, start, start + self.chunk_samples), self.chunk_samples)
+            return fix_length(base.cache.read(clip, start, start + self.chunk_samples, base.batch_dtype), self.chunk_samples)
         item = self.items[clip]
         try:
             from datamodules import files
@@ -177,7 +177,7 @@ class ChunkedAudioDataset(Dataset):
                 out.append(None if wav is None else {"waveform": wav, **self._meta(clip, chunk)})
             return out
         clips = [p[0] for p in positions]
-        wavs = self.base.cache.read_chunks(clips, [p[2] for p in positions], self.chunk_samples)
+        wavs = self.base.cache.read_chunks(clips, [p[2] for p in positions], self.chunk_samples, self.base.batch_dtype)
         rest = collate_batch([self._meta(clip, chunk) for clip, chunk, _ in positions])
         return Collated({"waveform": wavs, **rest})
 
@@ -219,7 +219,7 @@ class _ChunkedModule(FileDataModule):
         return ChunkedAudioDataset(
             items, self.sample_rate, self.num_samples, lengths, mode="random" if split == "train" else "all",
             hop_samples=int(round(self.eval_hop_s * self.sample_rate)), cache=array, split=split,
-            on_bad_file=self.on_bad_file, report=self.report,
+            on_bad_file=self.on_bad_file, report=self.report, batch_dtype=self.batch_dtype,
         )
 
     average_chunks = staticmethod(average_chunks)
@@ -257,10 +257,11 @@ class MagnaTagATuneDataModule(_ChunkedModule):
         report_dir: str | None = None,
         check_headers: bool = True,
         seed: int = 0,
+        batch_dtype: Literal["float32", "float16"] = "float32",
     ):
         super().__init__(
             root, sample_rate, chunk_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed,
+            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
         )
         self._init_chunks(chunk_s, clip_s, eval_hop_s)
         self.class_names = list(MTAT_TOP50)
@@ -339,10 +340,11 @@ class MTGJamendoDataModule(_ChunkedModule):
         report_dir: str | None = None,
         check_headers: bool = True,
         seed: int = 0,
+        batch_dtype: Literal["float32", "float16"] = "float32",
     ):
         super().__init__(
             root, sample_rate, chunk_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed,
+            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
         )
         if split not in range(5):
             raise ValueError(f"split must be 0-4, got {split}")

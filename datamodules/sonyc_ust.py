@@ -101,13 +101,14 @@ class SONYCUSTDataModule(FileDataModule):
         report_dir: str | None = None,
         check_headers: bool = True,
         seed: int = 0,
+        batch_dtype: Literal["float32", "float16"] = "float32",
         level: Literal["coarse", "fine"] = "coarse",
         fine_x_tags: bool = True,
         unpack_archives: bool = False,
     ):
         super().__init__(
             root, sample_rate, duration_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed,
+            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
         )
         if level not in ("coarse", "fine"):
             raise ValueError(f"level must be 'coarse' or 'fine', got {level!r}")

@@ -147,7 +147,7 @@ def evaluate_interpreter(
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        wav = batch["waveform"].to(device)
+        wav = batch["waveform"].to(device).float()
         # the classifier's own decision: fidelity and faithfulness
         it = model.interpret(wav, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted)
         if task == "multiclass":

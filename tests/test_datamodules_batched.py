@@ -221,3 +221,60 @@ def test_ddp_sampler_injection_shards_items_as_before(esc):
         assert ids == [dm.items["train"][i].id for i in shard]
         seen += ids
     assert sorted(seen) == sorted(it.id for it in dm.items["train"])  # 18 clips: 9 per rank, none twice
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_float16_batches_hand_over_the_cache_as_stored_and_become_float32_on_the_device(esc, tmp_path, num_workers):
+    kw = dict(sample_rate=16000, duration_s=0.3, batch_size=5, test_fold=1, val_fold=2, num_workers=num_workers,
+              cache_dir=str(tmp_path / "cache"), cache_dtype="float16")
+    plain, half = ESC50DataModule(str(esc.root), **kw), ESC50DataModule(str(esc.root), batch_dtype="float16", **kw)
+    for dm in (plain, half):
+        dm.setup("fit")
+    a, b = list(plain._loader("val", shuffle=False)), list(half._loader("val", shuffle=False))
+    assert [x["id"] for x in a] == [y["id"] for y in b]
+    for x, y in zip(a, b):
+        assert y["waveform"].dtype == torch.float16 and x["waveform"].dtype == torch.float32
+        assert torch.equal(y["waveform"].float(), x["waveform"])  # the float16 cache's samples, exactly
+        moved = half.on_after_batch_transfer(y, 0)  # what Lightning calls once the batch is on the device
+        assert moved["waveform"].dtype == torch.float32 and torch.equal(moved["waveform"], x["waveform"])
+        assert y["waveform"].dtype == torch.float16 and torch.equal(moved["target"], y["target"])
+    # per-item reads agree with the batched ones
+    same_batches(b, list(per_item_loader(half, "val", False, num_workers)))
+    assert plain.on_after_batch_transfer(a[0], 0) is a[0]  # float32 batches pass untouched
+
+
+def test_float16_batches_need_a_cache_and_serve_mtat_chunks(mtat_fx, tmp_path):
+    with pytest.raises(ValueError, match="batch_dtype float16 needs cache_dir"):
+        ESC50DataModule(str(tmp_path), sample_rate=16000, duration_s=0.3, batch_size=5, batch_dtype="float16")
+    with pytest.raises(ValueError, match="batch_dtype must be float32 or float16"):
+        ESC50DataModule(str(tmp_path), sample_rate=16000, duration_s=0.3, batch_size=5, batch_dtype="bfloat16",
+                        cache_dir=str(tmp_path / "c"))
+    plain = _mtat(mtat_fx, tmp_path / "cache")
+    half = MagnaTagATuneDataModule(str(mtat_fx.root), sample_rate=16000, chunk_s=0.5, clip_s=1.5, batch_size=2,
+                                   cache_dir=str(tmp_path / "cache16"), cache_dtype="float16", batch_dtype="float16")
+    for dm in (plain, half):
+        dm.setup("test")
+    for x, y in zip(plain.test_dataloader(), half.test_dataloader()):
+        assert y["waveform"].dtype == torch.float16 and torch.equal(x["chunk_index"], y["chunk_index"])
+        torch.testing.assert_close(y["waveform"].float(), x["waveform"], atol=2e-3, rtol=0)  # float16 rounding
+
+
+def test_float16_batches_reach_the_lightning_module_as_float32(esc, tmp_path):
+    import lightning as L
+
+    from lightning_modules.classifier import ClassifierModule
+
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch["waveform"].dtype)
+
+    dm = ESC50DataModule(str(esc.root), sample_rate=8000, duration_s=0.25, batch_size=4, test_fold=1, val_fold=2,
+                         cache_dir=str(tmp_path / "cache"), batch_dtype="float16")
+    clf = ClassifierModule(backbone_kwargs={"channels": [4, 4, 4, 4]}, num_classes=dm.num_classes,
+                           frontend=dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16))
+    L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+              callbacks=[Record()]).fit(clf, datamodule=dm)
+    assert seen == [torch.float32, torch.float32]
