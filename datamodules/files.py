@@ -346,7 +346,7 @@ class AudioFileDataset(Dataset):
         split: str = "",
         on_bad_file: OnBadFile = "error",
         report: SkipReport | None = None,
-        batch_dtype: torch.dtype = torch.float32,
+        batch_dtype: torch.dtype | str = torch.float32,
     ):
         self.items = list(items)
         self.sample_rate = int(sample_rate)
