@@ -104,6 +104,11 @@ def test_batch_buffers_are_shared_in_workers_and_cast_on_one_thread():
         for n in (1, 2):
             torch.set_num_threads(n)
             assert torch.equal(copy_into(torch.empty(100003), src), src.float())
+            same = torch.empty(100003, dtype=torch.float16)  # float16 batches: a plain copy
+            assert copy_into(same, src) is same and torch.equal(same, src)
+            row = torch.zeros(2, 100003, dtype=torch.float16)
+            copy_into(row[1], src)  # into a batch row, in place
+            assert torch.equal(row[1], src) and not bool(row[0].any())
     finally:
         torch.set_num_threads(threads)
 

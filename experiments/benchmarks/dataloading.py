@@ -57,22 +57,23 @@ Same runs, before this change (same script, the previous commit's DataModules, b
 5,400-5,800 chunks/s with 1 worker, 7,700-9,400 -> 15,000-23,000 with 0 workers.
 
 **float16 batches** (``batch_dtype: float16``, rows ``f16 batches``): the float16 cache's samples handed over as
-stored, cast to float32 on the device. Idle machine (load < 1.3), 1 worker for the baseline, clips/s and speed-up
-(float32 batches -> float16 batches):
+stored (one numpy memcpy per row), cast to float32 on the device. Idle machine (load < 1.3), 1 worker for the
+baseline, clips/s and speed-up (float32 batches -> float16 batches):
 
-========================  =========  ====================  ========================
-data                      librosa    ours cached, 1 w      ours cached, 0 w
-========================  =========  ====================  ========================
-WAV 5 s, 44.1 kHz (3072)  161        2135 -> 1827 (11x)    5456 -> 7626 (34 -> 47x)
-WAV 44.1 -> 16 kHz (1024) 238        5293 -> 5605 (24x)    19105 -> 15650 (80 -> 66x)
-MP3 29.1 s, 16 kHz (256)  64         1145 -> 1953 (31x)    1792 -> 3906 (28 -> 61x)
-========================  =========  ====================  ========================
+==========================  =========  ==========================  ===============================
+data (clips)                librosa    ours cached, 1 w            ours cached, 0 w
+==========================  =========  ==========================  ===============================
+WAV 5 s, 44.1 kHz (3072)    167        2431 -> 3225 (15 -> 19x)    5850 -> 12573 (35 -> 75x)
+WAV 44.1 -> 16 kHz (2048)   230        5713 -> 7558 (25 -> 33x)    15888 -> 29172 (69 -> 127x)
+MP3 29.1 s, 16 kHz (256)    61         1116 -> 1679 (18 -> 28x)    1144 -> 3027 (19 -> 50x; 61x in
+                                                                   another run)
+==========================  =========  ==========================  ===============================
 
-With 0 workers the float16 batch halves the bytes written per clip and, for long clips, keeps the batch under
-glibc's 32 MB mmap ceiling (a fresh mmap per batch costs page faults: allocating and filling a float32
-(32, 465600) batch took 23.5 ms, 10.1 ms with ``mallopt(M_MMAP_THRESHOLD, 1 GiB)``). With a worker the figures
-move from run to run (the 44.1 kHz case gave 25.8x in a 1024-clip run); the hand-over, not the bytes, bounds it.
-The 16 kHz rows are 0.05-0.07 s epochs: within noise of each other.
+With 0 workers the float16 batch halves the bytes written per clip, skips the cast and, for long clips, keeps
+the batch under glibc's 32 MB mmap ceiling (a fresh mmap per batch costs page faults: allocating and filling a
+float32 (32, 465600) batch took 23.5 ms, 10.1 ms with ``mallopt(M_MMAP_THRESHOLD, 1 GiB)``). With a worker
+the hand-over, not the bytes, bounds it, and its figures move from run to run. The 0-worker 16 kHz and MP3
+epochs last 0.07-0.22 s: read them as +-20 %.
 
 The front-end rows (``+ front-end``, on this CPU) are bound by the front-end, which is meant for the GPU.
 
