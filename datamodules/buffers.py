@@ -8,8 +8,9 @@ start, so the decoder or the cache writes each sample exactly once and the main 
 
 :func:`copy_into` converts the cache's float16 rows to float32 (or copies them as they are, for float16
 batches, with numpy's single-threaded memcpy): torch's vectorised cast is ~5x faster than numpy's, but a copy
-above torch's parallel grain size (32,768 elements) is split across the intra-op threads, and with every core busy (a loaded machine, other processes) a two-thread copy of a 5 s clip was
-measured 50x slower than a one-thread one. Copying in slices under the grain size keeps every cast on the
+above torch's parallel grain size (32,768 elements) is split across the intra-op threads, and with every
+core busy (a loaded machine, other processes) a two-thread copy of a 5 s clip was measured 50x slower than a
+one-thread one. Copying in slices under the grain size keeps every cast on the
 calling thread, whatever ``torch.get_num_threads()`` is, in the main process (``num_workers=0``) too.
 """
 

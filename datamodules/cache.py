@@ -120,7 +120,8 @@ class CachedArray:
                 self._t = torch.from_numpy(self._array())
         return self._t
 
-    def read(self, index: int, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def read(self, index: int, start: int = 0, stop: int | None = None,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Samples ``[start:stop]`` of row ``index`` as ``(stop - start,)`` of ``dtype``."""
         src = self._tensor()[self.rows[index]][start:stop]
         return copy_into(torch.empty(src.shape[0], dtype=dtype), src)

@@ -316,7 +316,8 @@ def check_batch_dtype(batch_dtype, cache) -> torch.dtype:
 
 def float32_waveform(batch):
     """``batch`` with a float16 ``waveform`` cast to float32 (other batches and keys unchanged)."""
-    if isinstance(batch, dict) and isinstance(batch.get("waveform"), torch.Tensor) and batch["waveform"].dtype == torch.float16:
+    wave = batch.get("waveform") if isinstance(batch, dict) else None
+    if isinstance(wave, torch.Tensor) and wave.dtype == torch.float16:
         batch = type(batch)(batch)
         batch["waveform"] = batch["waveform"].float()
     return batch

@@ -121,7 +121,8 @@ class ChunkedAudioDataset(Dataset):
     def _chunk(self, clip: int, start: int) -> torch.Tensor | None:
         base = self.base
         if base.cache is not None:
-            return fix_length(base.cache.read(clip, start, start + self.chunk_samples, base.batch_dtype), self.chunk_samples)
+            wav = base.cache.read(clip, start, start + self.chunk_samples, base.batch_dtype)
+            return fix_length(wav, self.chunk_samples)
         item = self.items[clip]
         try:
             from datamodules import files

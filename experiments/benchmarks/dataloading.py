@@ -239,7 +239,8 @@ def run(args: argparse.Namespace) -> dict:
     cac = all_folds(dm_c)
     measure(f"ours cached{w}, loader only", cac, ours_step(False))
     measure(f"ours cached{w} + front-end", cac, ours_step(True))
-    half = all_folds(ESC50DataModule(str(root), cache_dir=str(cache_dir), cache_dtype="float16", batch_dtype="float16", **kw))
+    half = all_folds(ESC50DataModule(str(root), cache_dir=str(cache_dir), cache_dtype="float16",
+                                     batch_dtype="float16", **kw))
     measure(f"ours cached{w}, f16 batches, loader", half, ours_step(False))
     if ours_workers:
         kw0 = dict(kw, num_workers=0)

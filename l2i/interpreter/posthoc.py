@@ -226,7 +226,7 @@ class PostHocInterpreter(nn.Module):
         channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
         self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
-                           center=task == "multiclass", evidence=None if evidence is None else torch.as_tensor(evidence))
+                           center=task == "multiclass", evidence=evidence)
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)

@@ -23,7 +23,7 @@ dictionary's *noise* components, learnt on the background to reconstruct it, whi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +51,7 @@ class Theta(nn.Module):
         pooling: Literal["attention", "max", "mean"] = "attention",
         attention_dim: int = 256,
         center: bool = False,
-        evidence: Tensor | None = None,
+        evidence: Tensor | Sequence[bool] | None = None,
     ):
         super().__init__()
         self.center = bool(center)
