@@ -7,6 +7,7 @@ need torchcodec and FFmpeg, which we do not require, so all file access goes thr
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -62,12 +63,115 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Ten
     return AF.resample(waveform, int(orig_rate), int(new_rate))
 
 
+class PolyphaseResampler:
+    """torchaudio's sinc resampler (``transforms.Resample(orig_rate, new_rate)``: ``sinc_interp_hann``, width 6,
+    rolloff 0.99) computed only where its kernel is non-zero. ``(..., samples)`` -> ``(..., ceil(samples *
+    new / orig))``, the same samples as torchaudio's to float rounding (bit-equal for 44.1 -> 16 kHz).
+
+    Why by hand: torchaudio applies its ``(new, 2 * width + orig)`` kernel as one strided convolution, so every
+    output sample costs the whole row although only ~2 * 6 * orig / new of its taps are non-zero: 44.1 ->
+    16 kHz (orig 441, new 160 after the gcd) computes 475 products per output sample, 34 of them non-zero.
+    Here the ``new`` output phases are cut into groups of ``phases`` consecutive ones; a group's non-zero taps
+    lie in a window of ``L`` input samples (``L = 75`` for 44.1 -> 16 kHz with 16 phases), so one batched
+    product ``(groups, blocks, L) @ (groups, L, phases)`` over strided views of the padded input does all the
+    work with no copy of the input. A 5 s clip 44.1 -> 16 kHz on one thread: 0.18 ms instead of 0.85 ms
+    (soxr's HQ resampler, librosa's default: 0.76 ms). With few phases (``new`` < 16, e.g. 2:1 decimation)
+    ``m`` blocks are taken as one (``m * new`` phases), so that the product is a matrix product, not a
+    matrix-vector one. The group size minimises the products done, weighted for the efficiency of narrow
+    products (measured: 16 phases for 44.1 -> 16 and 22.05 -> 16 kHz, 48-64 for 16 -> 44.1 kHz).
+
+    CPU only (the strided views and the kernel live on the CPU); :func:`resample` is the device-agnostic one.
+    """
+
+    def __init__(self, orig_rate: int, new_rate: int):
+        ref = torchaudio.transforms.Resample(int(orig_rate), int(new_rate))
+        self.orig_rate, self.new_rate = int(orig_rate), int(new_rate)
+        orig, new, self.width = int(orig_rate) // ref.gcd, int(new_rate) // ref.gcd, int(ref.width)
+        kernel = ref.kernel[:, 0].double()  # (new, 2 * width + orig): phase p's taps over the padded input
+        self.reps = -(-16 // new)  # blocks taken as one: m * new phases over m * orig input samples
+        m = self.reps
+        wide = torch.zeros(m * new, kernel.shape[1] + (m - 1) * orig, dtype=kernel.dtype)
+        for r in range(m):  # phase r * new + p is phase p, r blocks (r * orig samples) later
+            wide[r * new:(r + 1) * new, r * orig:r * orig + kernel.shape[1]] = kernel
+        self.orig, self.new = m * orig, m * new
+        nonzero = wide != 0
+        taps = torch.arange(wide.shape[1])
+        first = torch.where(nonzero, taps, wide.shape[1]).min(dim=1).values
+        last = torch.where(nonzero, taps, -1).max(dim=1).values + 1
+
+        def plan(phases: int):
+            groups = -(-self.new // phases)
+            lo = [int(first[g * phases:(g + 1) * phases].min()) for g in range(groups)]
+            hi = [int(last[g * phases:(g + 1) * phases].max()) for g in range(groups)]
+            step = (lo[-1] - lo[0]) // (groups - 1) if groups > 1 else 0  # window g starts at base + g * step
+            base = min(lo[g] - g * step for g in range(groups))
+            length = max(hi[g] - base - g * step for g in range(groups))
+            cost = self.new * length * (1 + 16 / phases)  # products per block, narrow products cost more
+            return cost, phases, groups, step, base, length
+
+        candidates = [p for p in (4, 8, 16, 32, 48, 64, 96, 128) if p < self.new] + [self.new]
+        _, self.phases, self.groups, self.step, base, self.length = min(plan(p) for p in candidates)
+        # the windows may reach past the kernel's ends: pad kernel and input alike, so they stay in range
+        self.pad_left = max(0, -base)
+        self.pad_right = max(0, base + (self.groups - 1) * self.step + self.length - wide.shape[1])
+        wide = torch.nn.functional.pad(wide, (self.pad_left, self.pad_right))
+        self.base = base + self.pad_left
+        weights = torch.zeros(self.groups, self.length, self.phases, dtype=kernel.dtype)
+        for g in range(self.groups):
+            start = self.base + g * self.step
+            rows = wide[g * self.phases:(g + 1) * self.phases, start:start + self.length]
+            weights[g, :, :rows.shape[0]] = rows.T
+        self.weights = weights.float()  # (groups, L, phases)
+
+    @property
+    def margins(self) -> tuple[int, int]:
+        """Zeros before and after the input that :meth:`resample_padded` expects."""
+        return self.width + self.pad_left, self.width + self.orig + self.pad_right
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        if not waveform.is_floating_point():
+            raise TypeError(f"expected a floating-point waveform, got {waveform.dtype}")
+        shape, length = waveform.shape, waveform.shape[-1]
+        padded = torch.nn.functional.pad(waveform.reshape(-1, length).float(), self.margins)
+        out = torch.stack([self.resample_padded(row, length) for row in padded])
+        return out.reshape(*shape[:-1], out.shape[-1]).to(waveform.dtype)
+
+    def resample_padded(self, padded: torch.Tensor, length: int) -> torch.Tensor:
+        """Resample one signal of ``length`` samples given inside its zero margins: ``padded`` is a
+        contiguous float32 CPU ``(left + length + right,)`` tensor (:attr:`margins`), so a decoder can write
+        the samples straight into it (no padding copy). -> ``(ceil(length * new / orig),)``."""
+        left, right = self.margins
+        if padded.dim() != 1 or padded.shape[0] != left + length + right or not padded.is_contiguous():
+            raise ValueError(f"padded must be a contiguous ({left} + {length} + {right},) tensor, "
+                             f"got {tuple(padded.shape)}")
+        blocks = length // self.orig + 1
+        g = math.gcd(self.orig_rate, self.new_rate)
+        target = -(-(self.new_rate // g) * length // (self.orig_rate // g))  # ceil(new * length / orig)
+        views = padded.as_strided((self.groups, blocks, self.length), (self.step, self.orig, 1),
+                                  padded.storage_offset() + self.base)
+        with torch.no_grad():
+            out = torch.bmm(views, self.weights)  # (groups, blocks, phases)
+        # -> (blocks, groups * phases): the output samples in time order (the last group's unused phases,
+        # when groups * phases > new, dropped)
+        out = out.transpose(0, 1).reshape(blocks, -1)[:, :self.new]
+        return out.reshape(-1)[:target]
+
+
 @functools.lru_cache(maxsize=16)
-def _cpu_resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
-    """One resampler per rate pair and process: ``torchaudio.functional.resample`` rebuilds its kernel on
-    every call (~0.25 s of a 0.35 s call for a 5 s clip 44.1 -> 16 kHz). Same filter (``sinc_interp_hann``,
-    width 6, rolloff 0.99) as :func:`resample`."""
-    return torchaudio.transforms.Resample(orig_rate, new_rate)
+def _cpu_resampler(orig_rate: int, new_rate: int) -> PolyphaseResampler:
+    """One resampler per rate pair and process (its kernel is built once: ``torchaudio.functional.resample``
+    rebuilds it on every call, ~0.25 s of a 0.35 s call for a 5 s clip 44.1 -> 16 kHz); the same filter as
+    :func:`resample`."""
+    return PolyphaseResampler(orig_rate, new_rate)
+
+
+def _pcm16_to_float(data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """16-bit PCM ``(frames,)`` / ``(frames, channels)`` -> float32 in [-1, 1): ``x / 32768``, the scale
+    libsndfile uses when it reads such a file as float (bit-equal to ``SoundFile.read(dtype="float32")``,
+    tested). A 5 s 44.1 kHz clip: 0.10 ms read as int16 + ~0.05 ms here, against 0.40 ms read as float32.
+    Channels are averaged afterwards in float32, as for float reads (the sum of two scaled int16 is exact).
+    ``out``: where to write (a float32 array of ``data``'s shape)."""
+    return np.multiply(data, np.float32(1.0 / 32768.0), out=out, dtype=np.float32)
 
 
 def _all_finite(x: np.ndarray) -> bool:
@@ -127,34 +231,60 @@ def load_audio(
             stop = start + needed if stop is None else min(stop, start + needed)
         start, stop, _ = slice(start, stop).indices(fh.frames)
         frames = max(0, stop - start)
-        direct = out is not None and channels == 1 and target == rate
+        resampler = _cpu_resampler(rate, target) if target != rate else None
+        if resampler is not None:  # decode into the middle of the resampler's zero-padded input
+            left, right = resampler.margins
+            padded = np.empty(left + frames + right, dtype=np.float32)
+            dest = padded[left:left + frames]
+        else:
+            dest = None if out is None else out[:frames]
         try:
             if start:
                 fh.seek(start)
-            if direct:
-                data = fh.read(frames, dtype="float32", out=out[:frames])
-            else:
-                data = fh.read(frames, dtype="float32", always_2d=channels > 1)
+            data = _read_mono(fh, frames, channels, dest)
+        except AudioFileError:
+            raise
         except Exception as exc:
             raise AudioFileError(path, f"cannot decode audio ({exc})") from exc
-    if data.shape[0] == 0:
-        raise AudioFileError(path, "file holds no audio samples")
-    if not _all_finite(data):
+    if data is None:
         raise AudioFileError(path, "file holds NaN or infinite samples")
-    if data.ndim == 2:
-        data = data.mean(axis=1, dtype=np.float32)
-    wav = torch.from_numpy(data)
-    if target != rate:
-        with torch.no_grad():
-            wav = _cpu_resampler(rate, target)(wav)
+    n = data.shape[0]
+    if n == 0:
+        raise AudioFileError(path, "file holds no audio samples")
+    if resampler is not None:
+        padded[:left] = 0
+        padded[left + n:left + n + right] = 0
+        wav = resampler.resample_padded(torch.from_numpy(padded[:left + n + right]), n)
         rate = target
+    else:
+        wav = torch.from_numpy(data)
     if max_samples is not None and wav.shape[0] > max_samples:
         wav = wav[:max_samples]
-    if out is not None and not direct:
-        n = wav.shape[0]
-        out[:n] = wav.numpy()
-        wav = torch.from_numpy(out[:n])
+    if out is not None and not np.may_share_memory(wav.numpy(), out):
+        out[:wav.shape[0]] = wav.numpy()
+        wav = torch.from_numpy(out[:wav.shape[0]])
     return wav.contiguous(), int(rate)
+
+
+def _read_mono(fh: sf.SoundFile, frames: int, channels: int, dest: np.ndarray | None) -> np.ndarray | None:
+    """Read up to ``frames`` frames from ``fh``'s position as float32 mono ``(n,)``, into ``dest[:n]`` when
+    given (a float32 ``(frames,)`` array); ``None`` when a float file holds a non-finite sample.
+
+    16-bit PCM is read as stored and scaled here (:func:`_pcm16_to_float`); channels are averaged in
+    float32."""
+    pcm16 = fh.subtype == "PCM_16"
+    if channels == 1:
+        if pcm16:
+            raw = fh.read(frames, dtype="int16")
+            return _pcm16_to_float(raw, None if dest is None else dest[:raw.shape[0]])
+        data = fh.read(frames, dtype="float32", out=dest)
+        return data if _all_finite(data) else None
+    raw = fh.read(frames, dtype="int16" if pcm16 else "float32", always_2d=True)  # (n, channels)
+    if pcm16:
+        raw = _pcm16_to_float(raw)
+    elif not _all_finite(raw):
+        return None
+    return raw.mean(axis=1, dtype=np.float32, out=None if dest is None else dest[:raw.shape[0]])
 
 
 def save_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int) -> Path:

@@ -79,3 +79,63 @@ def test_save_round_trip_and_refuses_nan(tmp_path):
     assert torch.allclose(x, y, atol=1e-6)
     with pytest.raises(ValueError, match="NaN"):
         save_audio(tmp_path / "bad.wav", torch.tensor([0.0, float("nan")]), 16000)
+
+
+@pytest.mark.parametrize(
+    "orig, new",
+    [(44100, 16000), (16000, 44100), (44100, 22050), (48000, 16000), (22050, 16000), (44100, 48000), (8000, 16000),
+     (3, 2)],
+)
+def test_polyphase_resampler_equals_torchaudio_resample(orig, new):
+    """Only the kernel's non-zero taps are computed: the samples are torchaudio's (same filter, same length),
+    for long and short signals and leading batch dimensions."""
+    import torchaudio
+
+    from l2i.audio import PolyphaseResampler
+
+    ours, ref = PolyphaseResampler(orig, new), torchaudio.transforms.Resample(orig, new)
+    x = torch.randn(2, 3, 20011, generator=torch.Generator().manual_seed(0))
+    for length in (20011, 4410, 441, 7, 1):
+        got, want = ours(x[..., :length]), ref(x[..., :length])
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    assert ours.length < ref.kernel.shape[-1] or ours.reps > 1  # fewer taps per output than torchaudio's row
+
+
+def test_polyphase_resampler_padded_input_contract():
+    from l2i.audio import PolyphaseResampler
+
+    rs = PolyphaseResampler(44100, 16000)
+    left, right = rs.margins
+    x = torch.randn(1000)
+    padded = torch.nn.functional.pad(x, (left, right))
+    torch.testing.assert_close(rs.resample_padded(padded, 1000), rs(x))
+    with pytest.raises(ValueError, match="padded must be a contiguous"):
+        rs.resample_padded(x, 1000)
+    with pytest.raises(TypeError, match="floating-point"):
+        rs(torch.zeros(10, dtype=torch.int16))
+
+
+@pytest.mark.parametrize("suffix, channels", [(".wav", 1), (".wav", 2), (".flac", 1)])
+def test_pcm16_files_read_bit_equal_to_soundfile_float_reads(tmp_path, suffix, channels):
+    """16-bit PCM is read as int16 and scaled here (faster than libsndfile's conversion): the samples are
+    exactly soundfile's float32 ones (extremes included), with and without ``out``; resampled reads equal
+    resampling soundfile's samples."""
+    from l2i.audio import PolyphaseResampler
+
+    rng = np.random.default_rng(0)
+    pcm = rng.integers(-32768, 32768, size=(8000, channels), dtype=np.int16)
+    pcm[0], pcm[1] = -32768, 32767
+    path = tmp_path / f"clip{suffix}"
+    sf.write(str(path), pcm if channels > 1 else pcm[:, 0], 8000, subtype="PCM_16")
+    ref = sf.read(str(path), dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32)
+
+    wav, _ = load_audio(path)
+    np.testing.assert_array_equal(wav.numpy(), ref)
+    out = np.full(9000, 7.0, dtype=np.float32)
+    got, _ = load_audio(path, out=out)
+    assert np.shares_memory(got.numpy(), out)
+    np.testing.assert_array_equal(got.numpy(), ref)
+    resampled, rate = load_audio(path, 16000)
+    assert rate == 16000
+    torch.testing.assert_close(resampled, PolyphaseResampler(8000, 16000)(torch.from_numpy(ref)), atol=1e-6, rtol=0)
