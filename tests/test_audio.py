@@ -139,3 +139,17 @@ def test_pcm16_files_read_bit_equal_to_soundfile_float_reads(tmp_path, suffix, c
     resampled, rate = load_audio(path, 16000)
     assert rate == 16000
     torch.testing.assert_close(resampled, PolyphaseResampler(8000, 16000)(torch.from_numpy(ref)), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_float_files_with_non_finite_samples_are_refused_by_name(tmp_path, channels, bad):
+    """A float WAV holding NaN / inf never reaches a model: every read path (native rate, resampled, into
+    ``out``) raises naming the file."""
+    data = np.zeros((800, channels), dtype=np.float32)
+    data[123, channels - 1] = bad
+    path = tmp_path / "nonfinite.wav"
+    sf.write(str(path), data, 8000, subtype="FLOAT")
+    for kwargs in ({}, {"sample_rate": 16000}, {"out": np.zeros(800, dtype=np.float32)}):
+        with pytest.raises(AudioFileError, match=r"nonfinite\.wav: file holds NaN or infinite samples"):
+            load_audio(path, **kwargs)
