@@ -84,7 +84,8 @@ def test_dataset_configs_run_end_to_end_on_the_fixture(dataset, tmp_path, monkey
     ckpt = _finite_state(tmp_path / "posthoc" / "checkpoints" / "last.ckpt")
     # the classifier stays frozen inside the interpreter: its weights are the classifier checkpoint's
     before = torch.load(classifier, map_location="cpu", weights_only=True)["state_dict"]
-    frozen = {k[len("interpreter."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("interpreter.backbone.")}
+    frozen = {k[len("interpreter."):]: v for k, v in ckpt["state_dict"].items()
+              if k.startswith("interpreter.backbone.")}
     assert frozen and all(torch.equal(v, before[k]) for k, v in frozen.items())
 
     main(["fit", "--config", str(cfg / "bydesign.yaml"), *stage2, "--trainer.default_root_dir",

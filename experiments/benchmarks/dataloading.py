@@ -97,6 +97,14 @@ AVX decoder) and less than FFmpeg's decoder (PyAV: 9.4 ms); the baseline spends 
 bound with no overhead at all; the fresh shared memory of each batch alone costs ~0.5 ms per clip). A third
 core would pass 5x; none was available.
 
+**CPU ms per clip** (each row, and the last line: librosa's CPU per clip over ours): what a clip costs in CPU in
+all the pipeline's processes (main + workers, from ``/proc``), so how a pipeline scales past this machine's
+2 cores: with N workers on N free cores ours tends to N times that ratio against the one-worker baseline.
+Idle machine: MP3 29.1 s librosa 16.7 vs ours uncached 6.8 ms (2.5x per core: the worker's 6.4 ms is 5.1 ms of
+mpg123 plus ~1.3 ms of writing into fresh shared memory and the rest; the main process 0.1 ms), so two free
+cores would give ~5x and three more; WAV 44.1 -> 16 kHz 4.1 vs 0.71 ms (5.7x per core). A 10 ms clock tick
+makes the short (cached, 0-worker) epochs' CPU figures coarse.
+
 The front-end rows (``+ front-end``, on this CPU) are bound by the front-end, which is meant for the GPU.
 
     python experiments/benchmarks/dataloading.py                         # 256 clips, 44.1 kHz, CPU
@@ -188,6 +196,29 @@ def blas_threads() -> dict[str, int]:
     return {i["internal_api"]: int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"}
 
 
+def cpu_seconds() -> float | None:
+    """CPU seconds (user + system) used so far by this process and its live children - the DataLoader
+    workers - read from Linux's ``/proc`` (``None`` elsewhere). Its difference over an epoch divided by the
+    clips is what a clip costs in CPU, whichever process spent it: the figure that tells how a pipeline scales
+    with more cores and workers, where clips/s on this machine cannot."""
+    try:
+        tick, me, total = os.sysconf("SC_CLK_TCK"), os.getpid(), 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat = fh.read()
+            except OSError:  # the process ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state): ppid, ..., utime, stime
+            if int(entry) == me or int(fields[1]) == me:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _epoch(loaders, step) -> tuple[float, int]:
     start, n = time.perf_counter(), 0
     for loader in loaders if isinstance(loaders, list) else [loaders]:
@@ -233,9 +264,14 @@ def run(args: argparse.Namespace) -> dict:
 
     def measure(name: str, loader, step):
         _epoch(loader, step)  # warm-up (page cache, worker start-up paths, kernels)
+        cpu0 = cpu_seconds()
         secs, n = _epoch(loader, step)
-        results[name] = {"clips": n, "seconds": round(secs, 3), "clips_per_s": round(n / secs, 1)}
-        print(f"{name:32s} {n:5d} clips  {secs:7.2f} s  {n / secs:9.1f} clips/s", flush=True)
+        cpu1 = cpu_seconds()
+        cpu_ms = None if cpu0 is None or cpu1 is None else 1e3 * (cpu1 - cpu0) / n
+        results[name] = {"clips": n, "seconds": round(secs, 3), "clips_per_s": round(n / secs, 1),
+                         "cpu_ms_per_clip": None if cpu_ms is None else round(cpu_ms, 2)}
+        cpu = "" if cpu_ms is None else f"  {cpu_ms:6.2f} CPU ms/clip"
+        print(f"{name:32s} {n:5d} clips  {secs:7.2f} s  {n / secs:9.1f} clips/s{cpu}", flush=True)
 
     # librosa per item
     dm = ESC50DataModule(str(root), **kw)
@@ -275,6 +311,11 @@ def run(args: argparse.Namespace) -> dict:
     base = results[next(iter(results))]["clips_per_s"]
     ratios = {k: round(v["clips_per_s"] / base, 1) for k, v in results.items()}
     print("speed-up over librosa per item: " + ", ".join(f"{k}: {r}x" for k, r in ratios.items()))
+    base_cpu = results[next(iter(results))]["cpu_ms_per_clip"]
+    cpu_ratios = {k: round(base_cpu / v["cpu_ms_per_clip"], 1) for k, v in results.items()
+                  if base_cpu and v["cpu_ms_per_clip"]}
+    if cpu_ratios:  # per core: with N workers on N free cores, ours tends to N times this against one librosa worker
+        print("CPU per clip, librosa per item / ours: " + ", ".join(f"{k}: {r}x" for k, r in cpu_ratios.items()))
     return {
         "clips": args.clips, "seconds_per_clip": args.seconds, "format": args.format, "file_rate": args.file_rate,
         "target_rate": args.target_rate, "batch_size": args.batch_size, "workers": args.workers,
@@ -282,6 +323,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": str(device), "torch_threads": torch.get_num_threads(), "blas_threads": blas, "cpus": os.cpu_count(),
         "load_average": list(os.getloadavg()),
         "machine": platform.platform(), "cache_build_s": round(build, 2), "results": results, "speedup": ratios,
+        "cpu_ratio": cpu_ratios,
     }
 
 
