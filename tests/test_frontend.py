@@ -79,3 +79,16 @@ def test_config_rejects_unknown_fields_and_reports_spectral_params():
         FrontEndConfig.from_any({"hop": 3})
     params = FrontEndConfig(n_fft=1024, hop_length=512, sample_rate=44100).spectral_params()
     assert params["win_length"] == 1024 and params["transform"] == "log1p_magnitude"
+
+
+def test_phase_and_nmf_are_computed_on_first_use_and_kept():
+    """A classifier reads only ``logmel``: the phase (an atan2 per bin) and log1p|X| are computed when first
+    read, equal to their definitions, and computed once."""
+    fe = AudioFrontEnd(FrontEndConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32))
+    f = fe(torch.randn(2, 4000))
+    assert f._phase is None and f._nmf is None
+    torch.testing.assert_close(f.phase, torch.angle(fe.stft(f.waveform)))
+    torch.testing.assert_close(f.nmf, torch.log1p(torch.abs(fe.stft(f.waveform))))
+    assert f.phase is f.phase and f.nmf is f.nmf
+    back = fe.inverse(f.magnitude, f.phase, length=4000)
+    assert (back - f.waveform).abs().max() < 1e-4
