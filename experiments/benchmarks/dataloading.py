@@ -251,7 +251,8 @@ def run(args: argparse.Namespace) -> dict:
             if with_frontend:
                 wav = batch["waveform"].to(device, non_blocking=True).float()  # float16 batches: cast on the device
                 with torch.no_grad():
-                    front(wav, cfg.sample_rate)  # STFT, |X|, phase, log1p|X| (NMF input), log-mel
+                    # STFT, |X|, log-mel and log1p|X| (the NMF input): what the librosa pipeline computes
+                    front(wav, cfg.sample_rate).nmf
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
             return len(batch["id"])
