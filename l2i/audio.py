@@ -7,7 +7,6 @@ need torchcodec and FFmpeg, which we do not require, so all file access goes thr
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 
@@ -87,6 +86,7 @@ class PolyphaseResampler:
         ref = torchaudio.transforms.Resample(int(orig_rate), int(new_rate))
         self.orig_rate, self.new_rate = int(orig_rate), int(new_rate)
         orig, new, self.width = int(orig_rate) // ref.gcd, int(new_rate) // ref.gcd, int(ref.width)
+        self.ratio = (new, orig)  # output samples per input samples, reduced
         kernel = ref.kernel[:, 0].double()  # (new, 2 * width + orig): phase p's taps over the padded input
         self.reps = -(-16 // new)  # blocks taken as one: m * new phases over m * orig input samples
         m = self.reps
@@ -145,8 +145,7 @@ class PolyphaseResampler:
             raise ValueError(f"padded must be a contiguous ({left} + {length} + {right},) tensor, "
                              f"got {tuple(padded.shape)}")
         blocks = length // self.orig + 1
-        g = math.gcd(self.orig_rate, self.new_rate)
-        target = -(-(self.new_rate // g) * length // (self.orig_rate // g))  # ceil(new * length / orig)
+        target = -(-self.ratio[0] * length // self.ratio[1])  # ceil(new * length / orig)
         views = padded.as_strided((self.groups, blocks, self.length), (self.step, self.orig, 1),
                                   padded.storage_offset() + self.base)
         with torch.no_grad():
