@@ -268,7 +268,9 @@ def _read_mono(fh: sf.SoundFile, frames: int, channels: int, dest: np.ndarray | 
     given (a float32 ``(frames,)`` array); ``None`` when a float file holds a non-finite sample.
 
     16-bit PCM is read as stored and scaled here (:func:`_pcm16_to_float`); channels are averaged in
-    float32."""
+    float32. Only 16-bit: measured per 5 s 44.1 kHz clip, reading as integers and scaling is bit-equal for
+    24/32-bit too but no faster for 24-bit WAV (0.84 vs 0.77 ms) or any FLAC (decoding dominates), and
+    32-bit integer files are rare."""
     pcm16 = fh.subtype == "PCM_16"
     if channels == 1:
         if pcm16:
