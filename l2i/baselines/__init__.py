@@ -7,7 +7,8 @@ magnitude with the input phase, inverse STFT.
   (:mod:`l2i.baselines.attribution`): ``saliency``, ``integrated_gradients``, ``gradcam``, ``occlusion``;
 * the L-MAC-style mask decoder (:mod:`l2i.baselines.lmac`; trained by ``lightning_modules.LMACModule``): ``lmac``;
 * component sets on the post-hoc interpreter's dictionary and activations (:mod:`l2i.baselines.components`):
-  ``random_components``, ``all_components``, ``oracle_components`` (chosen with the true sources).
+  ``random_components``, ``all_components``, ``oracle_components`` (chosen with the true sources);
+* the oracle ideal ratio mask computed from the true sources (:mod:`l2i.baselines.oracle`): ``ideal_ratio_mask``.
 
 Component-free baselines carry ``relevance`` / ``components`` of shape ``(B, C, 0)`` (see
 :mod:`l2i.baselines.common`). :func:`build_baseline` makes one by name.
@@ -25,6 +26,7 @@ from l2i.baselines.attribution import (
 from l2i.baselines.common import attribution_mask, mask_interpretation, mel_to_linear, mel_to_linear_matrix
 from l2i.baselines.components import AllComponents, OracleComponents, RandomComponents, oracle_components, posthoc_net
 from l2i.baselines.lmac import LMACDecoder, LMACInterpreter
+from l2i.baselines.oracle import IdealRatioMask
 
 __all__ = [
     "AttributionInterpreter",
@@ -37,6 +39,7 @@ __all__ = [
     "RandomComponents",
     "AllComponents",
     "OracleComponents",
+    "IdealRatioMask",
     "oracle_components",
     "posthoc_net",
     "attribution_mask",
@@ -44,6 +47,7 @@ __all__ = [
     "mel_to_linear",
     "mel_to_linear_matrix",
     "ATTRIBUTIONS",
+    "SOURCE_ORACLES",
     "COMPONENT_BASELINES",
     "build_baseline",
 ]
@@ -55,6 +59,8 @@ ATTRIBUTIONS = {
     "gradcam": GradCAMInterpreter,
     "occlusion": OcclusionInterpreter,
 }
+#: baselines on the classifier's STFT that need the clips' true sources, by name
+SOURCE_ORACLES = {"ideal_ratio_mask": IdealRatioMask}
 #: baselines on the post-hoc interpreter's components by name
 COMPONENT_BASELINES = {
     "random_components": RandomComponents,
@@ -67,18 +73,18 @@ def build_baseline(name: str, *, classifier=None, posthoc=None, **kwargs):
     """A baseline interpreter by name.
 
     Args:
-        name: a key of :data:`ATTRIBUTIONS` (needs ``classifier``: anything with ``frontend``, ``backbone``,
+        name: a key of :data:`ATTRIBUTIONS` or :data:`SOURCE_ORACLES` (needs ``classifier``: anything with ``frontend``, ``backbone``,
             ``task``, ``num_classes``, e.g. ``ClassifierModule``) or of :data:`COMPONENT_BASELINES` (needs
             ``posthoc``: the post-hoc model).
         kwargs: the baseline's own arguments (e.g. ``n_steps``, ``patch``, ``layer``, ``mask``, ``seed``).
     """
-    if name in ATTRIBUTIONS:
+    if name in ATTRIBUTIONS or name in SOURCE_ORACLES:
         if classifier is None:
             raise ValueError(f"baseline {name!r} needs the classifier (frontend + backbone)")
-        return ATTRIBUTIONS[name](classifier.frontend, classifier.backbone, classifier.task,
+        return {**ATTRIBUTIONS, **SOURCE_ORACLES}[name](classifier.frontend, classifier.backbone, classifier.task,
                                   getattr(classifier, "num_classes", None), **kwargs)
     if name in COMPONENT_BASELINES:
         if posthoc is None:
             raise ValueError(f"baseline {name!r} needs the post-hoc interpreter (its dictionary and activations)")
         return COMPONENT_BASELINES[name](posthoc, **kwargs)
-    raise ValueError(f"unknown baseline {name!r}; known: {sorted({*ATTRIBUTIONS, *COMPONENT_BASELINES, 'lmac'})}")
+    raise ValueError(f"unknown baseline {name!r}; known: {sorted({*ATTRIBUTIONS, *SOURCE_ORACLES, *COMPONENT_BASELINES, 'lmac'})}")

@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from l2i.baselines.common import SourcesObserver
 from l2i.evaluation.ground_truth import class_sources
 from l2i.interpreter.interpretation import EPS, Interpretation, build_interpretation, random_components, select_classes
 
@@ -140,7 +141,7 @@ def oracle_components(
     return (share > float(min_share)) & (total[:, None] > 0)
 
 
-class OracleComponents(_ComponentBaseline):
+class OracleComponents(SourcesObserver, _ComponentBaseline):
     """Components chosen with the true sources (see :func:`oracle_components`).
 
     The sources come as keyword arguments (``sources (B, S, N)``, ``source_labels (B, S)``, optional
@@ -157,31 +158,6 @@ class OracleComponents(_ComponentBaseline):
             raise ValueError(f"oracle: min_share must be in [0, 1), got {min_share}")
         self.min_share = float(min_share)
         self.settings = {"min_share": self.min_share}
-        self._observed: dict | None = None
-
-    def observe(self, batch: dict) -> None:
-        """Remember ``batch`` (``waveform``, ``sources``, ``source_labels``[, ``source_targets``])."""
-        for key in ("waveform", "sources", "source_labels"):
-            if key not in batch:
-                raise KeyError(f"oracle components need batch[{key!r}] (clips with known sources)")
-        self._observed = {k: batch[k] for k in ("waveform", "sources", "source_labels", "source_targets") if k in batch}
-
-    def observing(self, loader):
-        """Yield ``loader``'s batches, observing each one first."""
-        for batch in loader:
-            self.observe(batch)
-            yield batch
-
-    def _sources_for(self, waveform: Tensor) -> dict:
-        obs = self._observed
-        if obs is not None:
-            ref = obs["waveform"].to(waveform.device).float()
-            if ref.shape == waveform.shape and torch.equal(ref, waveform.float()):
-                return obs
-        raise ValueError(
-            "oracle components need the clips' sources: pass sources=/source_labels= to interpret, or observe(batch) "
-            "with the batch being interpreted (noisy or altered waveforms have no known sources)"
-        )
 
     @torch.no_grad()
     def interpret(self, waveform: Tensor, target: Tensor | int | Sequence[int] | None = None, threshold: float = 0.2, *,
@@ -189,9 +165,7 @@ class OracleComponents(_ComponentBaseline):
                   sources: Tensor | None = None, source_labels: Tensor | None = None,
                   source_targets: Tensor | None = None) -> Interpretation:
         """``waveform (B, N)`` -> :class:`Interpretation` whose components are chosen with the true sources."""
-        if sources is None or source_labels is None:
-            obs = self._sources_for(waveform)
-            sources, source_labels, source_targets = obs["sources"], obs["source_labels"], obs.get("source_targets")
+        sources, source_labels, source_targets = self._sources_for(waveform, sources, source_labels, source_targets)
         out, classes = self._forward(waveform, target, sample_rate, class_threshold)
         device = out.activations.device
         x = out.features.waveform.float()

@@ -9,14 +9,20 @@ Per batch (``waveform (B, N)``; ``target``; optional ``sources``/``source_labels
    components (:func:`~l2i.interpreter.interpretation.random_components`);
 3. :class:`~l2i.evaluation.faithfulness.Faithfulness` (residual waveforms through the classifier) and
    :class:`~l2i.evaluation.mask.MaskMetrics` (L-MAC's AI/AD/AG/FF/FidIn/SPS/COMP on the masked spectrogram);
-4. ground truth (when the batch has sources): the **true** classes are explained, scored by
-   :class:`~l2i.evaluation.ground_truth.GroundTruth` (with a random-component interpretation as baseline);
+4. ground truth (when the batch has sources): every class **present** in the clip is explained
+   (:func:`~l2i.evaluation.ground_truth.present_classes`) and scored by
+   :class:`~l2i.evaluation.ground_truth.GroundTruth` against its true source, next to the mixture, another
+   present class's interpretation (specificity), random active components, all components and the ideal
+   ratio mask; single- and multi-source clips apart;
 5. noise robustness, per SNR in ``noise_snr_db``: the noisy clips are explained for the same classes as the
    clean ones (the true classes when sources are known) and scored by
    :class:`~l2i.evaluation.noise.NoiseRobustness`.
 
-Keys: ``fidelity.*``, ``faithfulness.*``, ``lmac.*``, ``ground_truth.*``, ``noise_<snr>dB.*``, ``clips``,
-``seconds``. :func:`results_markdown` renders them as a table, :data:`DESCRIPTIONS` explains each family.
+Keys: ``fidelity.*``, ``faithfulness.*``, ``lmac.*``, ``ground_truth.<all|single|multi>.*``, ``noise_<snr>dB.*``,
+``components_mean``, ``clips``, ``seconds``. :func:`results_markdown` renders them as a table,
+:func:`ground_truth_markdown` the ground-truth report as the table of estimates, :data:`DESCRIPTIONS` explains
+each family. This is the project's one evaluator: the post-hoc and by-design stages, ``l2i evaluate`` and the
+benchmark all call :func:`evaluate_interpreter`.
 """
 
 from __future__ import annotations
@@ -31,18 +37,26 @@ from torch import Tensor
 from l2i.evaluation.common import can_classify_magnitude, classify_waveform, supports_components
 from l2i.evaluation.faithfulness import Faithfulness
 from l2i.evaluation.fidelity import Fidelity
-from l2i.evaluation.ground_truth import GroundTruth, class_sources, si_sdr
+from l2i.evaluation.ground_truth import (
+    SUBSETS,
+    GroundTruth,
+    class_sources,
+    present_classes,
+    random_active_components,
+    si_sdr,
+)
 from l2i.evaluation.mask import MaskMetrics
 from l2i.evaluation.noise import NoiseRobustness, add_white_noise
 from l2i.interpreter.interpretation import random_components
 
-__all__ = ["evaluate_interpreter", "tune_interpreter_thresholds", "results_markdown", "DESCRIPTIONS", "noise_prefix"]
+__all__ = ["evaluate_interpreter", "tune_interpreter_thresholds", "results_markdown", "ground_truth_markdown", "GROUND_TRUTH_ROWS", "DESCRIPTIONS",
+           "noise_prefix"]
 
 DESCRIPTIONS = {
     "fidelity": "agreement of the interpreter's prediction Θ(H) with the classifier's (fraction)",
     "faithfulness": "drop of f's logit / probability of the explained class when the chosen (vs as many random) components are removed",
     "lmac": "L-MAC's mask metrics: AI, AD, AG, FF, FidIn in %; SPS (Gini) and COMP (entropy, nats)",
-    "ground_truth": "SI-SDR (dB) of the interpretation of the true class against its true source; energy share inside the source's support",
+    "ground_truth": "per (clip, class present) pair, SI-SDR (dB) against the class's true source of its interpretation, the mixture, another present class's interpretation (specificity: share of pairs where the own is closer), random active / all components and the ideal ratio mask; all, single- and multi-source clips",
     "noise": "change of fidelity, relevance of the chosen components and SI-SDR under white noise",
 }
 
@@ -68,10 +82,10 @@ def _device_of(module, device) -> torch.device:
         return torch.device("cpu")
 
 
-def _interpret(interpreter, waveform, target, threshold, components=None):
-    if components is None:
-        return interpreter.interpret(waveform, target=target, threshold=threshold)
-    return interpreter.interpret(waveform, target=target, threshold=threshold, components=components)
+def _interpret(interpreter, waveform, target, threshold, components=None, **kwargs):
+    if components is not None:
+        kwargs["components"] = components
+    return interpreter.interpret(waveform, target=target, threshold=threshold, **kwargs)
 
 
 @torch.no_grad()
@@ -93,6 +107,7 @@ def evaluate_interpreter(
     seed: int = 0,
     device: str | torch.device | None = None,
     frontend=None,
+    interpret_kwargs: dict | None = None,
 ) -> dict[str, float]:
     """Run the whole suite; returns ``{"fidelity.top1": …, "faithfulness.…": …, …, "clips": n, "seconds": s}``.
 
@@ -118,6 +133,8 @@ def evaluate_interpreter(
         device: where to run (default: the classifier's device).
         frontend: the STFT front-end of the interpretations' masks (default ``classifier.frontend``, else
             ``interpreter.frontend``); needed by the ground-truth family.
+        interpret_kwargs: extra keyword arguments of every ``interpret`` call (e.g. the post-hoc interpreter's
+            ``mask_mode='share'``, ``relevance_weighted=True``).
     """
     start = time.perf_counter()
     task = _task_of(interpreter, classifier, task)
@@ -128,10 +145,12 @@ def evaluate_interpreter(
     snrs = [] if noise_snr_db is None else ([float(noise_snr_db)] if isinstance(noise_snr_db, (int, float)) else [float(s) for s in noise_snr_db])
     use_random = bool(random_baseline) and supports_components(interpreter)
     gen = torch.Generator().manual_seed(int(seed))
+    kw = dict(interpret_kwargs or {})
 
     fidelity = faith = lmac = gt = None
     noise = {s: NoiseRobustness(s) for s in snrs}
     clips = 0
+    chosen_sum = chosen_n = 0.0
     for b, batch in enumerate(dataloader):
         if max_batches is not None and b >= max_batches:
             break
@@ -145,11 +164,11 @@ def evaluate_interpreter(
             faith = Faithfulness(task)
             lmac = MaskMetrics(task, class_thresholds=0.5 if classifier_thresholds is None else torch.as_tensor(classifier_thresholds))
             gt = GroundTruth()
-        interp = _interpret(interpreter, waveform, None, threshold)
+        interp = _interpret(interpreter, waveform, None, threshold, **kw)
         fidelity.update(interp.logits.to(device), logits)
         rand = None
         if use_random:
-            rand = _interpret(interpreter, waveform, interp.classes, threshold, random_components(interp.components, gen))
+            rand = _interpret(interpreter, waveform, interp.classes, threshold, random_components(interp.components, gen), **kw)
         faith.update_from_logits(
             logits,
             classify_waveform(classifier, interp.residual),
@@ -157,6 +176,9 @@ def evaluate_interpreter(
             None if rand is None else classify_waveform(classifier, rand.residual),
         )
         lmac.update_from_interpretation(classifier, waveform, interp, mask_domain)
+        if interp.components.shape[-1]:
+            chosen_sum += float(interp.num_chosen[interp.valid].sum())
+            chosen_n += float(interp.valid.sum())
 
         has_sources = "sources" in batch and "source_labels" in batch
         do_gt = has_sources if ground_truth is None else bool(ground_truth)
@@ -166,19 +188,23 @@ def evaluate_interpreter(
         if do_gt:
             if frontend is None:
                 raise ValueError("evaluate_interpreter: the ground-truth family needs a front-end (classifier.frontend or frontend=)")
-            target = batch["target"].to(device)
-            gt_interp = _interpret(interpreter, waveform, target, threshold)
-            gt_rand = None
-            if use_random:
-                gt_rand = _interpret(interpreter, waveform, gt_interp.classes, threshold, random_components(gt_interp.components, gen))
-            ref_sdr = gt.update_from_batch(frontend, batch, gt_interp, gt_rand)
+            targets = batch.get("source_targets")
+            present = present_classes(batch["sources"], batch["source_labels"], targets).to(device)
+            gt_interp = _interpret(interpreter, waveform, present, threshold, **kw)
+            gt_rand = gt_all = None
+            K = gt_interp.components.shape[-1]
+            if use_random and K:
+                gt_rand = _interpret(interpreter, waveform, gt_interp.classes, threshold, random_active_components(gt_interp, gen), **kw)
+                every = torch.ones_like(gt_interp.components, dtype=torch.bool)
+                gt_all = _interpret(interpreter, waveform, gt_interp.classes, threshold, every, **kw)
+            ref_sdr = gt.update_from_batch(frontend, batch, gt_interp, gt_rand, gt_all)
             reference = gt_interp
             targets = batch.get("source_targets")
             src = class_sources(batch["sources"].to(device).float(), batch["source_labels"].to(device), gt_interp.classes,
                                 None if targets is None else targets.to(device))
         for snr, metric in noise.items():
             noisy_wave = add_white_noise(waveform, snr, gen)
-            noisy = _interpret(interpreter, noisy_wave, reference.classes, threshold)
+            noisy = _interpret(interpreter, noisy_wave, reference.classes, threshold, **kw)
             sdr_clean = sdr_noisy = None
             if src is not None:
                 scored = (reference.classes >= 0) & (src.pow(2).sum(-1) > 0)
@@ -206,6 +232,8 @@ def evaluate_interpreter(
         put("ground_truth", gt.compute())
     for snr, metric in noise.items():
         put(noise_prefix(snr), metric.compute())
+    if chosen_n:
+        out["components_mean"] = chosen_sum / chosen_n
     out["clips"] = float(clips)
     out["random_baseline"] = float(use_random)
     out["seconds"] = round(time.perf_counter() - start, 2)
@@ -260,4 +288,46 @@ def results_markdown(results: dict[str, float], title: str | None = None, column
             v = res.get(k)
             cells.append("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
         lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+#: rows of :func:`ground_truth_markdown`: (estimate key, what it is)
+GROUND_TRUTH_ROWS = (
+    ("mixture", "the mixture itself (doing nothing)"),
+    ("interpretation", "interpretation of c"),
+    ("other_class", "interpretation of another class present in the clip"),
+    ("random", "random active components (as many as chosen)"),
+    ("all_components", "all components"),
+    ("oracle", "ideal ratio mask (oracle)"),
+)
+
+
+def ground_truth_markdown(results: dict[str, float], prefix: str = "ground_truth", title: str | None = None) -> str:
+    """The ground-truth report of :func:`evaluate_interpreter` results (keys ``<prefix>.<subset>.<key>``) as one
+    table: rows = estimates of class c's source, columns = all / single- / multi-source clips, cells = median
+    (mean) SI-SDR in dB; then the share of pairs where the interpretation beats the mixture, the specificity and
+    the pair counts. Empty string when the results hold no ground truth."""
+    if f"{prefix}.all.pairs" not in results:
+        return ""
+    heads = {"all": "all clips", "single": "single-source clips", "multi": "multi-source clips"}
+    title = title or "ground truth: SI-SDR (dB) against the true source of class c, median (mean)"
+    lines = [f"## {title}", "", "| estimate of class c | " + " | ".join(heads[s] for s in SUBSETS) + " |",
+             "|---|" + "---:|" * len(SUBSETS)]
+
+    def cell(subset: str, key: str) -> str:
+        med, mean = results.get(f"{prefix}.{subset}.{key}_median"), results.get(f"{prefix}.{subset}.{key}_mean")
+        return "–" if med is None or not results.get(f"{prefix}.{subset}.pairs") else f"{med:.1f} ({mean:.1f})"
+
+    def share(subset: str, key: str) -> str:
+        v = results.get(f"{prefix}.{subset}.{key}")
+        return "–" if v is None or not results.get(f"{prefix}.{subset}.pairs") else f"{100 * v:.0f} %"
+
+    for key, label in GROUND_TRUTH_ROWS:
+        if any(f"{prefix}.{s}.{key}_median" in results for s in SUBSETS):
+            lines.append(f"| {label} | " + " | ".join(cell(s, key) for s in SUBSETS) + " |")
+    lines.append("| pairs where the interpretation is closer than the mixture | " + " | ".join(share(s, "better_than_mixture") for s in SUBSETS) + " |")
+    if f"{prefix}.multi.specificity" in results:
+        lines.append("| specificity: c's own interpretation closer than another present class's | "
+                     + " | ".join(share(s, "specificity") for s in SUBSETS) + " |")
+    lines.append("| (clip, class present) pairs | " + " | ".join(f"{int(results.get(f'{prefix}.{s}.pairs', 0))}" for s in SUBSETS) + " |")
     return "\n".join(lines) + "\n"
