@@ -6,9 +6,11 @@ input and explained class, ``<stem>__<class>.wav`` (the interpretation), ``<stem
 ``<stem>__<class>.png`` (input spectrogram, interpretation spectrogram, activations, relevance bars).
 
 The ``posthoc`` stage (``l2i demo``) trains the interpreter of ``ctx.artifacts["classifier"]`` with the dictionary
-``ctx.artifacts["dictionary"]`` and evaluates it on the synthetic test split: fidelity, ground-truth SI-SDR
-(interpretation vs mixture vs random components) and faithfulness (probability drop when the chosen vs random
-components are removed).
+``ctx.artifacts["dictionary"]`` and scores it on the synthetic test split with the project's one evaluator,
+:func:`l2i.evaluation.evaluate_interpreter`: fidelity, faithfulness (probability drop when the chosen vs random
+components are removed), L-MAC's mask metrics and the ground-truth report (per class present: interpretation vs
+mixture, another class's interpretation, random / all components, ideal ratio mask; single- and multi-source
+clips apart). Its figures land in the report as ``posthoc.<family>.<key>``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 import yaml
 
 __all__ = [
-    "evaluate_interpreter",
     "learn_dictionary",
+    "score_posthoc",
+    "SCORE_DESCRIPTIONS",
     "write_interpretations",
     "load_interpreter",
     "posthoc_stage",
@@ -94,97 +97,6 @@ def learn_dictionary(frontend_config, dataset, *, n_clips: int = 400, n_componen
             W, labels = joined.dictionary, [NOISE_LABEL] * noise_components + labels
         meta.update(n_components=int(W.shape[1]), labels=labels)
         return DictionaryArtifact(W=W, frontend=frontend.config.spectral_params(), meta=meta)
-
-
-# -- evaluation -------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_interpreter(
-    model,
-    batches,
-    *,
-    threshold: float | None = None,
-    mask_mode: str = "log1p",
-    relevance_weighted: bool = False,
-    seed: int = 0,
-    max_batches: int | None = None,
-) -> dict[str, float]:
-    """Fidelity, ground-truth SI-SDR and faithfulness of a post-hoc interpreter on batches with known sources.
-
-    Args:
-        model: a :class:`~lightning_modules.posthoc.PostHocInterpreterModule` (or anything with ``interpret``,
-            ``interpreter`` and ``task``).
-        batches: iterable of batch dicts with ``waveform``, ``target``; ``sources``/``source_labels`` enable the
-            ground-truth scores.
-        threshold: relevance threshold τ (default the model's).
-        mask_mode: see :func:`l2i.interpreter.interpretation.magnitude_mask`.
-        relevance_weighted: weight the chosen components by their relevance (method.md's variant).
-        seed: seed of the random-component baselines.
-
-    Returns flat figures: ``fidelity`` (top-1 agreement; multilabel: per-label agreement), ``sisdr_*`` on the
-    mixtures with a distractor (``interpretation``, ``mixture``, ``random``, ``over_mixture``,
-    ``over_random``, ``clips``), ``sisdr_all_*`` on all clips, ``faithfulness_*`` (``prob_drop``,
-    ``random_prob_drop``, ``logit_drop``, ``random_logit_drop``, ``fraction_above_random``),
-    ``components_mean`` (chosen components per explanation).
-    """
-    from l2i.interpreter.interpretation import random_components
-    from l2i.metrics.faithfulness import Faithfulness, removal_drop
-    from l2i.metrics.ground_truth import GroundTruthSISDR, class_references
-
-    device = next(model.parameters()).device
-    net = model.interpreter
-    task = net.task
-    thr = float(model.hparams.threshold if threshold is None else threshold)
-    gen = torch.Generator().manual_seed(seed)
-    gt_distractor, gt_all, faith = GroundTruthSISDR(), GroundTruthSISDR(), Faithfulness()
-    agree = total = 0.0
-    chosen_sum = chosen_n = 0.0
-
-    def classify(w: torch.Tensor) -> torch.Tensor:
-        return net.backbone(net.frontend(w).logmel)
-
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        wav = batch["waveform"].to(device).float()
-        # the classifier's own decision: fidelity and faithfulness
-        it = model.interpret(wav, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted)
-        if task == "multiclass":
-            agree += float((it.logits.argmax(-1) == it.classifier_logits.argmax(-1)).sum())
-            total += wav.shape[0]
-        else:
-            cls_thr = model.hparams.class_threshold
-            agree += float(((it.logits.sigmoid() > cls_thr) == (it.classifier_logits.sigmoid() > cls_thr)).sum())
-            total += it.logits.numel()
-        rand = random_components(it.components, gen)
-        it_rand = model.interpret(wav, target=it.classes, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted, components=rand)
-        drop_p, drop_l = removal_drop(classify, it.classifier_logits, it.residual, it.classes, task)
-        rdrop_p, rdrop_l = removal_drop(classify, it.classifier_logits, it_rand.residual, it.classes, task)
-        faith.update(drop_p, it.valid, rdrop_p, drop_l, rdrop_l)
-        chosen_sum += float(it.num_chosen[it.valid].sum())
-        chosen_n += float(it.valid.sum())
-        # the true classes: ground truth against the known sources
-        if "sources" in batch and "source_labels" in batch:
-            target = batch["target"].to(device)
-            it_t = model.interpret(wav, target=target, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted)
-            rand_t = random_components(it_t.components, gen)
-            it_tr = model.interpret(wav, target=it_t.classes, threshold=thr, mask_mode=mask_mode, relevance_weighted=relevance_weighted, components=rand_t)
-            ref, present, other = class_references(batch["sources"].to(device), batch["source_labels"].to(device), it_t.classes)
-            gt_all.update(it_t.audio, wav, ref, present, it_tr.audio)
-            gt_distractor.update(it_t.audio, wav, ref, present & other, it_tr.audio)
-    figures: dict[str, float] = {"fidelity": agree / max(total, 1.0), "threshold": thr,
-                                 "components_mean": chosen_sum / max(chosen_n, 1.0)}
-    for prefix, metric in (("sisdr", gt_distractor), ("sisdr_all", gt_all)):
-        res = metric.compute()
-        for key in ("interpretation", "mixture", "random", "over_mixture", "over_random"):
-            figures[f"{prefix}_{key}"] = float(res[key])
-        figures[f"{prefix}_clips"] = int(res["count"])
-    res = faith.compute()
-    for key in ("prob_drop", "random_prob_drop", "prob_drop_over_random", "logit_drop", "random_logit_drop",
-                "fraction_above_random"):
-        figures[f"faithfulness_{key}"] = float(res[key])
-    return figures
 
 
 # -- files: WAV, JSON, PNG --------------------------------------------------------------------------------
@@ -327,6 +239,38 @@ def load_interpreter(ckpt: str | Path, config: str | Path | None = None, overrid
     return model.eval()
 
 
+# -- scoring ----------------------------------------------------------------------------------------------
+
+#: what the non-family keys of :func:`score_posthoc` mean
+SCORE_DESCRIPTIONS = {
+    "threshold": "relevance threshold τ of the interpretations",
+    "components_mean": "mean number of chosen components per interpretation",
+    "clips": "test clips scored",
+    "random_baseline": "1 when the random-component baselines were computed",
+}
+
+
+@torch.no_grad()
+def score_posthoc(model, classifier_checkpoint: str, batches, *, threshold: float | None = None, mask_mode: str = "log1p",
+                  seed: int = 0, max_batches: int | None = None) -> dict:
+    """The post-hoc interpreter ``model`` scored by :func:`l2i.evaluation.evaluate_interpreter` (no noise
+    experiment), explaining the classifier of ``classifier_checkpoint``; ``mask_mode`` is passed to every
+    ``interpret``. Returns the suite's flat ``family.key`` figures (but ``seconds``) plus ``threshold``."""
+    from l2i.evaluation import evaluate_interpreter
+    from lightning_modules.classifier import ClassifierModule
+
+    device = next(model.parameters()).device
+    classifier = ClassifierModule.load_frozen(classifier_checkpoint, map_location=device)
+    tau = float(model.hparams.threshold if threshold is None else threshold)
+    cls_thr = float(model.hparams.class_threshold)
+    scores = evaluate_interpreter(model, classifier, batches, threshold=tau, thresholds=cls_thr, classifier_thresholds=cls_thr,
+                                  noise_snr_db=None, seed=seed, max_batches=max_batches, device=device,
+                                  interpret_kwargs={"mask_mode": mask_mode})
+    scores.pop("seconds", None)  # the stage reports its own eval_seconds
+    scores["threshold"] = tau
+    return scores
+
+
 # -- the pipeline stage ----------------------------------------------------------------------------------
 
 
@@ -338,6 +282,7 @@ def posthoc_stage(ctx, settings: dict) -> dict:
         overrides: extra CLI arguments (list).
         threshold: relevance threshold τ for the evaluation (default: the model's).
         mask_mode: ``log1p`` (default) or ``share``.
+        max_batches: test batches scored (default all).
         examples: number of test clips whose interpretations are written (WAV/JSON/PNG), default 4.
         dictionary: when ``ctx.artifacts`` has no ``dictionary``: settings of :func:`learn_dictionary`
             (``n_components``, ``sparsity``, ``n_clips``, ``max_iter``), learnt on the ``nmf`` split.
@@ -392,8 +337,8 @@ def posthoc_stage(ctx, settings: dict) -> dict:
     model.eval()
     dm.setup("test")
     start = time.perf_counter()
-    scores = evaluate_interpreter(model, dm.test_dataloader(), threshold=settings.get("threshold"),
-                                  mask_mode=settings.get("mask_mode", "log1p"), seed=ctx.seed)
+    scores = score_posthoc(model, ctx.artifacts["classifier"], dm.test_dataloader(), threshold=settings.get("threshold"),
+                           mask_mode=settings.get("mask_mode", "log1p"), seed=ctx.seed, max_batches=settings.get("max_batches"))
     figures["eval_seconds"] = round(time.perf_counter() - start, 2)
     n_examples = int(settings.get("examples", 4))
     if n_examples > 0:
@@ -401,29 +346,14 @@ def posthoc_stage(ctx, settings: dict) -> dict:
         items = [test[i] for i in range(min(n_examples, len(test)))]
         write_interpretations(model, torch.stack([x["waveform"] for x in items]), [x.get("id", str(i)) for i, x in enumerate(items)],
                               out / "examples", threshold=settings.get("threshold"))
-    descriptions = {
-        "fidelity": "top-1 agreement of the interpreter Θ(H) with the classifier on the test split",
-        "threshold": "relevance threshold τ of the interpretations",
-        "components_mean": "mean number of chosen components per interpretation",
-        "sisdr_interpretation": "mean SI-SDR (dB) of the interpretation vs the true target source, test mixtures with a distractor",
-        "sisdr_mixture": "mean SI-SDR (dB) of the mixture itself vs the true target source (same clips)",
-        "sisdr_random": "mean SI-SDR (dB) of a same-size random-component interpretation (same clips)",
-        "sisdr_over_mixture": "interpretation minus mixture SI-SDR (dB); must be >= 3",
-        "sisdr_over_random": "interpretation minus random-component SI-SDR (dB); must be >= 3",
-        "sisdr_clips": "test clips with a distractor scored",
-        "faithfulness_prob_drop": "mean drop of the classifier's probability when the chosen components are removed",
-        "faithfulness_random_prob_drop": "same, removing as many random components",
-        "faithfulness_prob_drop_over_random": "chosen minus random probability drop; must be > 0",
-        "faithfulness_fraction_above_random": "fraction of clips where removing the chosen components drops more than random",
-        "train_seconds": "interpreter training time (s)",
-        "eval_seconds": "evaluation time on the test split (s)",
-    }
+    from l2i.evaluation import DESCRIPTIONS
+
     for key, value in scores.items():
         figures[key] = value
-        if key in descriptions:
-            ctx.descriptions[f"posthoc.{key}"] = descriptions[key]
-    for key in ("train_seconds", "eval_seconds"):
-        ctx.descriptions[f"posthoc.{key}"] = descriptions[key]
+        family = key.split(".")[0]
+        ctx.descriptions[f"posthoc.{key}"] = DESCRIPTIONS.get(family, SCORE_DESCRIPTIONS.get(key, ""))
+    ctx.descriptions["posthoc.train_seconds"] = "interpreter training time (s)"
+    ctx.descriptions["posthoc.eval_seconds"] = "evaluation time on the test split (s)"
     figures["epochs"] = int(trainer.current_epoch)
     figures["checkpoint"] = str(final)
     ctx.descriptions["posthoc.checkpoint"] = "trained post-hoc interpreter"

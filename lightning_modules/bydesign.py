@@ -25,7 +25,7 @@ from l2i.interpreter.bydesign import MODES, ByDesignModel, bydesign_losses
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import LossSchedule, PostHocOutput
 from lightning_modules.classifier import ClassifierModule, OfficialMetricMixin, is_empty_batch, task_metrics
-from lightning_modules.posthoc import fidelity_metrics
+from l2i.evaluation.fidelity import fidelity_metrics
 
 __all__ = ["ByDesignModule", "ByDesignClassifier"]
 
@@ -147,7 +147,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
         self.init_official(dataset_metric, num_classes)
         if mode == "joint":
-            fid = fidelity_metrics(task, num_classes)
+            fid = fidelity_metrics(task, num_classes, class_threshold)
             self.val_fidelity, self.test_fidelity = fid.clone(prefix="val/"), fid.clone(prefix="test/")
 
     # -- model ---------------------------------------------------------------------------------------------
@@ -198,10 +198,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         self.update_official(stage, prediction.softmax(-1) if self.task == "multiclass" else prediction.sigmoid(), batch)
         if self.mode == "joint" and stage != "train":
             fid = self.val_fidelity if stage == "val" else self.test_fidelity
-            if self.task == "multiclass":
-                fid.update(out.logits.softmax(-1), prediction.argmax(-1))
-            else:
-                fid.update(out.logits.sigmoid(), (prediction.sigmoid() > self.hparams.class_threshold).long())
+            fid.update(out.logits.detach(), prediction.detach())
             self.log_dict(fid, on_step=False, on_epoch=True, batch_size=bs)
         return total
 

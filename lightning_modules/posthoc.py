@@ -18,32 +18,11 @@ import torch
 import torchmetrics
 
 from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
+from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
 
-__all__ = ["PostHocInterpreterModule", "fidelity_metrics"]
-
-
-def fidelity_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
-    """Agreement of the interpreter with the classifier.
-
-    multiclass: ``fidelity`` (top-1: argmax Θ(H) == argmax f(x)) and ``fidelity_top3`` (f's class among the
-    interpreter's 3 best); multilabel: ``fidelity`` (accuracy of the interpreter's thresholded labels against
-    the classifier's, per class and clip) and ``fidelity_f1`` (micro F1 of the same).
-    """
-    if task == "multiclass":
-        return torchmetrics.MetricCollection(
-            {
-                "fidelity": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
-                "fidelity_top3": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, top_k=min(3, num_classes)),
-            }
-        )
-    return torchmetrics.MetricCollection(
-        {
-            "fidelity": torchmetrics.Accuracy(task="multilabel", num_labels=num_classes, average="micro"),
-            "fidelity_f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="micro"),
-        }
-    )
+__all__ = ["PostHocInterpreterModule"]
 
 
 def class_evidence(dictionary: DictionaryArtifact, source: str) -> list[bool]:
@@ -147,7 +126,7 @@ class PostHocInterpreterModule(L.LightningModule):
         )
         self.hparams["layers"] = list(self.interpreter.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()
-        metrics = fidelity_metrics(self.task, self.num_classes)
+        metrics = fidelity_metrics(self.task, self.num_classes, class_threshold)
         self.train_fidelity = metrics.clone(prefix="train/")
         self.val_fidelity = metrics.clone(prefix="val/")
         self.test_fidelity = metrics.clone(prefix="test/")
@@ -194,10 +173,7 @@ class PostHocInterpreterModule(L.LightningModule):
         if stage == "train":
             for name, w in weights.items():
                 self.log(f"lambda/{name}", w, on_step=False, on_epoch=True, batch_size=bs)
-        if self.task == "multiclass":
-            metrics.update(out.logits.softmax(-1), out.classifier_logits.argmax(-1))
-        else:
-            metrics.update(out.logits.sigmoid(), (out.classifier_logits.sigmoid() > self.hparams.class_threshold).long())
+        metrics.update(out.logits.detach(), out.classifier_logits.detach())
         self.log_dict(metrics, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=bs)
         if not torch.isfinite(total):
             raise FloatingPointError(f"{stage} loss is not finite: " + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))

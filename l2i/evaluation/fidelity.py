@@ -8,7 +8,12 @@
   ``accuracy = (TP + TN) / (clips · classes)`` and ``exact_match`` = fraction of clips whose label sets agree.
   A class (or the whole set) without any positive on either side counts as perfect agreement (F1 = 1).
 
-All values are fractions in [0, 1]. Pure torch + torchmetrics.
+All values are fractions in [0, 1]. Pure torch + torchmetrics. This is the project's one definition of
+fidelity: the Lightning modules log it through :func:`fidelity_metrics` (``<stage>/fidelity``: multiclass top-1,
+multilabel accuracy; ``fidelity_top3``; ``fidelity_f1``), the callbacks and the evaluation suite through
+:class:`Fidelity`. Where the modules' former torchmetrics ``Accuracy`` / ``F1Score`` disagreed with it, this one
+holds: a multilabel F1 with no positive on either side is 1 (perfect agreement), not 0; the interpreter's
+multilabel decision threshold is the classifier's ``class_threshold`` (it was 0.5 in the modules).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 
-__all__ = ["Fidelity", "tune_thresholds", "as_thresholds"]
+__all__ = ["Fidelity", "FidelityScore", "fidelity_metrics", "tune_thresholds", "as_thresholds"]
 
 
 def as_thresholds(value: float | Sequence[float] | Tensor | None, num_classes: int, name: str, default: float = 0.5) -> Tensor:
@@ -72,9 +77,12 @@ class Fidelity(Metric):
         if task == "multiclass":
             self.add_state("correct", torch.zeros(1 + len(self.top_k)), dist_reduce_fx="sum")
         else:
-            self.register_buffer("thresholds", as_thresholds(thresholds, self.num_classes, "Fidelity.thresholds"))
+            # settings, not learnt state: kept out of the state dict (checkpoints of the modules stay as they were)
+            self.register_buffer("thresholds", as_thresholds(thresholds, self.num_classes, "Fidelity.thresholds"), persistent=False)
             self.register_buffer(
-                "classifier_thresholds", as_thresholds(classifier_thresholds, self.num_classes, "Fidelity.classifier_thresholds")
+                "classifier_thresholds",
+                as_thresholds(classifier_thresholds, self.num_classes, "Fidelity.classifier_thresholds"),
+                persistent=False,
             )
             for name in ("tp", "fp", "fn", "tn"):
                 self.add_state(name, torch.zeros(self.num_classes), dist_reduce_fx="sum")
@@ -124,6 +132,40 @@ class Fidelity(Metric):
             "accuracy": (tp + tn).sum() / (n * self.num_classes),
             "exact_match": self.exact / n,
         }
+
+
+class FidelityScore(Fidelity):
+    """One figure of :class:`Fidelity` (``key``: ``top1``, ``top<k>``, ``f1``, ``macro_f1``, ``accuracy``,
+    ``exact_match``) as a scalar metric, so Lightning logs it like any torchmetrics metric (``self.log``)."""
+
+    def __init__(self, key: str, task: str, num_classes: int, **kwargs):
+        super().__init__(task, num_classes, **kwargs)
+        self.key = key
+
+    def compute(self) -> Tensor:
+        values = super().compute()
+        if self.key not in values:
+            raise KeyError(f"FidelityScore: {self.key!r} is not a {self.task} fidelity figure; known: {sorted(values)}")
+        return values[self.key]
+
+
+def fidelity_metrics(task: str, num_classes: int, class_threshold: float = 0.5) -> MetricCollection:
+    """The fidelity figures the Lightning modules log (``update(interpreter_logits (B, C), classifier_logits (B, C))``).
+
+    multiclass: ``fidelity`` (top-1: argmax Θ(H) == argmax f(x)) and ``fidelity_top3`` (f's class among the
+    interpreter's min(3, C) best); multilabel: ``fidelity`` (accuracy of the interpreter's thresholded labels
+    against the classifier's, over every clip and class) and ``fidelity_f1`` (micro F1 of the same), both sides
+    thresholded at ``class_threshold``.
+    """
+    if task == "multiclass":
+        k = min(3, int(num_classes))
+        metrics = {"fidelity": FidelityScore("top1", task, num_classes, top_k=(k,))}
+        if k > 1:
+            metrics["fidelity_top3"] = FidelityScore(f"top{k}", task, num_classes, top_k=(k,))
+        return MetricCollection(metrics)
+    kw = dict(thresholds=class_threshold, classifier_thresholds=class_threshold)
+    return MetricCollection({"fidelity": FidelityScore("accuracy", task, num_classes, **kw),
+                             "fidelity_f1": FidelityScore("f1", task, num_classes, **kw)})
 
 
 @torch.no_grad()
