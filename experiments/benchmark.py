@@ -16,11 +16,14 @@ Rows (``benchmark.interpreters``, name -> settings; ``kind`` defaults to the nam
 * ``saliency`` / ``integrated_gradients`` / ``gradcam`` / ``occlusion`` — Captum on the log-mel input
   (:mod:`l2i.baselines.attribution`);
 * ``random_components`` / ``all_components`` / ``oracle_components`` — component sets on the post-hoc
-  interpreter's dictionary and activations (:mod:`l2i.baselines.components`).
+  interpreter's dictionary and activations (:mod:`l2i.baselines.components`);
+* ``ideal_ratio_mask`` — the oracle ideal ratio mask from the true sources (:mod:`l2i.baselines.oracle`), the
+  ceiling of any mask on the mixture's STFT.
 
 Columns: see :data:`COLUMNS` (accuracy of the explained model, fidelity, faithfulness by removal, L-MAC's
 AI/AD/AG/FF/FidIn/SPS/COMP, ground-truth SI-SDR where the clips have sources, interpretation time per clip,
-training time).
+training time; the ground-truth report's medians on single- and multi-source clips, share of pairs better than
+the mixture, specificity and the ideal ratio mask, where the clips have sources).
 
 Cost, measured on the shared 2-core CPU: with the synthetic default (128 test clips, ten rows, IG 8 steps, occlusion
 16×16 patches, L-MAC 2 × 16 batches) the stage took 66 s on an idle machine (L-MAC training 20 s; evaluations 45 s,
@@ -73,10 +76,17 @@ COLUMNS: list[tuple[str, str, str, str]] = [
     ("si_sdr", "ground_truth.all.interpretation_mean", "SI-SDR (dB) of the interpretation of the true class against its true source", "higher"),
     ("si_sdri", "ground_truth.all.over_mixture_mean", "SI-SDR improvement (dB) over the mixture itself", "higher"),
     ("energy_in_support", "ground_truth.all.energy_in_support_mean", "share of the interpretation's energy inside the true source's support", "higher"),
+    ("si_sdr_single", "ground_truth.single.interpretation_median", "median SI-SDR (dB) of the interpretation of c against c's source, clips with one class present", "higher"),
+    ("si_sdr_multi", "ground_truth.multi.interpretation_median", "median SI-SDR (dB) of the interpretation of c against c's source, clips with several classes present", "higher"),
+    ("mixture_multi", "ground_truth.multi.mixture_median", "median SI-SDR (dB) of the mixture itself against c's source, same pairs (the same for every row)", "higher"),
+    ("beats_mixture_multi", "ground_truth.multi.better_than_mixture", "share of the multi-source pairs where the interpretation is closer to c's source than the mixture", "higher"),
+    ("specificity", "ground_truth.multi.specificity", "share of the multi-source pairs where c's own interpretation is closer to c's source than another present class's (chance 0.5)", "higher"),
+    ("oracle_multi", "ground_truth.multi.oracle_median", "median SI-SDR (dB) of the ideal ratio mask, same pairs (the ceiling; the same for every row)", "higher"),
     ("interp_ms_per_clip", "row.interp_ms_per_clip", "interpretation time per clip (ms, mean over every interpret call of the suite)", "lower"),
     ("train_s", "row.train_seconds", "training time of what the row needs beyond classifier and dictionary (s): post-hoc Ψ/Θ (also for the component baselines, which use its activations), the whole by-design model, the L-MAC decoder; 0 for Captum attributions and reused artifacts of unknown cost", "lower"),
 ]
-GROUND_TRUTH_COLUMNS = {"si_sdr", "si_sdri", "energy_in_support"}
+GROUND_TRUTH_COLUMNS = {"si_sdr", "si_sdri", "energy_in_support", "si_sdr_single", "si_sdr_multi", "mixture_multi",
+                        "beats_mixture_multi", "specificity", "oracle_multi"}
 
 #: row kinds and what they need from ``ctx.artifacts``
 ROW_KINDS = {
@@ -90,7 +100,10 @@ ROW_KINDS = {
     "random_components": "interpreter",
     "all_components": "interpreter",
     "oracle_components": "interpreter",
+    "ideal_ratio_mask": "classifier",
 }
+#: row kinds that need the clips' true sources (they observe each batch before interpreting it)
+SOURCE_KINDS = {"oracle_components", "ideal_ratio_mask"}
 
 DEFAULT_INTERPRETERS: dict[str, dict] = {
     "posthoc": {},
@@ -103,6 +116,7 @@ DEFAULT_INTERPRETERS: dict[str, dict] = {
     "random_components": {},
     "all_components": {},
     "oracle_components": {},
+    "ideal_ratio_mask": {},
 }
 
 
@@ -201,7 +215,7 @@ class _Loaded:
 
 def build_row(name: str, spec: dict, loaded: _Loaded, seed: int):
     """``(interpreter, explained classifier, explained-model key, settings)`` of one benchmark row."""
-    from l2i.baselines import ATTRIBUTIONS, build_baseline
+    from l2i.baselines import ATTRIBUTIONS, SOURCE_ORACLES, build_baseline
 
     spec = dict(spec or {})
     kind = spec.pop("kind", name)
@@ -227,7 +241,7 @@ def build_row(name: str, spec: dict, loaded: _Loaded, seed: int):
             raise ValueError(f"benchmark.interpreters.{name}: unknown L-MAC settings {sorted(spec)} (only mask)")
         return model, classifier, "classifier", {"kind": kind, "mask": model.interpreter.mask_mode}
     try:
-        if kind in ATTRIBUTIONS:
+        if kind in ATTRIBUTIONS or kind in SOURCE_ORACLES:
             interp = build_baseline(kind, classifier=classifier, **spec).to(loaded.device)
         else:
             if kind == "random_components":
@@ -412,9 +426,9 @@ def benchmark_stage(ctx, settings: dict) -> dict:
             accuracy_cache[model_key] = _accuracy(classifier, batches, task, device, float(thr))
         timed = _timed(interp)
         loader: Iterable[dict] = batches
-        if kinds[name] == "oracle_components":
+        if kinds[name] in SOURCE_KINDS:
             if not has_sources:
-                raise ValueError(f"benchmark row {name!r} (oracle components) needs clips with sources; {data_record['source']} has none")
+                raise ValueError(f"benchmark row {name!r} ({kinds[name]}) needs clips with sources; {data_record['source']} has none")
             loader = interp.observing(batches)
         start = time.perf_counter()
         results = evaluate_interpreter(timed, classifier, loader, task=task, threshold=tau, noise_snr_db=None, seed=seed,

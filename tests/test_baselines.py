@@ -56,14 +56,17 @@ def models():
     oracle = OracleComponents(posthoc)
     oracle.observe(batch)
     interpreters["oracle_components"] = oracle
+    irm = build_baseline("ideal_ratio_mask", classifier=clf)
+    irm.observe(batch)
+    interpreters["ideal_ratio_mask"] = irm
     return {"clf": clf, "posthoc": posthoc, "interpreters": interpreters, "batch": batch}
 
 
-COMPONENT_FREE = {"saliency", "integrated_gradients", "gradcam", "occlusion", "lmac"}
+COMPONENT_FREE = {"saliency", "integrated_gradients", "gradcam", "occlusion", "lmac", "ideal_ratio_mask"}
 
 
 @pytest.mark.parametrize("name", ["posthoc", "bydesign", "saliency", "integrated_gradients", "gradcam", "occlusion",
-                                  "lmac", "random_components", "all_components", "oracle_components"])
+                                  "lmac", "random_components", "all_components", "oracle_components", "ideal_ratio_mask"])
 def test_every_interpreter_has_the_same_api_and_shapes(models, name):
     interp = models["interpreters"][name]
     x = models["batch"]["waveform"]
@@ -213,3 +216,23 @@ def test_bad_settings_are_named(models):
         build_baseline("random_components", classifier=clf)
     with pytest.raises(ValueError, match="threshold"):
         models["interpreters"]["saliency"].interpret(models["batch"]["waveform"], threshold=1.5)
+
+
+def test_ideal_ratio_mask_is_the_reports_oracle_and_needs_sources(models):
+    """The IdealRatioMask interpreter gives exactly the ground-truth report's oracle estimate (one definition),
+    beats the mixture on every sounding class, and refuses clips whose sources it was not given."""
+    from l2i.evaluation import class_sources, ideal_ratio_mask, present_classes
+
+    batch = models["batch"]
+    irm = models["interpreters"]["ideal_ratio_mask"]
+    x = batch["waveform"]
+    classes = present_classes(batch["sources"], batch["source_labels"])
+    out = irm.interpret(x, target=classes)
+    fe = models["clf"].frontend
+    mask = ideal_ratio_mask(fe, x, batch["sources"], batch["source_labels"], classes)
+    assert torch.allclose(out.mask, mask)
+    src = class_sources(batch["sources"], batch["source_labels"], classes)
+    ok = classes >= 0
+    assert bool((si_sdr(out.audio, src)[ok] > si_sdr(x[:, None].expand_as(src), src)[ok]).all())
+    with pytest.raises(ValueError, match="sources"):
+        irm.interpret(x + 0.01)

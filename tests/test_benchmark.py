@@ -71,7 +71,7 @@ def _config(artifacts, out_dir, **benchmark) -> dict:
         "posthoc": {}, "bydesign": {}, "lmac": {}, "saliency": {},
         "integrated_gradients": {"n_steps": 2}, "gradcam": {"layer": "block3"},
         "occlusion": {"patch": [16, 16], "perturbations_per_eval": 8, "mask": "threshold"},
-        "random_components": {}, "all_components": {}, "oracle_components": {},
+        "random_components": {}, "all_components": {}, "oracle_components": {}, "ideal_ratio_mask": {},
     }
     return {
         "out_dir": str(out_dir), "seed": 0,
@@ -91,9 +91,10 @@ def test_tiny_benchmark_writes_a_full_finite_table(artifacts, tmp_path):
     record = json.loads((out / "benchmark.json").read_text())
     names = [r["name"] for r in record["rows"]]
     assert names == ["posthoc", "bydesign", "lmac", "saliency", "integrated_gradients", "gradcam", "occlusion",
-                     "random_components", "all_components", "oracle_components"]
+                     "random_components", "all_components", "oracle_components", "ideal_ratio_mask"]
     expected = {"accuracy", "fidelity", "removal_prob_drop", "removal_logit_drop", "AI", "AD", "AG", "FF", "FidIn",
-                "SPS", "COMP", "si_sdr", "si_sdri", "energy_in_support", "interp_ms_per_clip", "train_s"}
+                "SPS", "COMP", "si_sdr", "si_sdri", "energy_in_support", "si_sdr_single", "si_sdr_multi", "mixture_multi",
+                "beats_mixture_multi", "specificity", "oracle_multi", "interp_ms_per_clip", "train_s"}
     assert set(record["columns"]) == expected
     for row in record["rows"]:
         assert set(row["columns"]) == expected
@@ -104,6 +105,11 @@ def test_tiny_benchmark_writes_a_full_finite_table(artifacts, tmp_path):
     assert by_name["integrated_gradients"]["settings"]["n_steps"] == 2
     assert by_name["bydesign"]["explained_model"] == "bydesign"
     assert by_name["all_components"]["columns"]["FidIn"] == 100.0  # the whole input keeps the class
+    # the ideal ratio mask row is the report's oracle: its interpretation scores what every row's oracle column says
+    irm = by_name["ideal_ratio_mask"]["columns"]
+    assert irm["si_sdr_multi"] == pytest.approx(irm["oracle_multi"], abs=1e-3)
+    assert irm["si_sdr_multi"] > irm["mixture_multi"] and irm["beats_mixture_multi"] == 1.0
+    assert by_name["posthoc"]["columns"]["oracle_multi"] == pytest.approx(irm["oracle_multi"], abs=1e-3)
     with open(out / "benchmark.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["interpreter"] for r in rows] == names

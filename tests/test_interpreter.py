@@ -26,8 +26,7 @@ from l2i.interpreter import (
 from l2i.interpreter.posthoc import AUTHORS_ESC50_SCHEDULE, LossSchedule, PostHocInterpreter, interpreter_losses
 from l2i.interpreter.psi import Psi
 from l2i.interpreter.theta import Theta
-from l2i.metrics.faithfulness import Faithfulness, class_scores
-from l2i.metrics.ground_truth import GroundTruthSISDR, class_references, si_sdr
+from l2i.evaluation import Faithfulness, GroundTruth, class_sources, present_classes, removal_drops, si_sdr
 
 FE = dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, duration_s=1.0)
 
@@ -310,20 +309,26 @@ def test_si_sdr_and_ground_truth_metric():
     assert math.isfinite(float(si_sdr(torch.zeros(1, 1000), ref[:1])))
     sources = torch.stack([ref, torch.randn(2, 1000), torch.zeros(2, 1000)], 1)  # (B=2, S=3, N)
     labels = torch.tensor([[0, 2, -1], [1, 1, -1]])
-    refs, present, other = class_references(sources, labels, torch.tensor([[0], [1]]))
+    classes = present_classes(sources, labels)
+    assert classes.tolist() == [[0, 2], [1, -1]]  # clip 0: two classes present; clip 1: one (two events of it)
+    refs = class_sources(sources, labels, torch.tensor([[0], [1]]))
     assert torch.allclose(refs[0, 0], ref[0]) and torch.allclose(refs[1, 0], sources[1, 0] + sources[1, 1])
-    assert present.tolist() == [[True], [True]] and other.tolist() == [[True], [False]]
-    m = GroundTruthSISDR()
-    m.update(refs + 0.1 * torch.randn_like(refs), sources.sum(1), refs, present & other, torch.randn_like(refs))
+    m = GroundTruth()
+    est = refs[:, 0] + 0.1 * torch.randn_like(refs[:, 0])
+    sdr = si_sdr(est, refs[:, 0])
+    m.update(sdr, si_sdr(sources.sum(1), refs[:, 0]), torch.ones(2), si_sdr(torch.randn_like(est), refs[:, 0]),
+             multi=torch.tensor([True, False]))
     res = m.compute()
-    assert int(res["count"]) == 1 and float(res["over_mixture"]) > 10 and float(res["over_random"]) > 10
+    assert res["all.pairs"] == 2 and res["multi.pairs"] == 1 and res["single.pairs"] == 1
+    assert res["multi.over_mixture_mean"] > 10 and res["all.better_than_random"] == 1.0
 
 
 def test_faithfulness_metric():
     logits = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
-    p, lg = class_scores(logits, torch.tensor([[0], [1]]), "multiclass")
-    assert torch.allclose(p[:, 0], logits.softmax(-1).amax(-1)) and torch.allclose(lg[:, 0], torch.tensor([2.0, 3.0]))
+    removed = torch.tensor([[[0.0, 0.0]], [[0.0, 0.0]]])  # (B, C'=1, C): the class's evidence removed
+    ld, pd = removal_drops(logits, removed, torch.tensor([[0], [1]]), "multiclass")
+    assert torch.allclose(ld, torch.tensor([2.0, 3.0])) and torch.allclose(pd, logits.softmax(-1).amax(-1) - 0.5)
     m = Faithfulness()
-    m.update(torch.tensor([[0.5], [0.3]]), torch.tensor([[True], [True]]), torch.tensor([[0.1], [0.4]]))
+    m.update(torch.tensor([0.5, 0.3]), torch.tensor([0.5, 0.3]), torch.tensor([0.1, 0.4]), torch.tensor([0.1, 0.4]))
     res = m.compute()
-    assert abs(float(res["prob_drop"]) - 0.4) < 1e-6 and abs(float(res["fraction_above_random"]) - 0.5) < 1e-6
+    assert abs(res["relevant_prob_drop_mean"] - 0.4) < 1e-6 and abs(res["frac_prob_relevant_gt_random"] - 0.5) < 1e-6
