@@ -79,6 +79,9 @@ def test_l2i_evaluate_writes_json_and_markdown(tmp_path):
     assert res["clips"] == 8 and res["threshold"] == 0.2 and data["settings"]["overlap"] == 1.0
     md = (out / "evaluation.md").read_text()
     assert md.count("\n| `") == len(res) and "ground_truth" in md
+    # the ground-truth report opens the page as one table, for the clips and for the overlap mixtures
+    assert md.index("## ground truth: SI-SDR") < md.index("## ground truth on overlap") < md.index("| metric |")
+    assert "| ideal ratio mask (oracle) |" in md and "| specificity:" in md and "| (clip, class present) pairs |" in md
 
     # the same as a pipeline stage: the figures land in the demo report with their descriptions
     from experiments.pipeline import PipelineContext, write_report
