@@ -379,3 +379,16 @@ def test_ground_truth_single_and_multi_clips_reported_apart():
     # an all-pass mask is the mixture: same SI-SDR as the mixture, never strictly better
     assert out["all.interpretation_median"] == pytest.approx(out["all.mixture_median"], abs=0.05)
     assert out["single.mixture_median"] > 40  # a clip of one source is its source
+
+
+def test_present_classes_reads_multilabel_source_targets():
+    """Multilabel sources: a source may carry several classes; silent sources carry none."""
+    from l2i.evaluation import present_classes
+
+    sources = torch.stack([torch.ones(3, 10), torch.cat([torch.ones(1, 10), torch.zeros(2, 10)])])  # (2, 3, 10)
+    labels = torch.tensor([[0, 1, 2], [3, 0, 1]])
+    targets = torch.zeros(2, 3, 5)
+    targets[0, 0, 0] = targets[0, 0, 4] = targets[0, 1, 1] = targets[0, 2, 2] = 1
+    targets[1, 0, 3] = targets[1, 1, 0] = targets[1, 2, 1] = 1  # sources 1 and 2 of clip 1 are silent
+    assert present_classes(sources, labels, targets).tolist() == [[0, 1, 2, 4], [3, -1, -1, -1]]
+    assert present_classes(sources, labels).tolist() == [[0, 1, 2], [3, -1, -1]]
