@@ -15,7 +15,6 @@ from typing import Any, Literal, Mapping, Sequence
 
 import lightning as L
 import torch
-import torchmetrics
 from torch import nn
 
 from l2i.backbones import build_backbone
