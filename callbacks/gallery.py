@@ -13,7 +13,8 @@ import html
 
 __all__ = ["STYLE", "PAGE_SCRIPT", "player", "image", "card", "page"]
 
-#: records load errors and audio durations into the page so a headless browser (tests) can read them with
+#: records load errors, audio durations and where each column's card ends (``data-right``; the window's width
+#: and the page's scroll width on ``#layout``) into the page, so a headless browser (tests) reads them with
 #: --dump-dom
 PAGE_SCRIPT = """
 <script>
@@ -38,6 +39,20 @@ document.addEventListener('DOMContentLoaded', function () {
     if (a.readyState >= 1) show();
   });
 });
+window.addEventListener('load', function () {  // where every column's card ends, against the window's width
+  var right = 0, n = 0;
+  document.querySelectorAll('[data-col]').forEach(function (el) {
+    var r = el.getBoundingClientRect();
+    el.setAttribute('data-right', String(Math.ceil(r.right)));
+    right = Math.max(right, r.right);
+    n += 1;
+  });
+  var box = document.getElementById('layout');
+  box.setAttribute('data-viewport', String(window.innerWidth));
+  box.setAttribute('data-scroll-width', String(document.documentElement.scrollWidth));
+  box.setAttribute('data-max-right', String(Math.ceil(right)));
+  box.setAttribute('data-columns', String(n));
+});
 </script>
 """
 
@@ -56,7 +71,7 @@ td, th { border: 1px solid #ccc; padding: 3px 6px; vertical-align: top; font-siz
 .card img { display: block; max-width: 100%; height: auto; margin-top: 4px; }
 .figs { font-size: 12px; color: #333; overflow-wrap: anywhere; }
 .dur { color: #666; font-size: 11px; }
-#errors { display: none; }
+#errors, #layout { display: none; }
 </style>
 """
 
@@ -82,4 +97,5 @@ def page(title: str, body: str) -> str:
     return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title>{STYLE}{PAGE_SCRIPT}</head><body>"
-            f"<h1>{html.escape(title)}</h1><div id='errors' data-count='0'></div>\n{body}\n</body></html>\n")
+            f"<h1>{html.escape(title)}</h1><div id='errors' data-count='0'></div><div id='layout'></div>\n{body}\n"
+            "</body></html>\n")
