@@ -145,13 +145,13 @@ class SafeWandbLogger(WandbLogger):
         if self._experiment is None:  # not started: wandb.init will take them
             if job_type and not self._wandb_init.get("job_type"):
                 self._wandb_init["job_type"] = job_type
-            if artifacts:
+            if artifacts is not None:
                 config = dict(self._wandb_init.get("config") or {})
                 l2i = dict(config.get("l2i") or {})
                 l2i["artifacts"] = {**dict(artifacts), **dict(l2i.get("artifacts") or {})}
                 config["l2i"] = l2i
                 self._wandb_init["config"] = config
-        elif artifacts:
+        elif artifacts is not None:
             def update() -> None:
                 l2i = dict(self.experiment.config.get("l2i") or {})
                 l2i["artifacts"] = {**dict(artifacts), **dict(l2i.get("artifacts") or {})}
