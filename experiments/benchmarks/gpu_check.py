@@ -58,7 +58,7 @@ GPU_SIZES = {
     "interpret": {"clips": 256, "batch_size": 64, "components": 64, "iters": 3},
     "posthoc": {"seconds": 10.0, "train_batch": 32, "iters": 5},
     "cnn14": {"backbone": "cnn14", "batch_size": 64, "seconds": 10.0, "iters": 10, "warmup": 3},
-    "loading": {"clips": 384, "seconds": 29.1, "batch_size": 32, "our_workers": 8},
+    "loading": {"clips": 384, "unique_clips": 32, "seconds": 29.1, "batch_size": 32, "our_workers": 8},
 }
 #: sizes of the dry run (CPU, a few seconds per part): the code paths, not the figures
 DRY_SIZES = {
@@ -66,7 +66,7 @@ DRY_SIZES = {
     "interpret": {"clips": 4, "batch_size": 2, "components": 16, "iters": 1},
     "posthoc": {"seconds": 0.35, "train_batch": 2, "iters": 1},
     "cnn14": {"backbone": "small_cnn", "batch_size": 2, "seconds": 0.5, "iters": 1, "warmup": 0},  # CNN14: 12 s a step
-    "loading": {"clips": 6, "seconds": 0.5, "batch_size": 3, "our_workers": 2},
+    "loading": {"clips": 6, "unique_clips": 3, "seconds": 0.5, "batch_size": 3, "our_workers": 2},
 }
 
 
@@ -149,7 +149,7 @@ def part_loading(sizes: dict, device: torch.device, work: Path) -> list[dict]:
     args = argparse.Namespace(clips=sizes["clips"], seconds=sizes["seconds"], file_rate=16000, format="mp3",
                               target_rate=16000, batch_size=sizes["batch_size"], workers=1,
                               our_workers=sizes["our_workers"], device=str(device), threads=0,
-                              work_dir=str(work / "loading"), json=None)
+                              work_dir=str(work / "loading"), json=None, unique_clips=sizes["unique_clips"])
     rep = dataloading.run(args)
     rows = rep["results"]
     base_name = next(iter(rows))
