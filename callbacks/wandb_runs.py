@@ -95,7 +95,7 @@ def current_stage() -> PipelineStage | None:
 def run_folder(run: Any) -> Path | None:
     """A W&B run's own folder (``…/wandb/offline-run-<time>-<id>``; ``run.dir`` is its ``files/``)."""
     d = getattr(run, "dir", None)
-    return Path(d).parent if d else None
+    return Path(d).parent if isinstance(d, (str, os.PathLike)) and str(d) else None  # a dummy run has none
 
 
 @contextlib.contextmanager

@@ -201,3 +201,32 @@ def test_a_plain_fit_names_its_job_type_group_and_artifacts(tmp_path, monkeypatc
     runs = [read_run(f) for f in folders]
     assert [(r["group"], r["job_type"]) for r in runs] == [("exp1", "classifier")]
     assert runs[0]["config"]["l2i"]["artifacts"] == {}
+
+
+def test_listening_table_without_sources_has_no_source_column(artifacts, tmp_path):  # noqa: F811
+    """A data set that does not know its sources (ESC-50 and the like): the explained model's own class, no
+    source column, no SI-SDR; every interpreter's interpretation and faithfulness are still there."""
+    from datamodules import SyntheticDataModule
+    from experiments.benchmark import _Loaded
+    from experiments.listening import listening_columns, listening_table
+    from experiments.pipeline import PipelineContext
+
+    dm = SyntheticDataModule(**DATA["init_args"])
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    batch = {k: v for k, v in batch.items() if k not in ("sources", "source_labels", "source_targets")}
+    loaded = _Loaded(PipelineContext(out_dir=tmp_path, artifacts=dict(artifacts)), "cpu")
+    posthoc, classifier = loaded.get("interpreter", "posthoc"), loaded.get("classifier", "posthoc")
+    record = listening_table(tmp_path / "listening", [("posthoc", posthoc, classifier)], batch, dm.class_names,
+                             clips=2, images=False)
+    assert record["has_sources"] is False and len(record["rows"]) == 2
+    predicted = classifier(batch["waveform"][:2].float()).argmax(-1)
+    for row, c in zip(record["rows"], predicted):
+        assert "source" not in row["files"] and row["si_sdr_mixture"] is None
+        assert row["explained_class"] == dm.class_names[int(c)]  # the model's own class
+        fig = row["figures"]["posthoc"]
+        assert fig["si_sdr"] is None and -1.0 <= fig["prob_drop"] <= 1.0
+        assert sf.read(str(tmp_path / "listening" / row["files"]["posthoc"]))[0].shape[0] > 0
+    assert listening_columns(record) == ["id", "true_label", "explained_class", "mixture", "mixture_spectrogram",
+                                         "posthoc", "posthoc_spectrogram", "posthoc_prob_drop"]
+    assert "data-col='source'" not in (tmp_path / "listening" / "index.html").read_text()
