@@ -66,6 +66,7 @@ td, th { border: 1px solid #ccc; padding: 3px 6px; vertical-align: top; font-siz
 .meta { font-size: 13px; color: #333; margin-bottom: 0.4em; overflow-wrap: anywhere; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 8px; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: 6px; min-width: 0; background: #fafafa; }
+@media (min-width: 700px) { .card.wide { grid-column: span 2; } }  /* wide images: two grid columns */
 .card h3 { font-size: 13px; margin: 0 0 4px 0; overflow-wrap: anywhere; }
 .card audio { width: 100%; height: 32px; }
 .card img { display: block; max-width: 100%; height: auto; margin-top: 4px; }
@@ -87,9 +88,11 @@ def image(src: str, alt: str) -> str:
     return f"<img src='{html.escape(src)}' alt='{html.escape(alt)}'>"
 
 
-def card(column: str, title: str, body: str) -> str:
-    """One card: ``column`` names it for tests (``data-col``), ``title`` (escaped) heads it, ``body`` is HTML."""
-    return f"<div class='card' data-col='{html.escape(column)}'><h3>{html.escape(title)}</h3>{body}</div>"
+def card(column: str, title: str, body: str, wide: bool = False) -> str:
+    """One card: ``column`` names it for tests (``data-col``), ``title`` (escaped) heads it, ``body`` is HTML;
+    ``wide`` cards take two grid columns where the window has room (a multi-panel image)."""
+    cls = "card wide" if wide else "card"
+    return f"<div class='{cls}' data-col='{html.escape(column)}'><h3>{html.escape(title)}</h3>{body}</div>"
 
 
 def page(title: str, body: str) -> str:

@@ -373,7 +373,7 @@ class InterpretationLogger(Callback):
                 cards.append(card("source", f"true source ({r['explained_class']})", player(f"a{r_i}-source_audio", f["source_audio"])))
             cards.append(card("interpretation", f"interpretation ({r['explained_class']})",
                               player(f"a{r_i}-interpretation_audio", f["interpretation_audio"])
-                              + (image(f["spectrogram"], "spectrogram") if "spectrogram" in f else "")))
+                              + (image(f["spectrogram"], "spectrogram") if "spectrogram" in f else ""), wide="spectrogram" in f))
             cards.append(card("residual", "residual (input minus interpretation)", player(f"a{r_i}-residual_audio", f["residual_audio"])))
             cards.append(card("relevance", f"relevance: {r['chosen']} chosen",
                               f"<div class='figs'>{esc(r['top_components'])}</div>"

@@ -61,7 +61,7 @@ def layout(dom: str) -> dict:
     attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', box.group(1)))
     assert "viewport" in attrs, f"the page's load handler did not run: {box.group(0)}"
     columns: dict[str, list[int]] = {}
-    for col, right in re.findall(r'<div class="card" data-col="([^"]+)" data-right="(\d+)"', dom):
+    for col, right in re.findall(r'<div class="card(?: wide)?" data-col="([^"]+)" data-right="(\d+)"', dom):
         columns.setdefault(col, []).append(int(right))
     return {"viewport": int(attrs["viewport"]), "scroll_width": int(attrs["scroll-width"]),
             "max_right": int(attrs["max-right"]), "cards": int(attrs["columns"]), "columns": columns}
