@@ -6,11 +6,13 @@ are heard every epoch), the LightningModule's ``interpret(waveform, threshold=�
 only:
 
 * a ``wandb.Table`` is logged under ``interpretations/<stage>`` with the columns :data:`COLUMNS` — id, true
-  label(s), classifier prediction, interpreter prediction, explained class, relevance bar chart, input /
+  label(s), classifier prediction, interpreter prediction, explained class, relevance bar chart, input / true
+  source (where the data set knows it: the sum of the clip's sources of the explained class, else empty) /
   interpretation / residual audio (``wandb.Audio`` at the model's sample rate, clipped to [−1, 1], captions
   with the class and its relevance) and a spectrogram image (input | interpretation | activations);
 * the same clips are written into the run folder, ``<run>/interpretations/<stage>-epoch<NNN>/`` (16-bit WAVs,
-  PNGs, ``index.html``: a static gallery with audio players, images and metrics — no server needed), and
+  PNGs, ``index.html``: a static gallery, one section per clip and one card per column, that fits a 1,280 px
+  screen, with audio players, images and metrics — no server needed), and
   ``<run>/interpretations/index.html`` links every gallery. ``<run>`` is ``out_dir`` if given, else the W&B run
   folder (``…/wandb/offline-run-…``) when W&B works, else the trainer's ``log_dir`` / ``default_root_dir``.
 
@@ -30,7 +32,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from callbacks.gallery import STYLE, card, image, page, player
 from callbacks.safe_logging import wandb_run
+from callbacks.wandb_runs import staging_in
 
 __all__ = ["InterpretationLogger", "COLUMNS", "select_clips", "write_gallery_index"]
 
@@ -42,48 +46,13 @@ COLUMNS = [
     "explained_class",
     "relevance",
     "input_audio",
+    "source_audio",
     "interpretation_audio",
     "residual_audio",
     "spectrogram",
 ]
 
-#: recorded into the page so a headless browser (tests) can read them with --dump-dom
-_PAGE_SCRIPT = """
-<script>
-window.galleryErrors = [];
-window.addEventListener('error', function (e) {
-  var t = e.target || {};
-  var what = (t.tagName ? t.tagName + ' ' + (t.currentSrc || t.src || '') : (e.message || 'error'));
-  window.galleryErrors.push(what);
-  var box = document.getElementById('errors');
-  box.textContent = window.galleryErrors.join('\\n');
-  box.setAttribute('data-count', String(window.galleryErrors.length));
-}, true);
-document.addEventListener('DOMContentLoaded', function () {
-  document.querySelectorAll('audio').forEach(function (a) {
-    function show() {
-      if (!isFinite(a.duration)) return;
-      a.setAttribute('data-duration', a.duration.toFixed(3));
-      var label = document.getElementById(a.id + '-duration');
-      if (label) label.textContent = a.duration.toFixed(2) + ' s';
-    }
-    a.addEventListener('loadedmetadata', show);
-    if (a.readyState >= 1) show();
-  });
-});
-</script>
-"""
-
-_STYLE = """
-<style>
-body { font-family: sans-serif; margin: 1.5em; }
-table { border-collapse: collapse; }
-td, th { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; font-size: 13px; }
-img.spec { max-width: 560px; } img.rel { max-width: 300px; }
-.dur { color: #666; font-size: 11px; }
-#errors { display: none; }
-</style>
-"""
+_STYLE = STYLE  # the galleries' shared look (callbacks.gallery)
 
 
 def _safe(name: str) -> str:
@@ -189,6 +158,11 @@ class InterpretationLogger(Callback):
             "target": [torch.as_tensor(it["target"]) for it in items],
             "id": [str(it.get("id", f"{stage}-{i:05d}")) for it, i in zip(items, idx)],
         }
+        if all("sources" in it and "source_labels" in it for it in items):  # the data set knows the sources
+            clips["sources"] = [torch.as_tensor(it["sources"]).float()[..., :n] for it in items]
+            clips["source_labels"] = [torch.as_tensor(it["source_labels"]) for it in items]
+            if all("source_targets" in it for it in items):
+                clips["source_targets"] = [torch.as_tensor(it["source_targets"]) for it in items]
         self._clips[stage] = clips
         return clips
 
@@ -297,6 +271,11 @@ class InterpretationLogger(Callback):
                 rel = interp.relevance[i, c]
                 chosen = interp.components[i, c]
                 files = {"input_audio": inp.name}
+                source = self._source(clips, i, c)
+                if source is not None:
+                    path = folder / f"{tag}_source.wav"
+                    sf.write(path, np.clip(source.numpy(), -1, 1), sr, subtype="PCM_16")
+                    files["source_audio"] = path.name
                 for key, audio in (("interpretation_audio", interp.audio[i, j]), ("residual_audio", interp.residual[i, j])):
                     path = folder / f"{tag}_{key.split('_')[0]}.wav"
                     sf.write(path, np.clip(audio.numpy(), -1, 1), sr, subtype="PCM_16")
@@ -316,10 +295,24 @@ class InterpretationLogger(Callback):
                     "files": files,
                     "sample_rate": sr,
                     "input": wave[i].numpy(),
+                    "source": None if source is None else source.numpy(),
                     "interpretation": interp.audio[i, j].numpy(),
                     "residual": interp.residual[i, j].numpy(),
                 })
         return rows
+
+    @staticmethod
+    def _source(clips: dict, i: int, c: int) -> torch.Tensor | None:
+        """The true source of class ``c`` in clip ``i`` (the sum of its sources labelled ``c``), or ``None`` where
+        the data set has no sources or the clip none of that class."""
+        if "sources" not in clips:
+            return None
+        from l2i.evaluation.ground_truth import class_sources
+
+        targets = clips.get("source_targets")
+        src = class_sources(clips["sources"][i][None], clips["source_labels"][i][None], torch.tensor([[c]]),
+                            None if targets is None else targets[i][None])[0, 0]
+        return src if float(src.pow(2).sum()) > 0 else None
 
     @staticmethod
     def _spectrogram_png(path: Path, magnitude, interp, i: int, j: int, cname: str) -> str:
@@ -369,39 +362,36 @@ class InterpretationLogger(Callback):
 
     @staticmethod
     def _write_page(folder: Path, rows: list[dict], stage: str, epoch: int, metrics: dict[str, float]) -> Path:
+        """One section per clip and explained class: what the models said, then one card per column (input,
+        true source where known, interpretation with its spectrogram, residual, relevance)."""
         esc = html.escape
-        head = ["id", "true label", "classifier", "interpreter", "explained", "relevance", "input", "interpretation", "residual", "spectrogram"]
-        lines = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
-                 f"<title>interpretations {esc(stage)} epoch {epoch}</title>", _STYLE, _PAGE_SCRIPT, "</head><body>",
-                 f"<h1>Interpretations — {esc(stage)}, epoch {epoch}</h1>", "<div id='errors' data-count='0'></div>"]
-        lines.append("<h2>Clips</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
+        sections = []
         for r_i, r in enumerate(rows):
             f = r["files"]
-
-            def player(key: str, n: int = r_i) -> str:
-                aid = f"a{n}-{key}"
-                return (f"<audio id='{aid}' controls preload='metadata' src='{esc(f[key])}'></audio>"
-                        f"<div class='dur' id='{aid}-duration'></div>")
-
-            rel = f"<img class='rel' src='{esc(f['relevance'])}' alt='relevance'>" if "relevance" in f else ""
-            spec = f"<img class='spec' src='{esc(f['spectrogram'])}' alt='spectrogram'>" if "spectrogram" in f else ""
-            lines.append(
-                "<tr>" + "".join(f"<td>{x}</td>" for x in (
-                    esc(r["id"]), esc(r["true_label"]), esc(r["classifier_prediction"]), esc(r["interpreter_prediction"]),
-                    f"{esc(r['explained_class'])}<br>{r['chosen']} chosen<br>{esc(r['top_components'])}", rel,
-                    player("input_audio"), player("interpretation_audio"), player("residual_audio"), spec)) + "</tr>"
-            )
-        lines.append("</table>")
+            cards = [card("input", "input", player(f"a{r_i}-input_audio", f["input_audio"]))]
+            if "source_audio" in f:
+                cards.append(card("source", f"true source ({r['explained_class']})", player(f"a{r_i}-source_audio", f["source_audio"])))
+            cards.append(card("interpretation", f"interpretation ({r['explained_class']})",
+                              player(f"a{r_i}-interpretation_audio", f["interpretation_audio"])
+                              + (image(f["spectrogram"], "spectrogram") if "spectrogram" in f else ""), wide="spectrogram" in f))
+            cards.append(card("residual", "residual (input minus interpretation)", player(f"a{r_i}-residual_audio", f["residual_audio"])))
+            cards.append(card("relevance", f"relevance: {r['chosen']} chosen",
+                              f"<div class='figs'>{esc(r['top_components'])}</div>"
+                              + (image(f["relevance"], "relevance") if "relevance" in f else "")))
+            sections.append(
+                f"<div class='clip'><h2>{esc(r['id'])}: explains {esc(r['explained_class'])}</h2>"
+                f"<div class='meta'>true label {esc(r['true_label'])} · classifier {esc(r['classifier_prediction'])}"
+                f" · interpreter {esc(r['interpreter_prediction'])}</div><div class='cards'>{''.join(cards)}</div></div>")
+        body = "\n".join(sections)
         if metrics:
-            lines.append("<h2>Metrics</h2><details open><summary>trainer metrics at this epoch</summary>"
-                         "<table><tr><th>metric</th><th>value</th></tr>")
-            lines += [f"<tr><td>{esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in sorted(metrics.items())]
-            lines.append("</table></details>")
-        lines.append("</body></html>")
-        page = folder / "index.html"
-        page.write_text("\n".join(lines) + "\n")
-        (folder / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if k not in ("input", "interpretation", "residual")} for r in rows], indent=1))
-        return page
+            body += ("<h2>Metrics</h2><details open><summary>trainer metrics at this epoch</summary>"
+                     "<table><tr><th>metric</th><th>value</th></tr>"
+                     + "".join(f"<tr><td>{esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in sorted(metrics.items()))
+                     + "</table></details>")
+        out = folder / "index.html"
+        out.write_text(page(f"Interpretations — {stage}, epoch {epoch}", body))
+        (folder / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if k not in ("input", "source", "interpretation", "residual")} for r in rows], indent=1))
+        return out
 
     def _log_wandb(self, trainer, stage: str, rows: list[dict], sample_rate: int | None) -> None:
         run = wandb_run(trainer)
@@ -419,11 +409,14 @@ class InterpretationLogger(Callback):
                     r["id"], r["true_label"], r["classifier_prediction"], r["interpreter_prediction"], r["explained_class"],
                     wandb.Image(str(self._gallery_file(trainer, stage, folder_files.get("relevance")))) if "relevance" in folder_files else None,
                     wandb.Audio(np.clip(r["input"], -1, 1), sample_rate=sr, caption=f"input · true {r['true_label']}"),
+                    None if r["source"] is None else wandb.Audio(np.clip(r["source"], -1, 1), sample_rate=sr,
+                                                                 caption=f"true source · {r['explained_class']}"),
                     wandb.Audio(np.clip(r["interpretation"], -1, 1), sample_rate=sr, caption=f"interpretation · {cap}"),
                     wandb.Audio(np.clip(r["residual"], -1, 1), sample_rate=sr, caption=f"residual · {cap}"),
                     wandb.Image(str(self._gallery_file(trainer, stage, folder_files.get("spectrogram")))) if "spectrogram" in folder_files else None,
                 )
-            run.log({f"interpretations/{stage}": table, "trainer/global_step": trainer.global_step})
+            with staging_in(run):  # the table's WAVs and PNGs are staged in the run's own folder
+                run.log({f"interpretations/{stage}": table, "trainer/global_step": trainer.global_step})
         except Exception as err:  # W&B must never stop training
             from callbacks.safe_logging import SafeWandbLogger
 

@@ -9,6 +9,9 @@
   warning, after which it keeps running as a CSV-only logger (``failed`` holds the reason); no crash, no lost
   epoch: the CSV row of the failing call is written before W&B is tried.
 
+Runs started inside a pipeline stage take its W&B ``group``, ``job_type`` and artifacts, and every table /
+image / audio it logs is staged inside the run's own folder (:mod:`callbacks.wandb_runs`).
+
 Use it in configs as ``trainer.logger: {class_path: callbacks.safe_logging.SafeWandbLogger, init_args: {...}}``
 (same arguments as ``WandbLogger``), or build loggers with :func:`safe_loggers`. Callbacks that log media to
 W&B (:class:`~callbacks.interpretation_logger.InterpretationLogger`) use :func:`wandb_run` to get a usable run
@@ -25,6 +28,8 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.logger import DummyExperiment
 
+from callbacks.wandb_runs import current_stage, local_cache, staging_in
+
 __all__ = ["SafeWandbLogger", "safe_loggers", "wandb_run", "csv_logger_of"]
 
 
@@ -38,6 +43,8 @@ class SafeWandbLogger(WandbLogger):
 
     def __init__(self, *args: Any, csv: bool = True, offline: bool = True, **kwargs: Any):
         self.failed: str | None = None
+        kwargs = _with_pipeline_identity(kwargs)
+        local_cache(kwargs.get("save_dir") or kwargs.get("dir") or os.environ.get("WANDB_DIR"))
         try:
             super().__init__(*args, offline=offline, **kwargs)
         except Exception as err:  # wandb missing or refusing its arguments: CSV only
@@ -111,17 +118,45 @@ class SafeWandbLogger(WandbLogger):
                 warnings.warn(f"CSV log could not store the hyper-parameters ({err})", RuntimeWarning, stacklevel=2)
         self._guard("log hyper-parameters", super().log_hyperparams, params, *args, **kwargs)
 
+    def _staged(self, fn):
+        """``fn`` with W&B's artifact staging inside this run's folder (tables' media stay with the run)."""
+        def call(*args: Any, **kwargs: Any):
+            with staging_in(self.experiment):
+                return fn(*args, **kwargs)
+        return call
+
     def log_table(self, *args: Any, **kwargs: Any) -> None:
-        self._guard("log a table", super().log_table, *args, **kwargs)
+        self._guard("log a table", self._staged(super().log_table), *args, **kwargs)
 
     def log_text(self, *args: Any, **kwargs: Any) -> None:
-        self._guard("log text", super().log_text, *args, **kwargs)
+        self._guard("log text", self._staged(super().log_text), *args, **kwargs)
 
     def log_image(self, *args: Any, **kwargs: Any) -> None:
-        self._guard("log an image", super().log_image, *args, **kwargs)
+        self._guard("log an image", self._staged(super().log_image), *args, **kwargs)
 
     def log_audio(self, *args: Any, **kwargs: Any) -> None:
-        self._guard("log audio", super().log_audio, *args, **kwargs)
+        self._guard("log audio", self._staged(super().log_audio), *args, **kwargs)
+
+    def name_run(self, job_type: str | None = None, artifacts: dict[str, str] | None = None) -> None:
+        """Give the run a ``job_type`` (if it has none yet and has not started) and name the artifacts it used
+        in its config (``config["l2i"]["artifacts"]``); see :mod:`callbacks.wandb_runs`."""
+        if self.failed is not None or not hasattr(self, "_wandb_init"):
+            return
+        if self._experiment is None:  # not started: wandb.init will take them
+            if job_type and not self._wandb_init.get("job_type"):
+                self._wandb_init["job_type"] = job_type
+            if artifacts is not None:
+                config = dict(self._wandb_init.get("config") or {})
+                l2i = dict(config.get("l2i") or {})
+                l2i["artifacts"] = {**dict(artifacts), **dict(l2i.get("artifacts") or {})}
+                config["l2i"] = l2i
+                self._wandb_init["config"] = config
+        elif artifacts is not None:
+            def update() -> None:
+                l2i = dict(self.experiment.config.get("l2i") or {})
+                l2i["artifacts"] = {**dict(artifacts), **dict(l2i.get("artifacts") or {})}
+                self.experiment.config.update({"l2i": l2i}, allow_val_change=True)
+            self._guard("record the artifacts used", update)
 
     def watch(self, *args: Any, **kwargs: Any) -> None:
         self._guard("watch the model", super().watch, *args, **kwargs)
@@ -138,6 +173,21 @@ class SafeWandbLogger(WandbLogger):
         if self._csv is not None:
             self._csv.finalize(status)
         self._guard("finish the run", super().finalize, status)
+
+
+def _with_pipeline_identity(kwargs: dict) -> dict:
+    """``kwargs`` with the running pipeline stage's group, job_type and config (:func:`current_stage`) where
+    the caller gave none."""
+    stage = current_stage()
+    if stage is None:
+        return kwargs
+    out = dict(kwargs)
+    if not out.get("group"):
+        out["group"] = stage.group
+    if not out.get("job_type"):
+        out["job_type"] = stage.job_type
+    out["config"] = {**stage.config(), **dict(out.get("config") or {})}
+    return out
 
 
 def safe_loggers(save_dir: str | os.PathLike = "runs", name: str | None = None, project: str = "listen-to-interpret", **wandb_kwargs: Any) -> list[Logger]:

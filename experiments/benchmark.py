@@ -6,7 +6,9 @@ model and the L-MAC decoder — the pipeline's own stage functions, called with 
 :class:`~experiments.pipeline.PipelineContext` — then :func:`benchmark_stage` runs the evaluation suite
 (:func:`l2i.evaluation.evaluate_interpreter`) on **the same test clips** for every interpreter and writes one
 table: ``<out_dir>/benchmark/benchmark.md``, ``benchmark.csv``, ``benchmark.json`` (every row's seed, settings,
-artifact and all suite figures) and a W&B table (``benchmark``, via the safe logger: W&B failures never stop it).
+artifact and all suite figures) and a W&B table (``benchmark``, via the safe logger: W&B failures never stop it),
+and a listening table (:mod:`experiments.listening`): every interpreter's interpretation of the same clips, with
+the mixture and the true source, in ``<out_dir>/benchmark/listening/index.html`` and as the W&B table ``listening``.
 
 Rows (``benchmark.interpreters``, name -> settings; ``kind`` defaults to the name):
 
@@ -329,8 +331,9 @@ def table_markdown(rows: list[dict], columns: list[str], title: str | None = Non
     return "\n".join(lines) + "\n"
 
 
-def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict) -> str | None:
-    """The table as a W&B table (offline by default) through the safe logger; returns the failure, if any."""
+def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict, listening: dict | None = None) -> str | None:
+    """The table (and the listening table, :func:`experiments.listening.log_listening`) as W&B tables (offline by
+    default) through the safe logger; returns the failure, if any."""
     try:
         from callbacks.safe_logging import SafeWandbLogger
 
@@ -339,6 +342,10 @@ def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict) -> str
         logger.log_hyperparams({"benchmark": json.loads(json.dumps(settings, default=str)), "seed": ctx.seed})
         logger.log_table(key="benchmark", columns=["interpreter", *columns],
                          data=[[r["name"], *[r["columns"][c] for c in columns]] for r in rows])
+        if listening is not None:
+            from experiments.listening import log_listening
+
+            log_listening(logger, listening)
         logger.finalize("success")
         run = getattr(logger, "_experiment", None)
         if run is not None and hasattr(run, "finish"):
@@ -354,12 +361,14 @@ def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict) -> str
 def lmac_stage(ctx, settings: dict) -> dict:
     """Train the L-MAC decoder of ``ctx.artifacts["classifier"]`` (settings: ``config``, default
     experiments/synthetic/lmac.yaml; ``overrides``: extra CLI arguments). Sets ``ctx.artifacts["lmac"]``."""
+    from callbacks.wandb_runs import nested_stage
     from experiments.pipeline import fit_stage_config
 
     if "classifier" not in ctx.artifacts:
         raise ValueError("lmac stage: no classifier artifact; run the 'classifier' stage first or give artifacts.classifier")
-    fit = fit_stage_config(ctx, "lmac", settings, "experiments/synthetic/lmac.yaml",
-                           ["--model.init_args.classifier_checkpoint", str(ctx.artifacts["classifier"])], test=False)
+    with nested_stage("lmac", ctx.artifacts):  # trained on demand by the benchmark stage: its own job_type
+        fit = fit_stage_config(ctx, "lmac", settings, "experiments/synthetic/lmac.yaml",
+                               ["--model.init_args.classifier_checkpoint", str(ctx.artifacts["classifier"])], test=False)
     ctx.artifacts["lmac"] = str(fit.checkpoint)
     figures: dict[str, Any] = {"train_seconds": round(fit.train_seconds, 2), "epochs": int(fit.trainer.current_epoch),
                                "checkpoint": str(fit.checkpoint)}
@@ -384,13 +393,14 @@ def benchmark_stage(ctx, settings: dict) -> dict:
         lmac: settings of :func:`lmac_stage` when a ``lmac`` row is asked for and no L-MAC artifact exists.
         device: default cuda when available.
         wandb: log the W&B table (default true).
+        listening_clips: rows of the listening table (default 8; 0: no listening table).
     Returns flat figures ``<row>.<column>`` plus ``table`` (markdown path).
     """
     from l2i.evaluation import evaluate_interpreter
 
     settings = dict(settings or {})
     known = {"interpreters", "data", "data_config", "batch_size", "split", "max_batches", "threshold", "lmac", "device",
-             "wandb", "wandb_project", "title"}
+             "wandb", "wandb_project", "title", "listening_clips"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"benchmark settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -416,6 +426,7 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     loaded = _Loaded(ctx, device)
 
     rows: list[dict] = []
+    entries: list[tuple] = []  # (row name, interpreter, explained model): the listening table's columns
     accuracy_cache: dict[str, float] = {}
     for name, spec in interpreters.items():
         torch.manual_seed(seed)
@@ -455,6 +466,7 @@ def benchmark_stage(ctx, settings: dict) -> dict:
         if bad:
             raise ValueError(f"benchmark row {name!r}: non-finite column(s) {bad}")
         rows.append(row)
+        entries.append((name, interp, classifier))
         print(f"[l2i] benchmark {name}: " + ", ".join(f"{c}={_fmt(v)}" for c, v in row["columns"].items()), flush=True)
 
     columns = list(rows[0]["columns"])
@@ -475,7 +487,8 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     record = {"settings": settings, "data": data_record, "seed": seed, "artifacts": dict(ctx.artifacts), "columns": columns,
               "descriptions": {c: descriptions[c] for c in columns}, "rows": rows}
     (out / "benchmark.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    wandb_failure = _log_wandb(ctx, rows, columns, settings) if settings.get("wandb", True) else "disabled"
+    listening = _listening(out, entries, batches[0], dm, tau, settings, device)
+    wandb_failure = _log_wandb(ctx, rows, columns, settings, listening) if settings.get("wandb", True) else "disabled"
 
     figures: dict[str, Any] = {}
     for r in rows:
@@ -486,9 +499,24 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     figures["csv"] = str(out / "benchmark.csv")
     figures["clips"] = int(sum(b["waveform"].shape[0] for b in batches))
     figures["wandb"] = "ok" if wandb_failure is None else str(wandb_failure)
+    if listening is not None:
+        figures["listening"] = listening["page"]
+        ctx.descriptions["benchmark.listening"] = "listening table: every interpreter's interpretation of the same clips (HTML)"
     ctx.descriptions["benchmark.table"] = "the benchmark table (markdown; CSV and JSON beside it)"
     ctx.descriptions["benchmark.clips"] = "clips every interpreter was scored on"
     return figures
+
+
+def _listening(out: Path, entries: list[tuple], batch: dict, dm, tau: float, settings: dict, device: str) -> dict | None:
+    """The listening table (:mod:`experiments.listening`) of the first ``listening_clips`` clips (default 8;
+    0 = none) in ``<out>/listening/``."""
+    from experiments.listening import listening_table
+
+    clips = int(settings.get("listening_clips", 8))
+    if clips <= 0:
+        return None
+    names = list(getattr(dm, "class_names", None) or [])
+    return listening_table(out / "listening", entries, batch, names, threshold=tau, clips=clips, device=device)
 
 
 def _train_seconds(ctx, kind: str) -> float:
@@ -507,9 +535,11 @@ def _train_seconds(ctx, kind: str) -> float:
 
 
 def run_benchmark(config: dict, out_dir: str | Path | None = None, stages: list[str] | None = None,
-                  artifacts: dict[str, str] | None = None):
+                  artifacts: dict[str, str] | None = None, group: str | None = None):
     """Train/reuse the artifacts (``config["stages"]``, ``config["artifacts"]``), then :func:`benchmark_stage`
-    (``config["benchmark"]``). Returns the :class:`~experiments.pipeline.PipelineContext`."""
+    (``config["benchmark"]``). Returns the :class:`~experiments.pipeline.PipelineContext`. Every W&B run shares
+    one group (``group``, default :func:`callbacks.wandb_runs.pipeline_group`), each stage's its job_type."""
+    from callbacks.wandb_runs import pipeline_group, pipeline_stage
     from experiments.pipeline import PipelineContext, get_stage, write_report
 
     known = {"out_dir", "seed", "artifacts", "stages", "benchmark"}
@@ -517,7 +547,9 @@ def run_benchmark(config: dict, out_dir: str | Path | None = None, stages: list[
     if unknown:
         raise ValueError(f"benchmark config: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
     ctx = PipelineContext(out_dir=Path(out_dir or config.get("out_dir") or "runs/benchmark"), seed=int(config.get("seed", 0)))
+    ctx.wandb_group = pipeline_group(ctx.out_dir, group)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[l2i] W&B group of this benchmark's runs: {ctx.wandb_group}", flush=True)
     given = {**{k: v for k, v in (config.get("artifacts") or {}).items() if v}, **{k: v for k, v in (artifacts or {}).items() if v}}
     for key, path in given.items():
         if key not in STAGE_ARTIFACT.values():
@@ -542,7 +574,8 @@ def run_benchmark(config: dict, out_dir: str | Path | None = None, stages: list[
         fn = local.get(name) or get_stage(name)
         print(f"[l2i] stage {name!r} …", flush=True)
         start = time.perf_counter()
-        figures = fn(ctx, dict(settings or {}))
+        with pipeline_stage(name, ctx.wandb_group, ctx.artifacts):
+            figures = fn(ctx, dict(settings or {}))
         figures["seconds"] = round(time.perf_counter() - start, 2)
         ctx.descriptions.setdefault(f"{name}.seconds", "wall time of the stage (s)")
         for key, value in figures.items():
@@ -550,7 +583,8 @@ def run_benchmark(config: dict, out_dir: str | Path | None = None, stages: list[
         write_report(ctx, title="benchmark report")
         print(f"[l2i] stage {name!r} done in {figures['seconds']:.1f} s", flush=True)
     start = time.perf_counter()
-    figures = benchmark_stage(ctx, dict(config.get("benchmark") or {}))
+    with pipeline_stage("benchmark", ctx.wandb_group, ctx.artifacts):
+        figures = benchmark_stage(ctx, dict(config.get("benchmark") or {}))
     figures["seconds"] = round(time.perf_counter() - start, 2)
     for key, value in figures.items():
         ctx.report[f"benchmark.{key}"] = value
@@ -571,12 +605,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--stages", default=None, help="comma-separated subset of the config's training stages")
     for key in sorted(set(STAGE_ARTIFACT.values())):
         p.add_argument(f"--{key}", default=None, help=f"reuse this {key} artifact (path) instead of training it")
+    p.add_argument("--group", default=None, help="W&B group of the runs (default: $WANDB_RUN_GROUP, else <out_dir name>-<start time>)")
     args = p.parse_args(argv)
     path = resolve_config(args.config)
     config = yaml.safe_load(path.read_text()) or {}
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     given = {k: getattr(args, k) for k in set(STAGE_ARTIFACT.values()) if getattr(args, k)}
-    ctx = run_benchmark(config, args.out_dir, stages, given)
+    ctx = run_benchmark(config, args.out_dir, stages, given, group=args.group)
     table = Path(ctx.report["benchmark.table"])
     print(table.read_text())
     print(f"[l2i] benchmark: {table}, {table.with_suffix('.csv')}, {table.with_suffix('.json')}; report {ctx.out_dir / 'report.md'}")

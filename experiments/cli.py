@@ -59,7 +59,21 @@ class L2ICLI(LightningCLI):
         if config.get("weights_only") is None:
             config["weights_only"] = True
 
-    before_fit = before_validate = before_test = before_predict = _weights_only_by_default
+    def _name_wandb_run(self) -> None:
+        """The W&B run's ``job_type`` (the stage its model belongs to, unless a pipeline stage or the config set
+        one) and the artifacts the model was built from, in its config (:mod:`callbacks.wandb_runs`)."""
+        from callbacks.safe_logging import SafeWandbLogger
+        from callbacks.wandb_runs import job_type_of, used_artifacts
+
+        for logger in getattr(self.trainer, "loggers", None) or []:
+            if isinstance(logger, SafeWandbLogger):
+                logger.name_run(job_type_of(self.model), used_artifacts(getattr(self.model, "hparams", {})))
+
+    def _before_run(self) -> None:
+        self._weights_only_by_default()
+        self._name_wandb_run()
+
+    before_fit = before_validate = before_test = before_predict = _before_run
 
 
 def _expand_config_paths(args: list[str]) -> list[str]:

@@ -649,7 +649,10 @@ def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
 
             import wandb
 
+            from callbacks.wandb_runs import local_cache
+
             os.environ.setdefault("WANDB_MODE", "offline")
+            local_cache(out.parent)  # W&B's cache (service logs) beside the run, not in the home folder
             run = wandb.init(project=cfg.wandb_project, job_type="nmf", dir=str(out.parent), name=out.parent.name,
                              config=_plain_cfg(cfg, parser), reinit=True)
         except Exception as exc:  # noqa: BLE001

@@ -29,6 +29,8 @@ class PipelineContext:
     artifacts: dict[str, str] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
+    #: the W&B group of every run of this pipeline (:func:`callbacks.wandb_runs.pipeline_group`)
+    wandb_group: str = ""
 
     def stage_dir(self, name: str) -> Path:
         d = self.out_dir / name
@@ -129,19 +131,24 @@ def earlier_figures(out_dir: str | Path, rerun: list[str]) -> dict:
 
 
 def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int = 0,
-                 artifacts: dict[str, str] | None = None, earlier: dict | None = None) -> PipelineContext:
+                 artifacts: dict[str, str] | None = None, earlier: dict | None = None,
+                 group: str | None = None) -> PipelineContext:
     """Run the named stages in order; ``stage_settings`` maps stage name -> its settings dict.
 
     ``artifacts``: artifacts of stages not run now (key -> path, see :data:`ARTIFACT_FILES`), recorded in
     the report as reused; a stage that runs replaces its own. ``earlier``: figures of those stages (from the
     run that made them), kept in the report, so it stays whole and later stages can read them (e.g. the
-    benchmark's training times).
+    benchmark's training times). ``group``: the W&B group of the stages' runs (default:
+    :func:`callbacks.wandb_runs.pipeline_group`); each run's ``job_type`` is its stage.
     """
+    from callbacks.wandb_runs import pipeline_group, pipeline_stage
+
     unknown = [s for s in stage_settings if s not in STAGES and s not in LAZY_STAGES]
     if unknown:
         raise ValueError(f"unknown pipeline stage(s) {unknown}; known stages: {sorted({*STAGES, *LAZY_STAGES})}")
-    ctx = PipelineContext(out_dir=Path(out_dir), seed=seed)
+    ctx = PipelineContext(out_dir=Path(out_dir), seed=seed, wandb_group=pipeline_group(out_dir, group))
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[l2i] W&B group of this pipeline's runs: {ctx.wandb_group}", flush=True)
     for key, value in (earlier or {}).items():
         ctx.report[key] = value
         ctx.descriptions[key] = "(from the earlier run in out_dir)"
@@ -152,7 +159,8 @@ def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int
     for name, settings in stage_settings.items():
         print(f"[l2i] stage {name!r} …", flush=True)
         start = time.perf_counter()
-        figures = get_stage(name)(ctx, dict(settings or {}))
+        with pipeline_stage(name, ctx.wandb_group, ctx.artifacts):
+            figures = get_stage(name)(ctx, dict(settings or {}))
         figures["seconds"] = round(time.perf_counter() - start, 2)
         ctx.descriptions.setdefault(f"{name}.seconds", "wall time of the stage (s)")
         for key, value in figures.items():
@@ -256,6 +264,8 @@ def demo_main(argv: list[str]) -> int:
     parser.add_argument("--out_dir", default=None, help="where the report and artifacts go (default from config)")
     parser.add_argument("--stages", default=None, help="comma-separated subset of the config's stages (artifacts of "
                         "the others are reused from out_dir when there)")
+    parser.add_argument("--group", default=None, help="W&B group of the stages' runs (default: $WANDB_RUN_GROUP, else "
+                        "<out_dir name>-<start time>)")
     args = parser.parse_args(argv)
     config = yaml.safe_load(resolve_config(args.config).read_text()) or {}
     stages: dict = config.get("stages") or {}
@@ -272,7 +282,8 @@ def demo_main(argv: list[str]) -> int:
         earlier = earlier_figures(out_dir, list(stages))
         for key, path in reused.items():
             print(f"[l2i] reusing {key}: {path}", flush=True)
-    ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)), artifacts=reused, earlier=earlier)
+    ctx = run_pipeline(stages, out_dir, seed=int(config.get("seed", 0)), artifacts=reused, earlier=earlier,
+                       group=args.group)
     json_path, md_path = write_report(ctx)
     print(md_path.read_text())
     table = ctx.report.get("benchmark.table")
@@ -282,5 +293,8 @@ def demo_main(argv: list[str]) -> int:
     galleries = sorted(ctx.out_dir.rglob("interpretations/index.html"))
     for gallery in galleries:
         print(f"[l2i] listen to the interpretations: {gallery}")
+    listening = ctx.report.get("benchmark.listening")
+    if listening:
+        print(f"[l2i] every interpreter on the same clips, side by side: {listening}")
     print(f"[l2i] report: {md_path} and {json_path}")
     return 0

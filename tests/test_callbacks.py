@@ -9,8 +9,6 @@ import csv
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from torch import nn
 from callbacks.interpretation_logger import COLUMNS, InterpretationLogger, select_clips
 from callbacks.metrics import MetricsCallback
 from callbacks.safe_logging import SafeWandbLogger
+from browser_helpers import dump_dom, layout, screenshot
 from test_evaluation_helpers import NUM_CLASSES, SR, OracleInterpreter, datamodule, dictionary, one_thread, trained_classifier
 
 pytestmark = pytest.mark.slow
@@ -152,8 +151,8 @@ def test_wandb_table_json_lists_the_columns(pipeline):
         table = json.loads(t.read_text())
         assert table["columns"] == COLUMNS
         assert len(table["data"]) == NUM_CLASSES
-    # W&B (>= 0.2x) stores a run table's media in the table's artifact, staged under WANDB_DATA_DIR offline
-    staging = Path(os.environ["WANDB_DATA_DIR"]) / "artifacts" / "staging"
+    # W&B (>= 0.2x) stores a run table's media in the table's artifact, staged (offline) inside the run folder
+    staging = run_dir / "staging" / "artifacts" / "staging"
     rates = []
     for f in staging.rglob("*"):
         if f.is_file() and f.read_bytes()[:4] == b"RIFF":
@@ -166,7 +165,9 @@ def test_gallery_references_existing_files(pipeline):
     page = run_dir / "interpretations" / "val-epoch001" / "index.html"
     text = page.read_text()
     refs = re.findall(r"src='([^']+)'", text)
-    assert sum(r.endswith(".wav") for r in refs) == 3 * NUM_CLASSES and sum(r.endswith(".png") for r in refs) == 2 * NUM_CLASSES
+    # input, true source (the synthetic set knows it), interpretation, residual; spectrogram, relevance
+    assert sum(r.endswith(".wav") for r in refs) == 4 * NUM_CLASSES and sum(r.endswith(".png") for r in refs) == 2 * NUM_CLASSES
+    assert sum(r.endswith("_source.wav") for r in refs) == NUM_CLASSES
     for r in refs:
         assert (page.parent / r).is_file(), r
     assert "val/fidelity_top1" in text  # the epoch's metrics are on the page
@@ -185,34 +186,35 @@ def test_metrics_reach_the_csv_log_per_epoch(pipeline):
     assert "test/faithfulness_prob_drop" in metrics.history[-1]
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def test_gallery_opens_in_headless_chromium(pipeline, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        if os.environ.get("CI"):  # .ci/run installs Debian's chromium: a missing browser there is a failure
-            pytest.fail("CI: no Chromium/Chrome found although .ci/run installs it")
-        pytest.skip("no Chromium/Chrome installed (Debian: apt-get install chromium; .ci/run installs it)")
     page = pipeline[5] / "interpretations" / "val-epoch001" / "index.html"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files", "--autoplay-policy=no-user-gesture-required",
-           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000", "--dump-dom", page.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    dom = proc.stdout
-    assert "<audio" in dom, f"Chromium produced no DOM (rc={proc.returncode}): {proc.stderr[-2000:]}"
-    console_errors = [l for l in proc.stderr.splitlines() if "CONSOLE" in l and ("Error" in l or "error" in l)]
+    dom, stderr = dump_dom(page, tmp_path)
+    assert "<audio" in dom
+    console_errors = [l for l in stderr.splitlines() if "CONSOLE" in l and ("Error" in l or "error" in l)]
     assert not console_errors, console_errors
     assert 'id="errors" data-count="0"' in dom, re.findall(r'<div id="errors"[^>]*>[^<]*', dom)
     durations = re.findall(r'data-duration="([0-9.]+)"', dom)
     n_audio = dom.count("<audio")
-    assert len(durations) == n_audio == 3 * NUM_CLASSES, (len(durations), n_audio)
+    assert len(durations) == n_audio == 4 * NUM_CLASSES, (len(durations), n_audio)
     assert all(float(d) == pytest.approx(1.0, abs=0.01) for d in durations)
+
+
+def test_gallery_fits_a_1280px_screen(pipeline, tmp_path):
+    """Every column of every clip (input, true source, interpretation, residual, relevance) lies within a
+    1,280 px window and the page does not scroll sideways; a screenshot of that window is taken."""
+    page = pipeline[5] / "interpretations" / "val-epoch001" / "index.html"
+    shot = screenshot(page, tmp_path / "gallery.png", tmp_path)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and sf_png_width(shot) == 1280
+    found = layout(dump_dom(page, tmp_path)[0])
+    assert found["viewport"] == 1280 and found["scroll_width"] <= 1280, found
+    assert set(found["columns"]) == {"input", "source", "interpretation", "residual", "relevance"}
+    assert all(len(rights) == NUM_CLASSES for rights in found["columns"].values()), found["columns"]
+    assert found["max_right"] <= 1280 and all(r <= 1280 for rights in found["columns"].values() for r in rights)
+
+
+def sf_png_width(path: Path) -> int:
+    """Width of a PNG from its IHDR chunk."""
+    return int.from_bytes(path.read_bytes()[16:20], "big")
 
 
 # -- W&B failures never stop training ----------------------------------------------------------------------
