@@ -85,8 +85,12 @@ def evaluate_checkpoint(
     tune: bool = False,
     thresholds: list[float] | float | None = None,
     classifier_thresholds: list[float] | float | None = None,
+    protocol: str = "project",
 ) -> dict[str, float]:
-    """Load the interpreter (``ckpt``, or the config's untrained model when ``None``) and its data; run the suite."""
+    """Load the interpreter (``ckpt``, or the config's untrained model when ``None``) and its data; run the suite.
+
+    ``protocol="authors"`` adds the authors' figures (:func:`l2i.evaluation.authors.evaluate_authors_protocol`)
+    under ``authors.*`` keys."""
     from torch.utils.data import DataLoader
 
     from l2i.evaluation import OverlapMixtures, evaluate_interpreter, tune_interpreter_thresholds
@@ -129,6 +133,16 @@ def evaluate_checkpoint(
         mix = DataLoader(OverlapMixtures(dataset, weight=float(overlap), seed=seed), batch_size=loader.batch_size or 16)
         for k, v in evaluate_interpreter(module, classifier, mix, noise_snr_db=None, **common).items():
             results[f"overlap.{k}"] = v
+    if protocol == "authors":
+        from l2i.evaluation.authors import evaluate_authors_protocol
+
+        num_classes = int(getattr(module, "num_classes", 0) or data_args.get("num_classes") or 0)
+        for k, v in evaluate_authors_protocol(module, classifier, loader, task=task, num_classes=num_classes,
+                                              classifier_thresholds=common["classifier_thresholds"],
+                                              max_batches=max_batches, seed=seed, device=device).items():
+            results[f"authors.{k}"] = v
+    elif protocol != "project":
+        raise ValueError(f"evaluate: protocol must be project|authors, got {protocol!r}")
     results["threshold"] = tau
     if tuned is not None:
         for c, t in enumerate(tuned.tolist()):
@@ -183,6 +197,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tune_thresholds", type=bool, default=False,
                    help="multilabel: tune the interpreter's per-class thresholds on the validation split first")
     p.add_argument("--out_dir", default=None, help="default: beside the checkpoint (or runs/evaluate)")
+    p.add_argument("--protocol", default="project", choices=["project", "authors"],
+                   help="authors: also the authors' figures (top-1/3/5 or 11-threshold AUPRC fidelity, median drops "
+                        "vs random components, L-MAC's table on 0.8/0.2 mixtures) under authors.*")
     args = p.parse_args(argv)
     config = yaml.safe_load(resolve_config(args.config).read_text()) or {}
     snrs = [float(s) for s in str(args.noise_snr_db).split(",") if s.strip()] if args.noise_snr_db else []
@@ -190,6 +207,7 @@ def main(argv: list[str]) -> int:
         config, args.ckpt, split=args.split, threshold=args.threshold, noise_snr_db=snrs or None, overlap=args.overlap,
         max_batches=args.max_batches, batch_size=args.batch_size, device=args.device, seed=args.seed,
         tune=args.tune_thresholds, thresholds=_floats(args.thresholds), classifier_thresholds=_floats(args.classifier_thresholds),
+        protocol=args.protocol,
     )
     out = Path(args.out_dir) if args.out_dir else (Path(args.ckpt).parent / "evaluation" if args.ckpt else Path("runs/evaluate"))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}

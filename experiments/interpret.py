@@ -142,9 +142,11 @@ def _plot(path: Path, title: str, magnitude, mask, activations, relevance, chose
 
 @torch.no_grad()
 def write_interpretations(model, waveform: torch.Tensor, names: Sequence[str], out_dir: str | Path, *,
-                          target=None, threshold: float | None = None, plots: bool = True) -> list[dict]:
+                          target=None, threshold: float | None = None, plots: bool = True,
+                          top_k: int | None = None) -> list[dict]:
     """Interpret ``waveform (B, samples)`` and write per clip and explained class a WAV, a residual WAV, a JSON
-    and (``plots``) a PNG into ``out_dir``. Returns one record per written interpretation."""
+    and (``plots``) a PNG into ``out_dir``. Returns one record per written interpretation. ``top_k``: at most
+    that many components per interpretation (default: the model's setting; 0 = no cap)."""
     from l2i.audio import save_audio
 
     out = Path(out_dir)
@@ -152,7 +154,7 @@ def write_interpretations(model, waveform: torch.Tensor, names: Sequence[str], o
     device = next(model.parameters()).device
     net = model.interpreter
     wav = waveform.to(device)
-    it = model.interpret(wav, target=target, threshold=threshold)
+    it = model.interpret(wav, target=target, threshold=threshold, **({} if top_k is None else {"top_k": top_k}))
     feats = net.frontend(wav)
     probs = it.classifier_logits.softmax(-1) if net.task == "multiclass" else it.classifier_logits.sigmoid()
     iprobs = it.logits.softmax(-1) if net.task == "multiclass" else it.logits.sigmoid()
@@ -379,6 +381,10 @@ def main(argv: list[str]) -> int:
                         help="comma-separated class names or indices to explain (default: the classifier's prediction)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no_plots", action="store_true", help="skip the PNGs")
+    parser.add_argument("--protocol", default=None, choices=["project", "authors"],
+                        help="interpretation details of a preset (authors: the top 5 components above τ); "
+                             "default: the model's own settings")
+    parser.add_argument("--top_k", type=int, default=None, help="at most this many components (0 = no cap)")
     args = parser.parse_args(argv)
     model = load_interpreter(args.ckpt, args.config, map_location=args.device).to(args.device)
     cfg = model.interpreter.frontend.config
@@ -403,8 +409,13 @@ def main(argv: list[str]) -> int:
             else:
                 raise SystemExit(f"l2i interpret: unknown class {t!r}; classes: {names}")
         target = torch.tensor([idx] * len(waves))
+    top_k = args.top_k
+    if top_k is None and args.protocol is not None:
+        from l2i.interpreter.protocol import get_protocol
+
+        top_k = get_protocol(args.protocol).top_k or 0
     records = write_interpretations(model, batch, [Path(p).stem for p in args.input], args.out, target=target,
-                                    threshold=args.threshold, plots=not args.no_plots)
+                                    threshold=args.threshold, plots=not args.no_plots, top_k=top_k)
     for r in records:
         print(f"{r['input']}: {r['class']} (p={r['classifier_probability']:.3f}), "
               f"{len(r['chosen_components'])} components -> {Path(args.out) / r['interpretation_wav']}")

@@ -55,7 +55,8 @@ class NMFSettings:
             key ``noise_key``, e.g. the synthetic set's ``background``) and then kept fixed while
             ``n_components`` more are learnt on the clips (the SONYC-UST setup); 0 = none. The dictionary
             then has ``noise_components + n_components`` columns, noise first, labelled in ``meta``.
-        noise_key: batch key of the noise-only waveforms.
+        noise_key: batch key of the noise-only waveforms, or ``unlabelled``: the clips with no class present
+            (their background, e.g. SONYC-UST's clips without any tag: the authors' noise components).
         per_class_components: when > 0, learn that many components per class, each block on the clips
             of its class only (multiclass target, or class present for multilabel), and concatenate them
             (after the noise block); ``n_components`` is then unused and ``meta["labels"]`` names the class
@@ -64,6 +65,9 @@ class NMFSettings:
             are: works on any labelled data) or ``sources`` (the isolated events of the class, batch keys
             ``sources (B, S, N)`` + ``source_labels (B, S)``: data sets with known sources such as the
             synthetic default; the blocks then do not model the other classes' events that share the clips).
+        per_class_clips: with ``mixture``, which clips of a class its block learns from: ``all`` or
+            ``single_label`` (only the clips where that class is the only one present: the authors' SONYC-UST
+            dictionary).
     """
 
     n_components: int = 64
@@ -81,6 +85,7 @@ class NMFSettings:
     noise_key: str = "background"
     per_class_components: int = 0
     per_class_source: str = "mixture"
+    per_class_clips: str = "all"
 
     def build(self, device: torch.device | None = None, progress: bool = False, n_components: int | None = None) -> NMF:
         if self.dtype not in ("float32", "float64"):
@@ -89,6 +94,8 @@ class NMFSettings:
             raise ValueError(f"nmf.batch_frames and nmf.epochs must be >= 1, got {self.batch_frames}, {self.epochs}")
         if self.per_class_source not in ("mixture", "sources"):
             raise ValueError(f"nmf.per_class_source must be 'mixture' or 'sources', got {self.per_class_source!r}")
+        if self.per_class_clips not in ("all", "single_label"):
+            raise ValueError(f"nmf.per_class_clips must be 'all' or 'single_label', got {self.per_class_clips!r}")
         if self.noise_components < 0 or self.per_class_components < 0:
             raise ValueError(f"nmf.noise_components and nmf.per_class_components must be >= 0, got "
                              f"{self.noise_components}, {self.per_class_components}")
@@ -278,16 +285,28 @@ class FrameStream:
 # ---------------------------------------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------------------------------------
-def _class_mask(c: int):
-    """batch -> bool mask of the clips of class ``c`` (multiclass index or multi-hot target)."""
+def _class_mask(c: int, single_label: bool = False):
+    """batch -> bool mask of the clips of class ``c`` (multiclass index or multi-hot target); ``single_label``:
+    only those where ``c`` is the only class present."""
 
     def select(batch) -> torch.Tensor:
         target = batch.get("target") if isinstance(batch, dict) else None
         if target is None:
             raise ValueError("per_class_components needs batches with a 'target'")
-        return target[:, c] > 0 if target.dim() == 2 else target == c
+        if target.dim() != 2:
+            return target == c
+        mask = target[:, c] > 0
+        return mask & ((target > 0).sum(-1) == 1) if single_label else mask
 
     return select
+
+
+def _unlabelled(batch) -> torch.Tensor:
+    """batch -> bool mask of the clips with no class present (multi-hot target all zero)."""
+    target = batch.get("target") if isinstance(batch, dict) else None
+    if target is None or target.dim() != 2:
+        raise ValueError("nmf.noise_key 'unlabelled' needs multilabel batches with a multi-hot 'target'")
+    return (target > 0).sum(-1) == 0
 
 
 class _ClassSources:
@@ -319,7 +338,7 @@ def _fit_per_class(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, sp
     blocks: dict[str, torch.Tensor] = {}
     for c, name in enumerate(names):
         loader = clip_loader(datamodule, split, num_clips, seed=settings.seed)
-        select = _class_mask(c)
+        select = _class_mask(c, single_label=settings.per_class_clips == "single_label")
         if settings.per_class_source == "sources":
             loader, select = _ClassSources(loader, c), (lambda batch: batch["has_class"])
         st = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=num_clips, cache_mb=cache_mb / len(names),
@@ -526,9 +545,11 @@ def learn_dictionary(
     W_noise = None
     if settings.noise_components:
         noise_model = settings.build(dev, progress=progress, n_components=settings.noise_components)
+        unlabelled = settings.noise_key == "unlabelled"
         noise_stream = FrameStream(
             clip_loader(datamodule, split, num_clips, seed=settings.seed), fe, dev, settings.batch_frames,
-            max_clips=num_clips, cache_mb=cache_mb, key=settings.noise_key,
+            max_clips=num_clips, cache_mb=cache_mb, key="waveform" if unlabelled else settings.noise_key,
+            select=_unlabelled if unlabelled else None,
         )
         W_noise = noise_model.fit_stream(lambda: noise_stream, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
     labels = None

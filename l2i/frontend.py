@@ -41,6 +41,8 @@ class FrontEndConfig:
         duration_s: fixed clip length in seconds (None = keep the input length).
         pad_mode: how short clips are lengthened: ``constant`` (zeros) or ``repeat`` (tile the clip).
         crop_mode: which part of a long clip is kept: ``start``, ``center`` or ``random``.
+        mel_power: exponent of ``|X|`` fed to the mel filterbank before ``10·log10``: 2 (default, the power
+            spectrum) or 1 (the magnitude, as the authors' librosa ``melspectrogram(S=|X|)`` + ``power_to_db``).
     """
 
     sample_rate: int = 16000
@@ -56,6 +58,7 @@ class FrontEndConfig:
     duration_s: float | None = None
     pad_mode: Literal["constant", "repeat"] = "constant"
     crop_mode: Literal["start", "center", "random"] = "start"
+    mel_power: float = 2.0
 
     @property
     def n_freq(self) -> int:
@@ -184,6 +187,8 @@ class AudioFrontEnd(nn.Module):
         if overrides:
             cfg = FrontEndConfig(**{**cfg.to_dict(), **overrides})
         self.config = cfg
+        if not float(cfg.mel_power) > 0:
+            raise ValueError(f"front-end mel_power must be > 0 (2 = power, 1 = magnitude), got {cfg.mel_power}")
         win_length = cfg.win_length or cfg.n_fft
         if win_length > cfg.n_fft:
             raise ValueError(f"win_length ({win_length}) must be <= n_fft ({cfg.n_fft})")
@@ -235,7 +240,7 @@ class AudioFrontEnd(nn.Module):
 
     def logmel_from_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
         """Log-mel in dB of the power spectrum: ``(B, F, T)`` -> ``(B, n_mels, T)``; finite for silence."""
-        power = magnitude.pow(2)
+        power = magnitude.pow(2) if self.config.mel_power == 2.0 else magnitude.pow(self.config.mel_power)
         mel = torch.einsum("bft,fm->bmt", power, self.mel_fbanks.to(power.dtype))
         db = 10.0 * torch.log10(mel.clamp_min(self.amin))
         if self.config.top_db is not None:

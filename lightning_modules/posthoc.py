@@ -21,6 +21,7 @@ from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
+from l2i.interpreter.protocol import get_protocol
 
 __all__ = ["PostHocInterpreterModule"]
 
@@ -64,6 +65,14 @@ class PostHocInterpreterModule(L.LightningModule):
             classifier's, never used to override it.
         classifier, dictionary: in-memory objects instead of the paths (tests, notebooks); not saved in
             hparams — a checkpoint made this way needs the paths to be reloaded.
+        protocol: ``project`` (default) or ``authors``: fills every option below left unset (``None``), and
+            ``loss_weights`` when unset, from :data:`~l2i.interpreter.protocol.PROTOCOLS` — ``authors`` is the
+            authors' code as they ran it (their schedule, Ψ, taps, Θ dropout, top-5 interpretations).
+        psi_variant: ``project`` | ``authors`` (see :class:`~l2i.interpreter.psi.AuthorsPsi`).
+        skip_last_layers: with ``layers`` unset, tap the three blocks before the last ``skip_last_layers``.
+        attention_dropout: dropout on Θ's attention-branch input (the authors: 0.4 on ESC-50, 0 on SONYC-UST).
+        top_k: at most this many components per interpretation (0: no cap).
+        share_eps: floor of ``W H`` in each component's share.
     """
 
     def __init__(
@@ -87,9 +96,23 @@ class PostHocInterpreterModule(L.LightningModule):
         class_names: list[str] | None = None,
         classifier: Any = None,
         dictionary: DictionaryArtifact | None = None,
+        protocol: str = "project",
+        psi_variant: str | None = None,
+        skip_last_layers: int | None = None,
+        attention_dropout: float | None = None,
+        top_k: int | None = None,
+        share_eps: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["classifier", "dictionary"])
+        preset = get_protocol(protocol)
+        if loss_weights is None:
+            loss_weights = preset.loss_weights
+        psi_variant = preset.psi if psi_variant is None else psi_variant
+        skip_last_layers = preset.skip_last_layers if skip_last_layers is None else int(skip_last_layers)
+        attention_dropout = preset.attention_dropout if attention_dropout is None else float(attention_dropout)
+        top_k = preset.top_k if top_k is None else (None if int(top_k) == 0 else int(top_k))
+        share_eps = preset.share_eps if share_eps is None else float(share_eps)
         from lightning_modules.classifier import ClassifierModule
 
         if classifier is None:
@@ -123,6 +146,11 @@ class PostHocInterpreterModule(L.LightningModule):
             attention_dim=attention_dim,
             finetune_dictionary=finetune_dictionary,
             evidence=None if noise_evidence else class_evidence(dictionary, str(dictionary_path or "dictionary")),
+            psi_variant=psi_variant,
+            skip_last_layers=skip_last_layers,
+            attention_dropout=attention_dropout,
+            top_k=top_k,
+            share_eps=share_eps,
         )
         self.hparams["layers"] = list(self.interpreter.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()

@@ -241,11 +241,24 @@ def _multi_hot_to_indices(active: Tensor) -> Tensor:
     return torch.where(idx < C, idx, torch.full_like(idx, -1))
 
 
-def choose_components(relevance: Tensor, threshold: float) -> Tensor:
-    """``(B, C, K)`` relevance -> ``(B, C, K)`` bool, ``relevance > threshold``."""
+def choose_components(relevance: Tensor, threshold: float, top_k: int | None = None) -> Tensor:
+    """``(B, C, K)`` relevance -> ``(B, C, K)`` bool, ``relevance > threshold``.
+
+    ``top_k``: keep at most the ``top_k`` most relevant of those (the authors' interpretation audio: the top 5
+    by relevance that also exceed τ); ties at the cut are broken towards the lower component index.
+    """
     if not 0 <= float(threshold) < 1:
         raise ValueError(f"relevance threshold must be in [0, 1), got {threshold}")
-    return relevance > float(threshold)
+    chosen = relevance > float(threshold)
+    if top_k is None:
+        return chosen
+    if int(top_k) < 1:
+        raise ValueError(f"top_k must be a positive number of components (or None), got {top_k}")
+    k = min(int(top_k), relevance.shape[-1])
+    # stable descending sort: equal relevances keep component order, so the cut is deterministic
+    order = relevance.float().argsort(dim=-1, descending=True, stable=True)
+    rank = order.argsort(dim=-1)
+    return chosen & (rank < k)
 
 
 def random_components(chosen: Tensor, generator: torch.Generator | None = None, among: Tensor | None = None) -> Tensor:
@@ -353,6 +366,8 @@ def build_interpretation(
     mask_mode: str = "log1p",
     relevance_weighted: bool = False,
     components: Tensor | None = None,
+    top_k: int | None = None,
+    eps: float = EPS,
 ) -> Interpretation:
     """Assemble an :class:`Interpretation` from what any NMF-bottleneck interpreter computes.
 
@@ -368,14 +383,16 @@ def build_interpretation(
         relevance_weighted: weight the chosen components by their relevance instead of 1.
         components: optional ``(B, C, K)`` bool to use instead of ``relevance > threshold`` (e.g. random
             components of a baseline).
+        top_k: at most this many chosen components per class, the most relevant (see :func:`choose_components`).
+        eps: floor of ``W H`` in the share (see :func:`component_share`; the authors' code uses 1e-6).
     """
     relevance = relevance_scores(pooled, class_weights)
-    chosen_all = choose_components(relevance, threshold) if components is None else components.bool()
+    chosen_all = choose_components(relevance, threshold, top_k) if components is None else components.bool()
     valid = classes >= 0
     idx = classes.clamp_min(0)[..., None].expand(*classes.shape, relevance.shape[-1])
     chosen = torch.take_along_dim(chosen_all, idx, dim=1) & valid[..., None]  # (B, C', K)
     weights = torch.take_along_dim(relevance, idx, dim=1) if relevance_weighted else None
-    share = component_share(dictionary, activations, chosen, weights)
+    share = component_share(dictionary, activations, chosen, weights, eps=eps)
     mask = magnitude_mask(share, features.nmf, features.magnitude, mask_mode)
     audio, residual = synthesize(frontend, mask, features.magnitude, features.phase, features.waveform.shape[-1])
     pad = (~valid)[..., None]

@@ -18,15 +18,16 @@ from torch import Tensor, nn
 
 from l2i.backbones import capture_hidden
 from l2i.frontend import AudioFrontEnd, Features
-from l2i.interpreter.interpretation import Interpretation, build_interpretation, select_classes
-from l2i.interpreter.psi import Psi, map_to_sequence
+from l2i.interpreter.interpretation import EPS, Interpretation, build_interpretation, select_classes
+from l2i.interpreter.psi import AuthorsPsi, Psi, map_to_grid, map_to_sequence
 from l2i.interpreter.theta import Theta
 
 __all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers"]
 
-#: λ per loss as ``{loss: {first epoch: weight}}`` (authors' ESC-50 schedule, method.md): reconstruction 5.0 from
-#: the start; fidelity 0.5 from epoch 1 and 1.0 from epoch 20; sparsity 0.4 from epoch 1 (epoch 0:
-#: reconstruction only).
+#: λ per loss as ``{loss: {first epoch: weight}}``, the project's default: the authors' ESC-50 weights
+#: (reconstruction 5.0, fidelity 0.5 then 1.0 from epoch 20, sparsity 0.4) after one reconstruction-only epoch 0
+#: (their code has no such epoch: see :data:`~l2i.interpreter.protocol.AUTHORS_PROTOCOL_SCHEDULE`, the
+#: ``authors`` protocol).
 AUTHORS_ESC50_SCHEDULE: dict[str, dict[int, float]] = {
     "reconstruction": {0: 5.0},
     "fidelity": {1: 0.5, 20: 1.0},
@@ -133,9 +134,10 @@ def interpreter_losses(
     return losses
 
 
-def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None, count: int = 3) -> list[str]:
+def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None, count: int = 3, skip_last: int = 0) -> list[str]:
     """The last ``count`` tappable layers whose maps keep a time axis (4-D conv maps preferred), as the authors
-    tap three convolutional blocks."""
+    tap three convolutional blocks; ``skip_last``: leave out that many of the last ones first (the authors tap
+    the three maps *before* the last conv layer: ``skip_last=1``; kept to at least one layer)."""
     names = list(getattr(backbone, "layer_names", ()))
     if maps is not None:
         conv = [n for n in names if n in maps and maps[n].dim() == 4]
@@ -143,6 +145,8 @@ def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None
         names = timed
     if not names:
         raise ValueError(f"{type(backbone).__name__} names no tappable layers (layer_names); give `layers` explicitly")
+    skip = min(int(skip_last), len(names) - 1)
+    names = names[: len(names) - skip]
     return names[-count:]
 
 
@@ -162,6 +166,12 @@ class PostHocInterpreter(nn.Module):
         probe_frames: frames of the dummy input used to size Ψ (default: the front-end's clip length, or 128).
         evidence: ``(K,)`` bool, the components that may carry class evidence in Θ and count in the sparsity
             loss (default: all, the authors' method); see :class:`~l2i.interpreter.theta.Theta`.
+        psi_variant: ``project`` (:class:`~l2i.interpreter.psi.Psi`) or ``authors``
+            (:class:`~l2i.interpreter.psi.AuthorsPsi`, the authors' architecture).
+        skip_last_layers: with ``layers`` unset, tap the three blocks before the last ``skip_last_layers`` ones.
+        attention_dropout: dropout on Θ's attention-branch input (see :class:`~l2i.interpreter.theta.Theta`).
+        top_k: default cap on the components of an interpretation (``None``: every one with r > τ).
+        share_eps: floor of ``W H`` in each component's share (default 1e-8; the authors' 1e-6).
     """
 
     def __init__(
@@ -179,8 +189,19 @@ class PostHocInterpreter(nn.Module):
         finetune_dictionary: bool = False,
         probe_frames: int | None = None,
         evidence: Sequence[bool] | Tensor | None = None,
+        psi_variant: Literal["project", "authors"] = "project",
+        skip_last_layers: int = 0,
+        attention_dropout: float = 0.0,
+        top_k: int | None = None,
+        share_eps: float = EPS,
     ):
         super().__init__()
+        if psi_variant not in ("project", "authors"):
+            raise ValueError(f"psi_variant must be project|authors, got {psi_variant!r}")
+        if top_k is not None and int(top_k) < 1:
+            raise ValueError(f"top_k must be a positive number of components (or None), got {top_k}")
+        self.top_k = None if top_k is None else int(top_k)
+        self.share_eps = float(share_eps)
         if task not in ("multiclass", "multilabel"):
             raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
         W = torch.as_tensor(dictionary).detach().float()
@@ -222,11 +243,18 @@ class PostHocInterpreter(nn.Module):
         backbone.train(was_training)
         if probe_logits.shape[-1] != self.num_classes:
             raise ValueError(f"the classifier has {probe_logits.shape[-1]} outputs, num_classes is {self.num_classes}")
-        self.layers = list(layers) if layers else default_layers(backbone, maps)
-        channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
-        self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
+        self.layers = list(layers) if layers else default_layers(backbone, maps, skip_last=skip_last_layers)
+        if psi_variant == "authors":
+            missing = [n for n in self.layers if n not in maps]
+            if missing:
+                raise KeyError(f"layer(s) {missing} produced no output in the probe forward (is it used in forward?)")
+            shapes = {n: tuple(map_to_grid(maps[n], self.conv_map_axes, n).shape[1:]) for n in self.layers}
+            self.psi = AuthorsPsi(shapes, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes)
+        else:
+            channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
+            self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
-                           center=task == "multiclass", evidence=evidence)
+                           center=task == "multiclass", evidence=evidence, attention_dropout=attention_dropout)
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)
@@ -290,6 +318,7 @@ class PostHocInterpreter(nn.Module):
         mask_mode: str = "log1p",
         relevance_weighted: bool = False,
         components: Tensor | None = None,
+        top_k: int | None = None,
     ) -> Interpretation:
         """Listenable interpretations of ``waveform (B, samples)``; see :class:`Interpretation` for shapes.
 
@@ -300,7 +329,10 @@ class PostHocInterpreter(nn.Module):
             sample_rate: rate of ``waveform`` when it differs from the front-end's (resampled).
             mask_mode, relevance_weighted: see :func:`build_interpretation`.
             components: optional ``(B, C, K)`` bool component sets to use instead of the chosen ones.
+            top_k: at most this many components per class, the most relevant among those above τ (default: the
+                interpreter's ``top_k``; 0 = no cap).
         """
+        top_k = self.top_k if top_k is None else (None if int(top_k) == 0 else int(top_k))
         was_training = self.training
         self.eval()
         try:
@@ -320,6 +352,8 @@ class PostHocInterpreter(nn.Module):
                 mask_mode=mask_mode,
                 relevance_weighted=relevance_weighted,
                 components=components,
+                top_k=top_k,
+                eps=self.share_eps,
             )
         finally:
             self.train(was_training)

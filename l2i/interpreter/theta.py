@@ -42,6 +42,10 @@ class Theta(nn.Module):
         center: centre the class weights over classes (multiclass; see the module docstring).
         evidence: ``(K,)`` bool, the components that may carry class evidence (default: all; see the module
             docstring).
+        attention_dropout: dropout on the *input* of the two attention branches only (the authors' ESC-50
+            setting: 0.4): the attention weights are computed from a dropped-out copy of H, while the pooled vector
+            ``z = Σ_t α_t H[:, :, t]`` always uses H itself — so the relevance ``z_k θ_ck`` never sees dropout
+            (and in eval mode nothing is dropped). Default 0: no dropout.
     """
 
     def __init__(
@@ -52,9 +56,13 @@ class Theta(nn.Module):
         attention_dim: int = 256,
         center: bool = False,
         evidence: Tensor | Sequence[bool] | None = None,
+        attention_dropout: float = 0.0,
     ):
         super().__init__()
         self.center = bool(center)
+        if not 0.0 <= float(attention_dropout) < 1.0:
+            raise ValueError(f"Theta attention_dropout must be in [0, 1), got {attention_dropout}")
+        self.attention_dropout = float(attention_dropout)
         if evidence is None:
             evidence = torch.ones(n_components, dtype=torch.bool)
         evidence = torch.as_tensor(evidence, dtype=torch.bool).flatten()
@@ -71,7 +79,10 @@ class Theta(nn.Module):
         if pooling == "attention":
             self.attention_tanh = nn.Linear(n_components, attention_dim)
             self.attention_relu = nn.Linear(n_components, attention_dim)
-            self.attention_score = nn.Linear(attention_dim, 1)
+            self.attention_score = nn.Linear(attention_dim, 1)  # with a bias, as the authors'
+            if self.attention_dropout > 0:
+                # a separate draw for each branch, as the authors' code applies its dropout twice
+                self.attention_input_dropout = nn.Dropout(self.attention_dropout)
         self.classifier = nn.Linear(n_components, num_classes, bias=False)
 
     @property
@@ -84,6 +95,10 @@ class Theta(nn.Module):
     def attention(self, activations: Tensor) -> Tensor:
         """Attention weights over time, ``(B, T)`` summing to 1 (``attention`` pooling only)."""
         x = activations.transpose(1, 2)  # (B, T, K)
+        if self.attention_dropout > 0:
+            drop = self.attention_input_dropout
+            gate = torch.tanh(self.attention_tanh(drop(x))) * torch.relu(self.attention_relu(drop(x)))
+            return self.attention_score(gate).squeeze(-1).softmax(dim=-1)
         gate = torch.tanh(self.attention_tanh(x)) * torch.relu(self.attention_relu(x))
         return self.attention_score(gate).squeeze(-1).softmax(dim=-1)
 
