@@ -48,6 +48,8 @@ def show_path(path: str | os.PathLike) -> str:
 
 
 def _value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):  # several files: those that exist
+        return ", ".join(show_path(p) for p in v if p is not None and Path(p).exists())
     if isinstance(v, torch.Tensor):
         v = v.item() if v.numel() == 1 else v.tolist()
     if isinstance(v, float):
@@ -64,7 +66,8 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
 
 def format_summary(verb: str, items: Iterable[tuple[str, Any]]) -> str:
     """The summary block: a title line and one ``label : value`` line per item (``None`` values left out)."""
-    rows = [(str(k), _value(v)) for k, v in items if v is not None and v != ""]
+    rows = [(str(k), _value(v)) for k, v in items if v is not None]
+    rows = [(k, v) for k, v in rows if v != ""]
     width = max((len(k) for k, _ in rows), default=0)
     lines = [f"[l2i {verb}] summary"] + [f"  {k.ljust(width)} : {v}" for k, v in rows]
     return "\n".join(lines)
@@ -75,7 +78,8 @@ def print_summary(verb: str, items: Mapping[str, Any] | Iterable[tuple[str, Any]
                   gallery: str | os.PathLike | None = None, stream=None) -> str:
     """Print (and return) the end-of-run summary of ``l2i <verb>``.
 
-    ``items``: ``{label: path or value}`` in order (paths are shown relative to the working directory);
+    ``items``: ``{label: path or value}`` in order (paths are shown relative to the working directory; a
+    list of paths shows those that exist);
     ``metrics``: shown on one line; ``wandb_run_dir``: a W&B run folder (adds its ``wandb sync`` line);
     ``gallery``: the interpretation gallery's ``index.html``. ``None`` entries are left out."""
     rows = list(items.items() if isinstance(items, Mapping) else items)

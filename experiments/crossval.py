@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in report["summary"].items():
         print(f"{name}: {s['text']} (n={s['n']})")
     print(f"report: {out / 'crossval.md'} and {out / 'crossval.json'}")
+    from callbacks.summary import print_summary  # what the run wrote, where
+
+    print_summary("crossval", {"report": [out / "crossval.md", out / "crossval.json"],
+                               "folds": [out / f"fold-{k}" for k in known.folds]},
+                  metrics={name: s["text"] for name, s in report["summary"].items()})
     return 0
 
 

@@ -283,4 +283,8 @@ def demo_main(argv: list[str]) -> int:
     for gallery in galleries:
         print(f"[l2i] listen to the interpretations: {gallery}")
     print(f"[l2i] report: {md_path} and {json_path}")
+    from callbacks.summary import print_summary  # what the run wrote, where
+
+    print_summary("demo", {"report": md_path, "report (json)": json_path, "benchmark table": table,
+                           "galleries": galleries})
     return 0
