@@ -22,6 +22,7 @@ The block looks like::
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -235,10 +236,21 @@ class RunSummary(L.Callback):
 # ----------------------------------------------------------------------------------------------------------
 # warnings that say nothing about the run
 # ----------------------------------------------------------------------------------------------------------
+class _NoTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: …" advertisements (for its cloud logger) from the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("\N{ELECTRIC LIGHT BULB} Tip")
+
+
 def quiet_known_warnings() -> None:
     """Hide warnings a user cannot act on: jsonargparse deprecations raised inside Lightning's CLI, the
-    pytree ``LeafSpec`` deprecation inside Lightning, and the notice that modules are in eval mode at the
-    start of training (the interpreters keep their frozen classifier in eval mode on purpose)."""
+    pytree ``LeafSpec`` deprecation inside Lightning, the notice that modules are in eval mode at the
+    start of training (the interpreters keep their frozen classifier in eval mode on purpose) and
+    Lightning's tips advertising its cloud services."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")

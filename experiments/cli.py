@@ -139,9 +139,12 @@ def main(argv: list[str] | None = None) -> int | None:
         return 0
     if from_command_line:  # LightningCLI reads sys.argv itself; give it the resolved config paths
         sys.argv[1:] = _expand_config_paths(argv)
-        lightning_cli(None)
+        cli = lightning_cli(None)
     else:
-        lightning_cli(argv)
+        cli = lightning_cli(argv)
+    from experiments.pipeline import finish_loggers
+
+    finish_loggers(cli.trainer)  # the W&B run ends with the verb: a next in-process call starts its own
     return 0
 
 
