@@ -189,7 +189,8 @@ def gallery_lines(trainer: L.Trainer) -> list[tuple[str, str]]:
 
 
 class RunSummary(L.Callback):
-    """Print what a ``fit`` / ``validate`` / ``test`` / ``predict`` run did once it is over (rank zero).
+    """Print what a ``fit`` / ``validate`` / ``test`` / ``predict`` run did once it is over (rank zero);
+    a run stopped by an exception or Ctrl-C prints where it stopped and the checkpoints it left.
 
     fit: checkpoints (best with the monitored value and its epoch, last); validate / test: the stage's
     metrics; all: W&B run folder and ``wandb sync`` line, CSV log, interpretation gallery. The printed text
@@ -228,7 +229,22 @@ class RunSummary(L.Callback):
             rows = self.summary_rows(trainer, stage)
         except Exception as err:  # noqa: BLE001 - a summary never fails a run
             rows = [("summary failed", f"{type(err).__name__}: {err}")]
-        text = format_summary(self.STAGE_VERB[stage], rows)
+        self._print(self.STAGE_VERB[stage], rows)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A run that stops on an error (or Ctrl-C) still says where it stood and what it left on disk."""
+        if not trainer.is_global_zero:
+            return
+        stage = getattr(trainer.state.fn, "value", None) or "fit"
+        rows = [("stopped", f"{type(exception).__name__} at epoch {trainer.current_epoch}, step {trainer.global_step}")]
+        try:
+            rows += checkpoint_lines(trainer) + logger_lines(trainer)
+        except Exception as err:  # noqa: BLE001
+            rows.append(("summary failed", f"{type(err).__name__}: {err}"))
+        self._print(self.STAGE_VERB.get(stage, stage), rows)
+
+    def _print(self, verb: str, rows: list[tuple[str, str]]) -> None:
+        text = format_summary(verb, rows)
         self.texts.append(text)
         print(text, flush=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
@@ -38,6 +39,28 @@ def test_last_checkpoint_is_the_last_epoch_when_the_monitor_stops_improving(tmp_
     assert lines[1] == "  best checkpoint : checkpoints/best.ckpt (val/score = 0 at epoch 0, step 2)"
     assert lines[2] == "  last checkpoint : checkpoints/last.ckpt (epoch 2, step 6)"
     assert len(lines) == 3  # no logger: nothing else to say
+
+
+class _Failing(BoringModel):
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise RuntimeError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_run_stopped_by_an_error_says_where_it_stopped_and_what_it_left(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = RunCheckpoint(monitor=None, save_last=True)
+    trainer = L.Trainer(max_epochs=5, limit_train_batches=2, limit_val_batches=0, callbacks=[ckpt, RunSummary()],
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path), accelerator="cpu")
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(_Failing())
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "[l2i fit] summary"
+    assert lines[1] == "  stopped         : RuntimeError at epoch 1, step 3"
+    assert lines[2] == "  last checkpoint : checkpoints/last.ckpt (epoch 0, step 2)"
+    assert torch.load("checkpoints/last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_print_summary_lists_existing_files_and_the_wandb_sync_line(tmp_path, capsys, monkeypatch):
