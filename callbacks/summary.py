@@ -262,9 +262,11 @@ class _NoTips(logging.Filter):
 def quiet_known_warnings() -> None:
     """Hide warnings a user cannot act on: jsonargparse deprecations raised inside Lightning's CLI, the
     pytree ``LeafSpec`` deprecation inside Lightning, the notice that modules are in eval mode at the
-    start of training (the interpreters keep their frozen classifier in eval mode on purpose) and
-    Lightning's tips advertising its cloud services."""
+    start of training (the interpreters keep their frozen classifier in eval mode on purpose),
+    Lightning's tips advertising its cloud services, and W&B's banner and run-history table
+    (``WANDB_QUIET=true`` unless set: the summary gives the run folder and its ``wandb sync`` line)."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    os.environ.setdefault("WANDB_QUIET", "true")  # W&B's banner and history table: the summary names the run
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _NoTips) for f in rank_zero.filters):
         rank_zero.addFilter(_NoTips())
