@@ -165,6 +165,8 @@ class AudioFolderDataModule(FileDataModule):
             raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
         if fold_column is not None and test_fold is None:
             raise ValueError("fold_column needs test_fold (the fold held out for testing)")
+        if fold_column is None and (test_fold is not None or val_fold is not None):
+            raise ValueError("test_fold / val_fold need fold_column (the table's column holding the folds)")
         if fold_column is not None and split_column is not None:
             raise ValueError("give either split_column or fold_column, not both")
         if not label_separator:
@@ -180,9 +182,8 @@ class AudioFolderDataModule(FileDataModule):
         self.label_separator = label_separator
         self.delimiter = delimiter
         self.split_column, self.fold_column = split_column, fold_column
-        self.test_fold = None if test_fold is None else str(test_fold).strip()
-        self.val_fold = None if val_fold is None else str(val_fold).strip()
-        if self.val_fold is not None and self.val_fold == self.test_fold:
+        self.test_fold, self.val_fold = test_fold, val_fold  # as given; compared as text (_fold_text)
+        if val_fold is not None and _fold_text(val_fold) == _fold_text(test_fold):
             raise ValueError(f"val_fold must differ from test_fold ({test_fold})")
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
@@ -345,7 +346,8 @@ class AudioFolderDataModule(FileDataModule):
     def _assign(self, rows: list[_Row], class_index: dict[str, int]) -> dict[str, list[_Row]]:
         """Rows per stage: from the split column, the folds, or the seeded fractions."""
         if self.fold_column:
-            test_fold, val_fold = _fold_text(self.test_fold), _fold_text(self.val_fold) if self.val_fold else None
+            test_fold = _fold_text(self.test_fold)
+            val_fold = None if self.val_fold is None else _fold_text(self.val_fold)
             out = {"test": [r for r in rows if r.fold == test_fold],
                    "val": [r for r in rows if val_fold is not None and r.fold == val_fold]}
             rest = [r for r in rows if r.fold != test_fold and (val_fold is None or r.fold != val_fold)]

@@ -179,3 +179,38 @@ def test_test_summary_lists_the_test_metrics(tmp_path, monkeypatch, capsys):
     accuracy = float(metrics["test/accuracy"])
     assert 0.0 <= accuracy <= 1.0 and abs(3 * accuracy - round(3 * accuracy)) < 1e-3
     assert float(metrics["test/loss"]) > 0
+
+
+@pytest.mark.slow
+def test_crossval_over_a_fold_column_one_wandb_run_per_fold(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "folds"
+    rows = []
+    for i in range(9):
+        label = ("dog", "rain", "siren")[i % 3]
+        write_wav(root / f"{i}.wav", 0.5, 16000, FREQ[label], seed=i)
+        rows.append([f"{i}.wav", label, str(1 + i // 3)])
+    with open(root / "meta.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "fold"], *rows])
+    monkeypatch.chdir(tmp_path)
+    assert main(["crossval", "--config", str(CFG / "classifier.yaml"), "--folds", "1", "2", "--out_dir", "cv", "--",
+                 "--data.init_args.root", str(root), "--data.init_args.csv", "meta.csv",
+                 "--data.init_args.fold_column", "fold", "--data.init_args.duration_s", "0.5",
+                 "--data.init_args.num_workers", "0", "--data.init_args.persistent_workers", "false",
+                 "--data.init_args.cache_dir", "null", "--data.init_args.batch_size", "3",
+                 "--model.init_args.backbone", "small_cnn", "--trainer.max_epochs", "1",
+                 "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]) == 0
+    out = capsys.readouterr().out
+    tests = [summary_block(block, "test") for block in out.split("[l2i fit] summary")[1:]]
+    assert [t["checkpoint"] for t in tests] == ["cv/fold-1/checkpoints/best.ckpt", "cv/fold-2/checkpoints/best.ckpt"]
+    runs = [t["W&B run"] for t in tests]
+    assert len(set(runs)) == 2 and all(Path(r).is_dir() for r in runs)
+    report = summary_block(out, "crossval")
+    assert report["folds"] == "cv/fold-1, cv/fold-2" and report["metrics"].startswith("test/accuracy = ")
+    # fold k (3 clips, one per class) is the test set of run k, fold k+1 its validation set
+    import json
+
+    runs = json.loads(Path("cv/crossval.json").read_text())["runs"]
+    assert [(r["fold"], r["val_fold"]) for r in runs] == [(1, 2), (2, 3)]
+    for r in runs:
+        acc = r["metrics"]["test/accuracy"]
+        assert abs(3 * acc - round(3 * acc)) < 1e-3

@@ -225,6 +225,8 @@ def test_folder_errors_and_bad_files(tmp_path):
         module(tmp_path / "nowhere").setup("fit")
     with pytest.raises(ValueError, match="multilabel needs csv"):
         module(root, task="multilabel")
+    with pytest.raises(ValueError, match="test_fold / val_fold need fold_column"):
+        module(root, test_fold=1)  # e.g. l2i crossval on a table without a fold column
     # an unreadable file: error by default (naming it), listed in the skip report with on_bad_file: skip
     (root / "dog" / "dog1.wav").write_bytes(b"RIFF junk that is no wave file")
     with pytest.raises(AudioFileError, match="dog1.wav"):
