@@ -23,7 +23,10 @@ class RunCheckpoint(ModelCheckpoint):
     * ``dirpath`` defaults to ``<trainer.default_root_dir>/checkpoints`` (stable across restarts, so
       ``--ckpt_path last`` finds the killed run's file);
     * ``last_every_n_train_steps``: also refresh ``last.ckpt`` every N optimiser steps (``save_last`` must be
-      on), on top of the epoch-end saves; the best checkpoints still follow ``monitor``.
+      on), on top of the epoch-end saves; the best checkpoints still follow ``monitor``;
+    * ``last.ckpt`` is refreshed at every epoch end, also when the monitored value did not improve (Lightning
+      2.6 writes it only in a step where a best checkpoint was written, which leaves ``last.ckpt`` - the file
+      ``--ckpt_path last`` resumes from - at the last improving epoch).
     """
 
     def __init__(self, *args: Any, last_every_n_train_steps: int | None = None, **kwargs: Any):
@@ -38,6 +41,21 @@ class RunCheckpoint(ModelCheckpoint):
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         super().setup(trainer, pl_module, stage)
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        # after Lightning's own save of this step (if any): it sets _last_global_step_saved, so no second write
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)

@@ -62,6 +62,8 @@ class SafeWandbLogger(WandbLogger):
             self._checkpoint_name = None
             self._wandb_init = {}
             self._fail("construct the W&B logger", err)
+        if getattr(self, "_wandb_init", {}).get("anonymous", 0) is None:
+            del self._wandb_init["anonymous"]  # Lightning passes anonymous=None, which W&B warns about on every run
         save_dir = self._save_dir or os.environ.get("WANDB_DIR") or "."
         self._csv = CSVLogger(save_dir=str(Path(save_dir) / "csv"), name=str(kwargs.get("name") or self._project or "run")) if csv else None
 

@@ -2,6 +2,7 @@
 :mod:`datamodules.files` for the contract)."""
 
 from datamodules.esc50 import ESC50DataModule
+from datamodules.folder import AudioFolderDataModule
 from datamodules.magnatagatune import MagnaTagATuneDataModule, MTGJamendoDataModule
 from datamodules.sonyc_ust import SONYCUSTDataModule
 from datamodules.synthetic import SyntheticDataModule
@@ -12,4 +13,5 @@ __all__ = [
     "SONYCUSTDataModule",
     "MagnaTagATuneDataModule",
     "MTGJamendoDataModule",
+    "AudioFolderDataModule",
 ]

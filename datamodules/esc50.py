@@ -94,7 +94,7 @@ class ESC50DataModule(FileDataModule):
         duration_s: float = 5.0,
         batch_size: int = 32,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | Literal["auto"] = "auto",
         persistent_workers: bool = False,
         cache_dir: str | None = None,
         cache_dtype: Literal["float16", "float32"] = "float16",

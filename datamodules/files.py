@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.buffers import batch_buffer
-from datamodules.sampling import EpochSampler, SplitLoaders
+from datamodules.sampling import EpochSampler, SplitLoaders, resolve_pin_memory
 from l2i.audio import AudioFileError, audio_info, load_audio
 from l2i.frontend import fix_length
 
@@ -493,7 +493,7 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
         duration_s: float,
         batch_size: int,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | Literal["auto"] = "auto",
         persistent_workers: bool = False,
         cache_dir: str | None = None,
         cache_dtype: Literal["float16", "float32"] = "float16",
@@ -514,7 +514,8 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
         self.duration_s = float(duration_s)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
+        resolve_pin_memory(pin_memory)  # refuses anything but true / false / 'auto'
+        self.pin_memory = pin_memory if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.cache_dir = cache_dir
         self.cache_dtype = cache_dtype
@@ -646,7 +647,7 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
             batch_size=self.batch_size,
             sampler=EpochSampler(len(dataset), shuffle, self.seed),
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=resolve_pin_memory(self.pin_memory, self.trainer),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=collate_batch,
             generator=torch.Generator().manual_seed(self.seed),

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-__all__ = ["EpochSampler", "SplitLoaders"]
+__all__ = ["EpochSampler", "SplitLoaders", "resolve_pin_memory"]
 
 
 class EpochSampler(Sampler[int]):
@@ -54,6 +54,29 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_items
+
+
+def resolve_pin_memory(pin_memory, trainer=None) -> bool:
+    """The DataLoader's ``pin_memory`` for a DataModule setting ``True`` / ``False`` / ``"auto"``.
+
+    ``"auto"``: pin when the batches go to a CUDA device - the trainer's root device when a trainer is
+    attached, else whether CUDA is available. ``True`` on a machine without any accelerator is ``False``
+    (PyTorch could not pin there and would warn on every loader)."""
+    import torch
+
+    if pin_memory == "auto":
+        device = getattr(trainer, "strategy", None) and getattr(trainer.strategy, "root_device", None)
+        if device is not None:
+            return device.type == "cuda"
+        return torch.cuda.is_available()
+    if isinstance(pin_memory, str):
+        raise ValueError(f"pin_memory must be true, false or 'auto', got {pin_memory!r}")
+    pin = bool(pin_memory)
+    if pin:
+        acc = getattr(torch, "accelerator", None)
+        available = acc.is_available() if acc is not None and hasattr(acc, "is_available") else torch.cuda.is_available()
+        pin = bool(available)
+    return pin
 
 
 class SplitLoaders:

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.sampling import EpochSampler, SplitLoaders
+from datamodules.sampling import EpochSampler, SplitLoaders, resolve_pin_memory
 from l2i.synthetic import CLASS_NAMES, SyntheticConfig, generate_clip
 
 __all__ = ["SyntheticDataset", "SyntheticDataModule"]
@@ -70,7 +70,7 @@ class SyntheticDataModule(SplitLoaders, L.LightningDataModule):
         seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | Literal["auto"] = "auto",
         persistent_workers: bool = False,
     ):
         super().__init__()
@@ -124,4 +124,5 @@ class SyntheticDataModule(SplitLoaders, L.LightningDataModule):
         # the same batches as an uninterrupted one (callbacks.resume.ExactResume)
         dataset = self.dataset(split)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset), shuffle, self.seed),
-                          generator=torch.Generator().manual_seed(self.seed), **self.loader_kwargs)
+                          generator=torch.Generator().manual_seed(self.seed),
+                          **{**self.loader_kwargs, "pin_memory": resolve_pin_memory(self.loader_kwargs["pin_memory"], self.trainer)})

@@ -615,4 +615,8 @@ def main(argv: list[str]) -> int:
     table = Path(ctx.report["benchmark.table"])
     print(table.read_text())
     print(f"[l2i] benchmark: {table}, {table.with_suffix('.csv')}, {table.with_suffix('.json')}; report {ctx.out_dir / 'report.md'}")
+    from callbacks.summary import print_summary  # what the run wrote, where
+
+    print_summary("benchmark", {"table": [table, table.with_suffix(".csv"), table.with_suffix(".json")],
+                                "report": ctx.out_dir / "report.md"})
     return 0

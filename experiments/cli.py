@@ -90,13 +90,16 @@ def _expand_config_paths(args: list[str]) -> list[str]:
 
 def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> L2ICLI:
     """Build the project's LightningCLI (subclass mode: configs name their model and data classes)."""
+    from callbacks.summary import RunSummary, quiet_known_warnings
+
+    quiet_known_warnings()
     return L2ICLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_kwargs={"parser_mode": "omegaconf"},
-        trainer_defaults={"logger": DEFAULT_LOGGER},
+        trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": [RunSummary()]},  # RunSummary: what the run did
         # a resumed run (--ckpt_path last) writes its config where the killed run wrote the same one
         save_config_kwargs={"overwrite": True},
         args=None if args is None else _expand_config_paths(args),
@@ -150,9 +153,12 @@ def main(argv: list[str] | None = None) -> int | None:
         return 0
     if from_command_line:  # LightningCLI reads sys.argv itself; give it the resolved config paths
         sys.argv[1:] = _expand_config_paths(argv)
-        lightning_cli(None)
+        cli = lightning_cli(None)
     else:
-        lightning_cli(argv)
+        cli = lightning_cli(argv)
+    from experiments.pipeline import finish_loggers
+
+    finish_loggers(cli.trainer)  # the W&B run ends with the verb: a next in-process call starts its own
     return 0
 
 

@@ -78,6 +78,9 @@ def run_fold(config: str, fold: int, val: str, out_dir: Path, extra: Sequence[st
     ckpt_cb = cli.trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb is not None else ""
     results = cli.trainer.test(cli.model, datamodule=dm, ckpt_path=best or None, verbose=False)
+    from experiments.pipeline import finish_loggers
+
+    finish_loggers(cli.trainer)  # one W&B run per fold: a run left open is silently reused by the next fold
     return {
         "fold": fold,
         "val_fold": dm.val_fold,
@@ -147,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in report["summary"].items():
         print(f"{name}: {s['text']} (n={s['n']})")
     print(f"report: {out / 'crossval.md'} and {out / 'crossval.json'}")
+    from callbacks.summary import print_summary  # what the run wrote, where
+
+    print_summary("crossval", {"report": [out / "crossval.md", out / "crossval.json"],
+                               "folds": [out / f"fold-{k}" for k in known.folds]},
+                  metrics={name: s["text"] for name, s in report["summary"].items()})
     return 0
 
 

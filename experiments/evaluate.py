@@ -215,6 +215,9 @@ def main(argv: list[str]) -> int:
     js, md = write_results(results, out, f"evaluation of {args.ckpt or args.config}", settings)
     print(md.read_text())
     print(f"[l2i] evaluation: {md} and {js}")
+    from callbacks.summary import print_summary  # what the run wrote, where
+
+    print_summary("evaluate", {"checkpoint": args.ckpt, "results": md, "results (json)": js})
     return 0
 
 

@@ -419,6 +419,9 @@ def main(argv: list[str]) -> int:
     for r in records:
         print(f"{r['input']}: {r['class']} (p={r['classifier_probability']:.3f}), "
               f"{len(r['chosen_components'])} components -> {Path(args.out) / r['interpretation_wav']}")
+    from callbacks.summary import print_summary  # what the run wrote, where
+
+    print_summary("interpret", {"checkpoint": args.ckpt, "interpretations": f"{len(records)} in {args.out}"})
     if not math.isfinite(sum(r["classifier_probability"] for r in records) if records else 0.0):
         return 1
     return 0

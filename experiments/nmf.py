@@ -725,6 +725,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[l2i nmf] {art!r}")
     for k, v in figures.items():
         print(f"  {k}: {v:.6g}" if isinstance(v, float) else f"  {k}: {v}")
+    from callbacks.summary import latest_wandb_run, print_summary  # what the run wrote, where
+
+    out = Path(cfg.out)
+    print_summary("nmf", {"dictionary": out, "config": out.with_suffix(".yaml"),
+                          "figures": [out.parent / "dictionary.png", out.parent / "reconstructions.png"]},
+                  wandb_run_dir=latest_wandb_run(out.parent) if cfg.wandb else None)
     return 0
 
 

@@ -297,4 +297,8 @@ def demo_main(argv: list[str]) -> int:
     if listening:
         print(f"[l2i] every interpreter on the same clips, side by side: {listening}")
     print(f"[l2i] report: {md_path} and {json_path}")
+    from callbacks.summary import print_summary  # what the run wrote, where
+
+    print_summary("demo", {"report": md_path, "report (json)": json_path, "benchmark table": table,
+                           "galleries": galleries})
     return 0
