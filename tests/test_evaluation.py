@@ -392,3 +392,30 @@ def test_present_classes_reads_multilabel_source_targets():
     targets[1, 0, 3] = targets[1, 1, 0] = targets[1, 2, 1] = 1  # sources 1 and 2 of clip 1 are silent
     assert present_classes(sources, labels, targets).tolist() == [[0, 1, 2, 4], [3, -1, -1, -1]]
     assert present_classes(sources, labels).tolist() == [[0, 1, 2], [3, -1, -1]]
+
+
+def test_module_fidelity_metrics_keep_the_former_torchmetrics_figures():
+    """The modules' logged fidelity (one definition, Fidelity) equals the torchmetrics Accuracy / F1 it replaced,
+    except where they disagreed: a multilabel F1 with no positive on either side is 1, not 0."""
+    import torchmetrics
+
+    from l2i.evaluation.fidelity import fidelity_metrics
+
+    g = torch.Generator().manual_seed(0)
+    for C in (5, 2):
+        a, b = torch.randn(16, C, generator=g), torch.randn(16, C, generator=g)
+        m = fidelity_metrics("multiclass", C)
+        m.update(a, b)
+        out = m.compute()
+        assert float(out["fidelity"]) == pytest.approx(float(torchmetrics.Accuracy(task="multiclass", num_classes=C)(a.softmax(-1), b.argmax(-1))))
+        top = torchmetrics.Accuracy(task="multiclass", num_classes=C, top_k=min(3, C))(a.softmax(-1), b.argmax(-1))
+        assert float(out["fidelity_top3"]) == pytest.approx(float(top))
+    a, b = torch.randn(16, 4, generator=g), torch.randn(16, 4, generator=g)
+    m = fidelity_metrics("multilabel", 4, class_threshold=0.5)
+    m.update(a, b)
+    out, t = m.compute(), (b.sigmoid() > 0.5).long()
+    assert float(out["fidelity"]) == pytest.approx(float(torchmetrics.Accuracy(task="multilabel", num_labels=4, average="micro")(a.sigmoid(), t)))
+    assert float(out["fidelity_f1"]) == pytest.approx(float(torchmetrics.F1Score(task="multilabel", num_labels=4, average="micro")(a.sigmoid(), t)))
+    silent = fidelity_metrics("multilabel", 4)
+    silent.update(torch.full((3, 4), -9.0), torch.full((3, 4), -9.0))
+    assert float(silent.compute()["fidelity_f1"]) == 1.0  # torchmetrics gave 0 here

@@ -97,6 +97,8 @@ def test_interpretation_sounds_like_the_target_source(trained):
     s = trained["scores"]
     assert s["ground_truth.multi.pairs"] >= 10
     assert s["ground_truth.multi.interpretation_mean"] >= s["ground_truth.multi.random_mean"] + 3.0, s
+    # c's own interpretation is closer to c's source than the other present class's (0.97 measured at seed 0)
+    assert s["ground_truth.multi.specificity"] >= 0.9, s
 
 
 def test_interpretation_is_cleaner_than_the_mixture(trained):
