@@ -27,8 +27,8 @@ from lightning_modules.classifier import ClassifierModule
 from lightning_modules.posthoc import PostHocInterpreterModule
 
 FRONTEND = dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, top_db=80.0, duration_s=1.0)
-KEYS = ("fidelity.top1", "faithfulness.frac_prob_relevant_gt_random", "ground_truth.si_sdr_interpretation_mean",
-        "ground_truth.si_sdr_mixture_mean", "lmac.SPS", "authors.fidelity.top1",
+KEYS = ("fidelity.top1", "faithfulness.frac_prob_relevant_gt_random", "ground_truth.all.interpretation_mean",
+        "ground_truth.all.mixture_mean", "lmac.SPS", "authors.fidelity.top1",
         "authors.faithfulness.relevant_prob_drop_median", "authors.faithfulness.random_prob_drop_median",
         "authors.lmac.AD", "authors.lmac.FF")
 
