@@ -55,6 +55,9 @@ class SafeWandbLogger(WandbLogger):
             self._checkpoint_name = None
             self._wandb_init = {}
             self._fail("construct the W&B logger", err)
+        if self._wandb_init.get("anonymous", "") is None:
+            # Lightning passes anonymous=None, which W&B (0.19+) answers with a deprecation notice on every run
+            self._wandb_init.pop("anonymous")
         save_dir = self._save_dir or os.environ.get("WANDB_DIR") or "."
         self._csv = CSVLogger(save_dir=str(Path(save_dir) / "csv"), name=str(kwargs.get("name") or self._project or "run")) if csv else None
 

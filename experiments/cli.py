@@ -54,9 +54,6 @@ class _DropFrameworkTips(logging.Filter):
         return "💡 Tip" not in str(record.msg)
 
 
-_QUIET = False
-
-
 def quiet_frameworks() -> None:
     """Silence the framework messages that repeat once per stage and tell a user nothing they can act on.
 
@@ -67,19 +64,16 @@ def quiet_frameworks() -> None:
     * PyTorch's ``LeafSpec`` deprecation raised inside Lightning, W&B's "anonymous setting" notice and
       jsonargparse's deprecation notices about the API Lightning calls.
 
-    Other warnings are left alone. Called once by :func:`main`; idempotent.
+    Other warnings are left alone. Called by :func:`main`; idempotent.
     """
-    global _QUIET
-    if _QUIET:
-        return
-    _QUIET = True
-    tip_filter = _DropFrameworkTips()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning_fabric.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(tip_filter)
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropFrameworkTips) for f in logger.filters):
+            logger.addFilter(_DropFrameworkTips())
     warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python")
     warnings.filterwarnings("ignore", message=r".*'pin_memory' argument is set as true but no accelerator is found")
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*anonymous setting has no effect")
     # jsonargparse's notices about its own API as Lightning calls it (nothing a user of l2i can change)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
