@@ -186,7 +186,7 @@ def summary_lines(ctx: "PipelineContext") -> list[str]:
     trained = []
     if "classifier.backbone" in r:
         trained.append(f"classifier `{r['classifier.backbone']}` on {r.get('classifier.data', 'the data set')}"
-                       + (f" ({format_value('classifier.epochs', r['classifier.epochs'])} epochs)" if "classifier.epochs" in r else ""))
+                       + (f", {int(r['classifier.epochs'])} epoch(s)" if "classifier.epochs" in r else ""))
     if "dictionary.n_components" in r:
         trained.append(f"NMF dictionary of {format_value('dictionary.n_components', r['dictionary.n_components'])} components")
     for stage, what in (("posthoc", "post-hoc interpreter"), ("bydesign", "by-design model"), ("lmac", "L-MAC decoder")):
