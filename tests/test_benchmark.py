@@ -1,4 +1,4 @@
-"""``l2i benchmark`` (issue 9): a tiny run on artifacts built here writes one table whose rows and columns are all
+"""``l2i benchmark``: a tiny run on artifacts built here writes one table whose rows and columns are all
 filled with finite numbers (markdown, CSV, JSON with every row's seed and settings, W&B table offline); the L-MAC
 decoder trains through Lightning and reloads from its checkpoint; missing artifacts are named."""
 

@@ -1,4 +1,4 @@
-"""Ground truth: does the interpretation for class c sound like the true source of c? (issue 8, metric 4)
+"""Ground truth: does the interpretation for class c sound like the true source of c? (docs/method.md, "Metrics")
 
 On mixtures with known sources (the synthetic set; "overlap" mixtures of :mod:`l2i.evaluation.overlap`), with
 ``s_c`` the sum of the sources labelled c, ``x`` the mixture and ``x̂_c`` the interpretation waveform of c:

@@ -1,4 +1,4 @@
-"""Faithfulness of an interpretation (method.md, "Metrics"): does removing what it calls relevant change f?
+"""Faithfulness of an interpretation (docs/method.md, "Metrics"): does removing what it calls relevant change f?
 
 The chosen components are removed from the input (the interpretation's residual waveform), the classifier
 is run again on it, and the drop of its probability (and logit) for the explained class is compared with

@@ -1,4 +1,4 @@
-"""Ground-truth scores of listenable interpretations on mixtures with known sources (ours; method.md, "Metrics").
+"""Ground-truth scores of listenable interpretations on mixtures with known sources (ours; docs/method.md, "Metrics").
 
 On a mixture whose sources are known (synthetic data, or two real clips mixed as in the paper's "overlap"
 experiment), the interpretation for class ``c`` should sound like the sum of the sources of class ``c``:
