@@ -44,7 +44,7 @@ def learn_dictionary(frontend_config, dataset, *, n_clips: int = 400, n_componen
     the tests.
 
     * ``per_class=False``: one NMF of ``n_components`` on the mixtures' frames pooled.
-    * ``per_class=True`` (method.md's per-class dictionaries, a *choice*; needs items with ``sources`` and
+    * ``per_class=True`` (docs/method.md's per-class dictionaries, a *choice*; needs items with ``sources`` and
       ``source_labels``, as the synthetic set has): ``n_components // C`` columns per class learnt on the
       isolated events of that class (non-silent frames), concatenated, plus ``noise_components`` columns learnt
       on the items' ``background``; ``meta["labels"]`` names each column's block.
@@ -119,7 +119,7 @@ def evaluate_interpreter(
             ground-truth scores.
         threshold: relevance threshold τ (default the model's).
         mask_mode: see :func:`l2i.interpreter.interpretation.magnitude_mask`.
-        relevance_weighted: weight the chosen components by their relevance (method.md's variant).
+        relevance_weighted: weight the chosen components by their relevance (docs/method.md's variant).
         seed: seed of the random-component baselines.
 
     Returns flat figures: ``fidelity`` (top-1 agreement; multilabel: per-label agreement), ``sisdr_*`` on the
