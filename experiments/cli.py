@@ -135,18 +135,21 @@ def cli_class():
 
             before_fit = before_validate = before_test = before_predict = _weights_only_by_default
 
-        def before_instantiate_classes(self) -> None:
-            """The default logger (``save_dir: null``) writes into the run's ``trainer.default_root_dir``."""
-            config = self.config[self.subcommand] if self.subcommand else self.config
-            trainer = config.get("trainer")
-            if trainer is None:
-                return
-            loggers = trainer.get("logger")
-            for logger in loggers if isinstance(loggers, list) else [loggers]:
-                init = getattr(logger, "init_args", None) if not isinstance(logger, (bool, type(None))) else None
-                if init is not None and str(getattr(logger, "class_path", "")).endswith("SafeWandbLogger") \
-                        and init.get("save_dir") is None:
-                    init["save_dir"] = str(trainer.get("default_root_dir") or "runs")
+            def before_instantiate_classes(self) -> None:
+                """The default logger (``save_dir: null``) writes into the run's ``trainer.default_root_dir``."""
+                config = self.config[self.subcommand] if self.subcommand else self.config
+                trainer = config.get("trainer")
+                if trainer is None:
+                    return
+                loggers = trainer.get("logger")
+                for logger in loggers if isinstance(loggers, list) else [loggers]:
+                    if isinstance(logger, (bool, type(None), str)):
+                        continue
+                    get = logger.get if isinstance(logger, dict) else (lambda key, lg=logger: getattr(lg, key, None))
+                    init = get("init_args")
+                    if init is not None and str(get("class_path") or "").endswith("SafeWandbLogger") \
+                            and init.get("save_dir") is None:
+                        init["save_dir"] = str(trainer.get("default_root_dir") or "runs")
 
         L2ICLI.config_callback = RunConfig
         _CLI_CLASS = L2ICLI
@@ -169,6 +172,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs):
     """Build the project's LightningCLI (subclass mode: configs name their model and data classes)."""
     import lightning as L
 
+    quiet_frameworks()
     return cli_class()(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
