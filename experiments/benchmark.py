@@ -73,7 +73,7 @@ COLUMNS: list[tuple[str, str, str, str]] = [
     ("si_sdr", "ground_truth.si_sdr_interpretation_mean", "SI-SDR (dB) of the interpretation of the true class against its true source", "higher"),
     ("si_sdri", "ground_truth.si_sdri_mean", "SI-SDR improvement (dB) over the mixture itself", "higher"),
     ("energy_in_support", "ground_truth.energy_in_support_mean", "share of the interpretation's energy inside the true source's support", "higher"),
-    ("interp_ms_per_clip", "row.interp_ms_per_clip", "interpretation time per clip (ms, mean over every interpret call of the suite)", "lower"),
+    ("interp_ms_per_clip", "row.interp_ms_per_clip", "interpretation time per clip (ms, mean over every interpret call of the suite; depends on the machine and its load: compare rows of one run, not runs)", "lower"),
     ("train_s", "row.train_seconds", "training time of what the row needs beyond classifier and dictionary (s): post-hoc Ψ/Θ (also for the component baselines, which use its activations), the whole by-design model, the L-MAC decoder; 0 for Captum attributions and reused artifacts of unknown cost", "lower"),
 ]
 GROUND_TRUTH_COLUMNS = {"si_sdr", "si_sdri", "energy_in_support"}

@@ -181,7 +181,9 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs):
         # a refused option raises (one line from main), not argparse's exit with the whole usage listing
         parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False,
                        **{verb: {"exit_on_error": False} for verb in LIGHTNING_VERBS}},
-        trainer_defaults={"logger": DEFAULT_LOGGER},
+        # progress bars only on a terminal: in a log file every refresh is kept (the demo's log had 24,605-character
+        # lines of them); a config or --trainer.enable_progress_bar true still decides
+        trainer_defaults={"logger": DEFAULT_LOGGER, "enable_progress_bar": sys.stderr.isatty()},
         # a resumed run (--ckpt_path last) writes its config where the killed run wrote the same one
         save_config_callback=cli_class().config_callback,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": False},

@@ -177,3 +177,40 @@ def test_every_import_of_the_package_is_an_install_requirement():
             missing[top] = sorted(files)[:3]
     assert "captum" in needed and "captum" in requirements
     assert not missing, f"imported but not in install_requires: {missing}"
+
+
+@pytest.mark.parametrize("verb", ["demo", "benchmark", "crossval", "nmf"])
+def test_every_option_has_help_text(verb, capsys):
+    """``l2i <verb> --help``: every top-level option says what it does (beyond its type and default)."""
+    with pytest.raises(SystemExit) as info:
+        main([verb, "--help"])
+    assert info.value.code in (0, None)
+    text = capsys.readouterr().out
+    blocks = re.split(r"\n(?=\s{2}(?:-\w, )?--)", text)
+    missing = []
+    for block in blocks[1:]:
+        m = re.match(r"\s+(?:-\w, )?(--[\w.]+)", block)
+        if not m or "." in m.group(1) or m.group(1) in ("--help", "--print_config"):
+            continue
+        rest = block[m.end():]
+        rest = re.sub(r"^\s*(\S+)?", "", rest, count=1) if not rest.startswith("\n") else rest  # the metavar
+        rest = re.sub(r"\((?:required, )?type: [^)]*\)|\(default: [^)]*\)", "", rest)
+        if not rest.strip():
+            missing.append(m.group(1))
+    assert not missing, f"l2i {verb}: options without help: {missing}"
+    if verb == "demo":
+        assert "classifier, dictionary, posthoc, evaluation, bydesign, lmac, benchmark" in " ".join(text.split())
+    if verb == "benchmark":
+        assert "classifier, dictionary, posthoc, bydesign, lmac" in " ".join(text.split())
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path):
+    from experiments.cli import lightning_cli
+
+    assert not sys.stderr.isatty()  # pytest captures it, as a log file would
+    cli = lightning_cli(["--config", "experiments/synthetic/classifier.yaml", "--trainer.logger", "false",
+                         "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert cli.trainer.progress_bar_callback is None
+    cli = lightning_cli(["--config", "experiments/synthetic/classifier.yaml", "--trainer.logger", "false",
+                         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "true"], run=False)
+    assert cli.trainer.progress_bar_callback is not None
