@@ -272,3 +272,17 @@ def test_lmac_stage_keeps_best_and_last_checkpoints_and_its_config_in_its_folder
     assert yaml.safe_load((stage / "config.yaml").read_text())["model"]["class_path"] == "lightning_modules.LMACModule"
     assert list((stage / "wandb").glob("offline-run-*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lmac"]
+
+
+def test_an_all_pass_lmac_row_is_called_one_in_the_table(artifacts, tmp_path):
+    from experiments.benchmark import benchmark_stage
+    from experiments.pipeline import PipelineContext
+
+    ctx = PipelineContext(out_dir=tmp_path, artifacts={k: artifacts[k] for k in ("classifier", "lmac")})
+    ctx.report["lmac.val_mask_mean"] = 0.9986
+    benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "wandb": False, "interpreters": {"lmac": {}}})
+    md = (tmp_path / "benchmark" / "benchmark.md").read_text()
+    assert "The lmac row is an all-pass mask (mean mask 0.999 on the validation clips)" in md
+    ctx.report["lmac.val_mask_mean"] = 0.44
+    benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "wandb": False, "interpreters": {"lmac": {}}})
+    assert "all-pass" not in (tmp_path / "benchmark" / "benchmark.md").read_text()
