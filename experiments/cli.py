@@ -303,9 +303,13 @@ def main(argv: list[str] | None = None, friendly_errors: bool | None = None) -> 
             return _commands()[verb](argv[1:])
         if from_command_line:  # LightningCLI reads sys.argv itself; give it the resolved config paths
             sys.argv[1:] = _expand_config_paths(argv)
-            lightning_cli(None)
+            cli = lightning_cli(None)
         else:
-            lightning_cli(argv)
+            cli = lightning_cli(argv)
+        from experiments.pipeline import finish_loggers
+
+        # end the run's W&B run: one left open is silently reused by the next logger in the same process
+        finish_loggers(cli.trainer)
         return 0
     except Exception as err:  # noqa: BLE001 - re-raised unless it is a user's mistake
         if not friendly_errors or not isinstance(err, _user_errors()):

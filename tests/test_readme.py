@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -49,15 +50,25 @@ def readme_block(marker: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_the_manual_chain_runs_as_printed(tmp_path, monkeypatch):
+def test_the_manual_chain_runs_as_printed(tmp_path):
     """fit classifier -> nmf -> fit post-hoc -> evaluate, each line of the README run as printed from a fresh folder
-    (plus options that make it tiny), each leaving the file the next line reads at the path the README names."""
-    monkeypatch.chdir(tmp_path)
+    (plus options that make it tiny), each leaving the file the next line reads at the path the README names.
+    One separate Python process runs the four commands, as a user's shell would (its own working folder and W&B
+    state)."""
+    import sys
+
     (tmp_path / "experiments").symlink_to(ROOT / "experiments")  # "run from the repository"
     commands = readme_block("manual-chain")
     assert [c[0] for c in commands] == ["fit", "nmf", "fit", "evaluate"]
-    for argv in commands:
-        assert main(argv + TINY[argv[0]]) in (0, None), argv
+    script = "import sys\nfrom experiments.cli import main\n" + "".join(
+        f"rc = main({argv + TINY[argv[0]]!r})\nif rc not in (0, None):\n    sys.exit(f'{argv[0]} failed: {{rc}}')\n"
+        for argv in commands)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
+    for key in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        env[key] = str(tmp_path / "wandb-home")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     for path in ("runs/synthetic_classifier/checkpoints/best.ckpt", "runs/synthetic_classifier/checkpoints/last.ckpt",
                  "runs/synthetic_classifier/config.yaml", "runs/synthetic_dictionary/dictionary.pt",
                  "runs/synthetic_posthoc/checkpoints/best.ckpt", "runs/synthetic_posthoc/checkpoints/last.ckpt",
@@ -66,8 +77,10 @@ def test_the_manual_chain_runs_as_printed(tmp_path, monkeypatch):
     results = json.loads((tmp_path / "runs/synthetic_evaluation/evaluation.json").read_text())
     assert 0.0 <= float(results.get("fidelity.top1", results.get("results", {}).get("fidelity.top1", -1))) <= 1.0
     # each run's W&B files are in its own folder, nothing in a shared runs/wandb
-    assert list((tmp_path / "runs/synthetic_classifier/wandb").glob("offline-run-*"))
+    for run in ("synthetic_classifier", "synthetic_posthoc"):
+        assert len(list((tmp_path / "runs" / run / "wandb").glob("offline-run-*"))) == 1, run
     assert not (tmp_path / "runs" / "wandb").exists() and not (tmp_path / "runs" / "config.yaml").exists()
+    assert "Traceback" not in proc.stderr and "💡" not in proc.stdout + proc.stderr
 
 
 def test_readme_links_and_cited_documents_exist():
