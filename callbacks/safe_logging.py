@@ -38,6 +38,11 @@ class SafeWandbLogger(WandbLogger):
 
     def __init__(self, *args: Any, csv: bool = True, offline: bool = True, **kwargs: Any):
         self.failed: str | None = None
+        for key in ("save_dir", "dir"):
+            # absolute: W&B's service process may run in another working folder and would resolve a relative
+            # folder against its own (a test suite's runs then land in the repository)
+            if kwargs.get(key):
+                kwargs[key] = os.path.abspath(kwargs[key])
         try:
             super().__init__(*args, offline=offline, **kwargs)
         except Exception as err:  # wandb missing or refusing its arguments: CSV only

@@ -139,6 +139,9 @@ def test_default_logger_does_not_ask_wandb_for_the_deprecated_anonymous_setting(
 
     logger = SafeWandbLogger(project="p", save_dir=str(tmp_path), offline=True)
     assert "anonymous" not in logger._wandb_init and logger._wandb_init["dir"] == str(tmp_path)
+    # a relative folder is made absolute: W&B's service process resolves paths against its own working folder
+    relative = SafeWandbLogger(project="p", save_dir="runs/x", offline=True)
+    assert relative._wandb_init["dir"] == os.path.abspath("runs/x") and relative.save_dir == os.path.abspath("runs/x")
 
 
 def _requirements() -> set[str]:

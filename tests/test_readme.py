@@ -63,7 +63,8 @@ def test_the_manual_chain_runs_as_printed(tmp_path):
     script = "import sys\nfrom experiments.cli import main\n" + "".join(
         f"rc = main({argv + TINY[argv[0]]!r})\nif rc not in (0, None):\n    sys.exit(f'{argv[0]} failed: {{rc}}')\n"
         for argv in commands)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
+    # a fresh user's environment: not this test process's W&B service
+    env = {k: v for k, v in os.environ.items() if "WANDB" not in k} | {"PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
     for key in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
         env[key] = str(tmp_path / "wandb-home")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
