@@ -16,7 +16,7 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install "$(TORCH)" "torchaudio==2.11.*"
-	$(PY) -m pip install -e ".[dev,bench,attribution]"
+	$(PY) -m pip install -e ".[dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

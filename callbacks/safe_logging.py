@@ -43,6 +43,11 @@ class SafeWandbLogger(WandbLogger):
 
     def __init__(self, *args: Any, csv: bool = True, offline: bool = True, **kwargs: Any):
         self.failed: str | None = None
+        for key in ("save_dir", "dir"):
+            # absolute: W&B's service process may run in another working folder and would resolve a relative
+            # folder against its own (a test suite's runs then land in the repository)
+            if kwargs.get(key):
+                kwargs[key] = os.path.abspath(kwargs[key])
         kwargs = _with_pipeline_identity(kwargs)
         local_cache(kwargs.get("save_dir") or kwargs.get("dir") or os.environ.get("WANDB_DIR"))
         try:
@@ -62,8 +67,9 @@ class SafeWandbLogger(WandbLogger):
             self._checkpoint_name = None
             self._wandb_init = {}
             self._fail("construct the W&B logger", err)
-        if getattr(self, "_wandb_init", {}).get("anonymous", 0) is None:
-            del self._wandb_init["anonymous"]  # Lightning passes anonymous=None, which W&B warns about on every run
+        if getattr(self, "_wandb_init", {}).get("anonymous", "") is None:
+            # Lightning passes anonymous=None, which W&B (0.19+) answers with a deprecation notice on every run
+            self._wandb_init.pop("anonymous")
         save_dir = self._save_dir or os.environ.get("WANDB_DIR") or "."
         self._csv = CSVLogger(save_dir=str(Path(save_dir) / "csv"), name=str(kwargs.get("name") or self._project or "run")) if csv else None
 

@@ -5,9 +5,14 @@ The command trains (or reuses, by path) the classifier, the dictionary, the post
 model and the L-MAC decoder — the pipeline's own stage functions, called with one
 :class:`~experiments.pipeline.PipelineContext` — then :func:`benchmark_stage` runs the evaluation suite
 (:func:`l2i.evaluation.evaluate_interpreter`) on **the same test clips** for every interpreter and writes one
-table: ``<out_dir>/benchmark/benchmark.md``, ``benchmark.csv``, ``benchmark.json`` (every row's seed, settings,
-artifact and all suite figures) and a W&B table (``benchmark``, via the safe logger: W&B failures never stop it),
-and a listening table (:mod:`experiments.listening`): every interpreter's interpretation of the same clips, with
+table: ``<out_dir>/benchmark/benchmark.md``, ``benchmark.csv``, ``benchmark.tex`` (LaTeX, booktabs) and
+``benchmark.json`` (every row's seed, settings, artifact and all suite figures), rewritten after every row so a
+stopped run keeps its finished rows, and a W&B table (``benchmark``, via the safe logger: W&B failures never stop
+it). ``--seeds N`` repeats the whole run per seed and writes the mean ± std of every cell (:func:`run_seeds`);
+``--rows`` and ``--max_batches`` make a quick look from the command line. ``l2i demo``'s benchmark stage reads the
+same config (``config: experiments/benchmark/synthetic.yaml``, :func:`resolve_settings`), so the two tables are
+comparable.
+A listening table (:mod:`experiments.listening`): every interpreter's interpretation of the same clips, with
 the mixture and the true source, in ``<out_dir>/benchmark/listening/index.html`` and as the W&B table ``listening``.
 
 Rows (``benchmark.interpreters``, name -> settings; ``kind`` defaults to the name):
@@ -27,11 +32,10 @@ AI/AD/AG/FF/FidIn/SPS/COMP, ground-truth SI-SDR where the clips have sources, in
 training time; the ground-truth report's medians on single- and multi-source clips, share of pairs better than
 the mixture, specificity and the ideal ratio mask, where the clips have sources).
 
-Cost, measured on the shared 2-core CPU: with the synthetic default (128 test clips, ten rows, IG 8 steps, occlusion
-16×16 patches, L-MAC 2 × 16 batches) the stage took 66 s on an idle machine (L-MAC training 20 s; evaluations 45 s,
-occlusion 17.5 s and IG 9.6 s of it) and about 10× that while other jobs loaded the CPU (load ≈ 5: 437 s for the
-nine rows without the by-design model, L-MAC 150 s). A demo-sized run (32 clips, IG 4 steps, occlusion 32×32, L-MAC
-12 batches) took 16 s idle, 176 s loaded. The figures reproduce exactly from run to run (same seed).
+Cost, measured on the shared 2-core CPU with the synthetic default (128 test clips, ten rows, IG 8 steps, occlusion
+16×16 patches, L-MAC 2 × 16 batches): 66 s on an idle machine (L-MAC training 20 s; evaluations 45 s, occlusion
+17.5 s and IG 9.6 s of it), about 10× that while other jobs loaded the CPU. The figures reproduce exactly from run
+to run (same seed).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ COLUMNS: list[tuple[str, str, str, str]] = [
     ("beats_mixture_multi", "ground_truth.multi.better_than_mixture", "share of the multi-source pairs where the interpretation is closer to c's source than the mixture", "higher"),
     ("specificity", "ground_truth.multi.specificity", "share of the multi-source pairs where c's own interpretation is closer to c's source than another present class's (chance 0.5)", "higher"),
     ("oracle_multi", "ground_truth.multi.oracle_median", "median SI-SDR (dB) of the ideal ratio mask, same pairs (the ceiling; the same for every row)", "higher"),
-    ("interp_ms_per_clip", "row.interp_ms_per_clip", "interpretation time per clip (ms, mean over every interpret call of the suite)", "lower"),
+    ("interp_ms_per_clip", "row.interp_ms_per_clip", "interpretation time per clip (ms, mean over every interpret call of the suite; depends on the machine and its load: compare rows of one run, not runs)", "lower"),
     ("train_s", "row.train_seconds", "training time of what the row needs beyond classifier and dictionary (s): post-hoc Ψ/Θ (also for the component baselines, which use its activations), the whole by-design model, the L-MAC decoder; 0 for Captum attributions and reused artifacts of unknown cost", "lower"),
 ]
 GROUND_TRUTH_COLUMNS = {"si_sdr", "si_sdri", "energy_in_support", "si_sdr_single", "si_sdr_multi", "mixture_multi",
@@ -318,17 +322,136 @@ def _value(source: str, results: dict, row: dict) -> float:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.1f}"
+    """Every cell of every table: two decimals (whole numbers from 1000 on), the same for every column."""
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.2f}"
+
+
+def _cell(r: dict, c: str) -> str:
+    """A row's cell: ``mean ± std`` when the row aggregates seeds, else the value."""
+    if "std" in r and c in r["std"]:
+        return f"{_fmt(r['columns'][c])} ± {_fmt(r['std'][c])}"
+    return _fmt(r["columns"][c])
+
+
+def best_rows(rows: list[dict], columns: list[str]) -> dict[str, set[str]]:
+    """Per column, the names of the rows with the best value (by :data:`COLUMNS`' direction; ties all marked).
+    The bound rows ``all_components`` / ``oracle_components`` (reference points, not interpreters) are left out."""
+    better = {c: b for c, _, _, b in COLUMNS}
+    out: dict[str, set[str]] = {}
+    for c in columns:
+        cands = [r for r in rows if r.get("kind", r["name"]) not in REFERENCE_KINDS and c in r["columns"]]
+        if len(cands) < 2 or c not in better:
+            continue
+        values = [round(r["columns"][c], 2) for r in cands]
+        target = max(values) if better[c] == "higher" else min(values)
+        out[c] = {r["name"] for r, v in zip(cands, values) if v == target}
+    return out
+
+
+#: an L-MAC decoder whose mean mask reaches this passes (almost) everything: the table says so
+ALL_PASS = 0.99
+
+#: rows that are reference points (the whole input, the true sources), not interpreters: never marked best
+REFERENCE_KINDS = {"all_components", "oracle_components"}
 
 
 def table_markdown(rows: list[dict], columns: list[str], title: str | None = None) -> str:
-    """Rows = interpreters, columns = figures; ``rows`` are ``{"name", "columns": {col: value}}``."""
+    """Rows = interpreters, columns = figures; ``rows`` are ``{"name", "columns": {col: value}}`` (plus ``std``
+    when they aggregate seeds). The best interpreter of each column is bold."""
+    best = best_rows(rows, columns)
     lines = [f"## {title}", ""] if title else []
     lines.append("| interpreter | " + " | ".join(columns) + " |")
     lines.append("|---|" + "---:|" * len(columns))
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(_fmt(r["columns"][c]) for c in columns) + " |")
+        cells = [f"**{_cell(r, c)}**" if r["name"] in best.get(c, ()) else _cell(r, c) for c in columns]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _tex(text: str) -> str:
+    return str(text).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+def table_latex(rows: list[dict], columns: list[str], caption: str | None = None) -> str:
+    """The table for a paper: booktabs rules (``\\usepackage{booktabs}``), best interpreter per column bold, an
+    arrow per column for its direction, ``mean $\\pm$ std`` cells when the rows aggregate seeds."""
+    better = {c: b for c, _, _, b in COLUMNS}
+    best = best_rows(rows, columns)
+    up, down = r"$\uparrow$", r"$\downarrow$"
+    head = " & ".join(f"{_tex(c)} {up if better.get(c) == 'higher' else down}" for c in columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
+             f"interpreter & {head} \\\\", r"\midrule"]
+    for r in rows:
+        cells = []
+        for c in columns:
+            cell = _cell(r, c).replace("±", r"$\pm$")
+            cells.append(f"\\textbf{{{cell}}}" if r["name"] in best.get(c, ()) else cell)
+        lines.append(f"{_tex(r['name'])} & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(f"\\caption{{{_tex(caption)}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(out: Path, rows: list[dict], columns: list[str], title: str, record: dict, complete: bool = True) -> None:
+    """``benchmark.md`` (table, legend, one line per row), ``benchmark.csv``, ``benchmark.tex`` (booktabs),
+    ``benchmark.json`` (everything). Called after every row, so a killed run keeps the rows it finished
+    (``complete: false`` in the JSON and a note under the Markdown title)."""
+    descriptions = {c: d for c, _, d, _ in COLUMNS}
+    better = {c: b for c, _, _, b in COLUMNS}
+    note = "" if complete else f"\n*Partial: {len(rows)} row(s) finished; the run stopped or is still running.*\n"
+    md = table_markdown(rows, columns, title)
+    legend = "\n".join(f"- `{c}` ({better.get(c, '?')} is better): {descriptions.get(c, '')}" for c in columns)
+    row_notes = "\n".join(
+        f"- `{r['name']}`: kind {r['kind']}, explains {r['explained_model']}, "
+        + (f"seeds {r['seeds']}" if "seeds" in r else f"seed {r['seed']}")
+        + f", τ {r['threshold']}, settings {json.dumps(r['settings'], default=str)}, artifact {r.get('artifact')}"
+        for r in rows)
+    extra = record.get("notes") or []
+    (out / "benchmark.md").write_text(md + note + "\n" + "\n".join(extra + [""]) + "Bold: the best interpreter per "
+                                      "column (the reference rows all_components / oracle_components left out).\n\n"
+                                      + legend + "\n\nRows:\n\n" + row_notes + "\n")
+    with open(out / "benchmark.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        stds = any("std" in r for r in rows)
+        head = ["interpreter", *columns] + ([f"{c}_std" for c in columns] if stds else [])
+        writer.writerow(head + ["kind", "explained_model", "seeds" if stds else "seed", "threshold", "settings", "artifact"])
+        for r in rows:
+            values = [repr(float(r["columns"][c])) for c in columns]
+            if stds:
+                values += [repr(float(r["std"][c])) for c in columns]
+            writer.writerow([r["name"], *values, r["kind"], r["explained_model"],
+                             " ".join(map(str, r["seeds"])) if stds else r["seed"], r["threshold"],
+                             json.dumps(r["settings"], default=str), r.get("artifact") or ""])
+    (out / "benchmark.tex").write_text(table_latex(rows, columns, title))
+    (out / "benchmark.json").write_text(json.dumps({**record, "complete": complete, "columns": columns,
+                                                    "descriptions": {c: descriptions.get(c, "") for c in columns},
+                                                    "rows": rows}, indent=2, default=str) + "\n")
+
+
+def aggregate_seeds(per_seed: list[list[dict]]) -> list[dict]:
+    """Rows of several seeds -> one row per interpreter: ``columns`` the mean, ``std`` the sample standard
+    deviation (ddof 1; 0 for one seed), ``seeds`` the seeds, ``per_seed`` the values. Rows missing from a seed
+    (a killed run) aggregate the seeds that have them."""
+    import statistics
+
+    names: list[str] = []
+    for rows in per_seed:
+        names += [r["name"] for r in rows if r["name"] not in names]
+    out = []
+    for name in names:
+        found = [r for rows in per_seed for r in rows if r["name"] == name]
+        columns = [c for c in found[0]["columns"] if all(c in r["columns"] for r in found)]
+        row = {k: v for k, v in found[0].items() if k not in ("columns", "results", "seed", "eval_seconds")}
+        row["seeds"] = [r["seed"] for r in found]
+        row["columns"] = {c: statistics.fmean(r["columns"][c] for r in found) for c in columns}
+        row["std"] = {c: (statistics.stdev([r["columns"][c] for r in found]) if len(found) > 1 else 0.0) for c in columns}
+        row["per_seed"] = {c: [r["columns"][c] for r in found] for c in columns}
+        out.append(row)
+    return out
 
 
 def _log_wandb(ctx, rows: list[dict], columns: list[str], settings: dict, listening: dict | None = None) -> str | None:
@@ -381,6 +504,24 @@ def lmac_stage(ctx, settings: dict) -> dict:
     return figures
 
 
+def resolve_settings(settings: dict | None) -> dict:
+    """The benchmark settings: ``config: <benchmark YAML>`` takes that file's ``benchmark`` section (and its
+    ``stages.lmac`` as the L-MAC settings), then the other keys given here override it. This is how ``l2i demo``'s
+    benchmark stage and ``l2i benchmark`` share one configuration."""
+    settings = dict(settings or {})
+    path = settings.pop("config", None)
+    if not path:
+        return settings
+    from experiments.cli import resolve_config
+
+    file = yaml.safe_load(resolve_config(path).read_text()) or {}
+    base = dict(file.get("benchmark") or {})
+    lmac = (file.get("stages") or {}).get("lmac")
+    if lmac is not None and "lmac" not in base:
+        base["lmac"] = lmac
+    return {**base, **settings}
+
+
 def benchmark_stage(ctx, settings: dict) -> dict:
     """Evaluate every interpreter on the same clips and write the table (see the module docstring).
 
@@ -394,19 +535,28 @@ def benchmark_stage(ctx, settings: dict) -> dict:
         device: default cuda when available.
         wandb: log the W&B table (default true).
         listening_clips: rows of the listening table (default 8; 0: no listening table).
+        rows: names of the interpreters to run (list or comma-separated; default all).
+        config: a benchmark YAML whose ``benchmark`` section is the default of all the above (see
+            :func:`resolve_settings`).
     Returns flat figures ``<row>.<column>`` plus ``table`` (markdown path).
     """
     from l2i.evaluation import evaluate_interpreter
 
-    settings = dict(settings or {})
+    settings = resolve_settings(settings)
     known = {"interpreters", "data", "data_config", "batch_size", "split", "max_batches", "threshold", "lmac", "device",
-             "wandb", "wandb_project", "title", "listening_clips"}
+             "wandb", "wandb_project", "title", "rows", "listening_clips"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"benchmark settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
     interpreters = settings.get("interpreters") or DEFAULT_INTERPRETERS
     if not isinstance(interpreters, dict):
         raise ValueError("benchmark.interpreters must be a mapping {row name: settings}")
+    if settings.get("rows"):
+        wanted = [r.strip() for r in settings["rows"].split(",")] if isinstance(settings["rows"], str) else list(settings["rows"])
+        missing = [r for r in wanted if r not in interpreters]
+        if missing:
+            raise ValueError(f"benchmark rows {missing} are not in the config's interpreters; it has {list(interpreters)}")
+        interpreters = {r: interpreters[r] for r in wanted if r}
     device = settings.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     tau = float(settings.get("threshold", 0.2))
     seed = int(ctx.seed)
@@ -425,6 +575,14 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     has_sources = all("sources" in b and "source_labels" in b for b in batches)
     loaded = _Loaded(ctx, device)
 
+    title = settings.get("title", f"benchmark ({data_record['class_path'].rsplit('.', 1)[-1]}, {settings.get('split', 'test')} split, {int(sum(b['waveform'].shape[0] for b in batches))} clips, seed {seed})")
+    record = {"settings": settings, "data": data_record, "seed": seed, "artifacts": dict(ctx.artifacts)}
+    mask_mean = ctx.report.get("lmac.val_mask_mean")
+    if "lmac" in kinds.values() and isinstance(mask_mean, (int, float)) and mask_mean >= ALL_PASS:
+        record["notes"] = [f"The lmac row is an all-pass mask (mean mask {mask_mean:.3f} on the validation clips): its "
+                           "figures are those of the unmasked input, not of an interpretation. With the recipe's loss "
+                           "weights passing everything is the decoder's optimum on this classifier; see "
+                           "experiments/synthetic/lmac.yaml.", ""]
     rows: list[dict] = []
     entries: list[tuple] = []  # (row name, interpreter, explained model): the listening table's columns
     accuracy_cache: dict[str, float] = {}
@@ -467,26 +625,11 @@ def benchmark_stage(ctx, settings: dict) -> dict:
             raise ValueError(f"benchmark row {name!r}: non-finite column(s) {bad}")
         rows.append(row)
         entries.append((name, interp, classifier))
+        write_tables(out, rows, list(rows[0]["columns"]), title, record, complete=len(rows) == len(interpreters))
         print(f"[l2i] benchmark {name}: " + ", ".join(f"{c}={_fmt(v)}" for c, v in row["columns"].items()), flush=True)
 
     columns = list(rows[0]["columns"])
     descriptions = {c: d for c, _, d, _ in COLUMNS}
-    better = {c: b for c, _, _, b in COLUMNS}
-    title = settings.get("title", f"benchmark ({data_record['class_path'].rsplit('.', 1)[-1]}, {settings.get('split', 'test')} split, {int(sum(b['waveform'].shape[0] for b in batches))} clips, seed {seed})")
-    md = table_markdown(rows, columns, title)
-    legend = "\n".join(f"- `{c}` ({better[c]} is better): {descriptions[c]}" for c in columns)
-    row_notes = "\n".join(f"- `{r['name']}`: kind {r['kind']}, explains {r['explained_model']}, seed {r['seed']}, τ {r['threshold']}, "
-                          f"settings {json.dumps(r['settings'], default=str)}, artifact {r['artifact']}" for r in rows)
-    (out / "benchmark.md").write_text(md + "\n" + legend + "\n\nRows:\n\n" + row_notes + "\n")
-    with open(out / "benchmark.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["interpreter", *columns, "kind", "explained_model", "seed", "threshold", "settings", "artifact"])
-        for r in rows:
-            writer.writerow([r["name"], *[repr(float(r["columns"][c])) for c in columns], r["kind"], r["explained_model"],
-                             r["seed"], r["threshold"], json.dumps(r["settings"], default=str), r["artifact"] or ""])
-    record = {"settings": settings, "data": data_record, "seed": seed, "artifacts": dict(ctx.artifacts), "columns": columns,
-              "descriptions": {c: descriptions[c] for c in columns}, "rows": rows}
-    (out / "benchmark.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     listening = _listening(out, entries, batches[0], dm, tau, settings, device)
     wandb_failure = _log_wandb(ctx, rows, columns, settings, listening) if settings.get("wandb", True) else "disabled"
 
@@ -497,12 +640,13 @@ def benchmark_stage(ctx, settings: dict) -> dict:
             ctx.descriptions[f"benchmark.{r['name']}.{c}"] = descriptions[c]
     figures["table"] = str(out / "benchmark.md")
     figures["csv"] = str(out / "benchmark.csv")
+    figures["latex"] = str(out / "benchmark.tex")
     figures["clips"] = int(sum(b["waveform"].shape[0] for b in batches))
     figures["wandb"] = "ok" if wandb_failure is None else str(wandb_failure)
     if listening is not None:
         figures["listening"] = listening["page"]
         ctx.descriptions["benchmark.listening"] = "listening table: every interpreter's interpretation of the same clips (HTML)"
-    ctx.descriptions["benchmark.table"] = "the benchmark table (markdown; CSV and JSON beside it)"
+    ctx.descriptions["benchmark.table"] = "the benchmark table (markdown; CSV, LaTeX and JSON beside it)"
     ctx.descriptions["benchmark.clips"] = "clips every interpreter was scored on"
     return figures
 
@@ -592,31 +736,94 @@ def run_benchmark(config: dict, out_dir: str | Path | None = None, stages: list[
     return ctx
 
 
+def run_seeds(config: dict, seeds: int, out_dir: str | Path | None = None, stages: list[str] | None = None,
+              artifacts: dict[str, str] | None = None, group: str | None = None) -> Path:
+    """The benchmark ``seeds`` times, seeds ``config["seed"] + 0 … seeds-1``: each run in ``<out_dir>/seed-<s>``
+    (its own artifacts, trained with that seed unless given by path, and its own table), then one table of
+    ``mean ± std`` per cell in ``<out_dir>/benchmark/benchmark.{md,csv,tex,json}`` (rewritten after every seed,
+    so a killed run keeps the seeds it finished). Returns the aggregate Markdown path."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    root = Path(out_dir or config.get("out_dir") or "runs/benchmark")
+    base = int(config.get("seed", 0))
+    given = {k for k, v in {**(config.get("artifacts") or {}), **(artifacts or {})}.items() if v}
+    per_seed: list[list[dict]] = []
+    out = root / "benchmark"
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(seeds):
+        seed = base + i
+        print(f"[l2i] benchmark seed {seed} ({i + 1} of {seeds})", flush=True)
+        ctx = run_benchmark({**config, "seed": seed}, root / f"seed-{seed}", stages, artifacts, group=group)
+        record = json.loads((ctx.out_dir / "benchmark" / "benchmark.json").read_text())
+        per_seed.append(record["rows"])
+        rows = aggregate_seeds(per_seed)
+        columns = [c for c in record["columns"] if all(c in r["columns"] for r in rows)]
+        seed_list = [base + j for j in range(len(per_seed))]
+        varied = "the benchmark's own randomness only (every artifact given by path)" if given >= set(STAGE_ARTIFACT.values()) \
+            else ("training of " + ", ".join(sorted(set(STAGE_ARTIFACT.values()) - given)) + " and the benchmark's randomness"
+                  + (f"; fixed (given by path): {', '.join(sorted(given))}" if given else ""))
+        title = f"benchmark, mean ± std over {len(per_seed)} seed(s) {seed_list}"
+        notes = [f"Seeds vary: {varied}. Std: sample standard deviation (ddof 1) over seeds; per-seed tables in "
+                 f"seed-<s>/benchmark/.", ""]
+        write_tables(out, rows, columns, title, {"seeds": seed_list, "settings": record.get("settings"),
+                                                 "data": record.get("data"), "notes": notes,
+                                                 "per_seed_tables": [str(root / f"seed-{s}" / "benchmark" / "benchmark.json")
+                                                                     for s in seed_list]},
+                     complete=len(per_seed) == seeds)
+    return out / "benchmark.md"
+
+
 def main(argv: list[str]) -> int:
-    """``l2i benchmark --config experiments/benchmark/synthetic.yaml [--out_dir DIR] [--stages a,b]
-    [--classifier PATH] [--dictionary PATH] [--interpreter PATH] [--bydesign PATH] [--lmac PATH]``."""
+    """``l2i benchmark --config experiments/benchmark/synthetic.yaml [--out_dir DIR] [--stages a,b] [--rows a,b]
+    [--max_batches N] [--seeds N] [--device auto] [--classifier PATH] [--dictionary PATH] [--interpreter PATH]
+    [--bydesign PATH] [--lmac PATH]``."""
     from jsonargparse import ArgumentParser
 
     from experiments.cli import resolve_config
 
-    p = ArgumentParser(prog="l2i benchmark", description="Post-hoc vs by-design vs baseline interpreters: one table.")
+    p = ArgumentParser(prog="l2i benchmark", description="Post-hoc vs by-design vs baseline interpreters on the same "
+                       "clips: one table (<out_dir>/benchmark/benchmark.{md,csv,tex,json}), rows written as they finish.")
     p.add_argument("--config", default="experiments/benchmark/synthetic.yaml", help="benchmark config")
-    p.add_argument("--out_dir", default=None, help="where artifacts and the table go (default from the config)")
-    p.add_argument("--stages", default=None, help="comma-separated subset of the config's training stages")
+    p.add_argument("--out_dir", default=None, help="where artifacts and the table go (default: the config's out_dir)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of the config's training stages, among "
+                   f"{', '.join(STAGE_ARTIFACT)}")
+    p.add_argument("--rows", default=None, help="comma-separated subset of the config's interpreters (table rows), e.g. "
+                   "posthoc,gradcam,occlusion (default: all)")
+    p.add_argument("--max_batches", type=int, default=None, help="test batches scored per row (default: the config's)")
+    p.add_argument("--seeds", type=int, default=1, help="repeat with seeds seed, seed+1, … and report mean ± std per "
+                   "cell (each seed in <out_dir>/seed-<s>)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 …")
     for key in sorted(set(STAGE_ARTIFACT.values())):
         p.add_argument(f"--{key}", default=None, help=f"reuse this {key} artifact (path) instead of training it")
     p.add_argument("--group", default=None, help="W&B group of the runs (default: $WANDB_RUN_GROUP, else <out_dir name>-<start time>)")
     args = p.parse_args(argv)
     path = resolve_config(args.config)
     config = yaml.safe_load(path.read_text()) or {}
+    bench = dict(config.get("benchmark") or {})
+    if args.max_batches is not None:
+        if args.max_batches < 1:
+            raise ValueError(f"--max_batches must be >= 1, got {args.max_batches}")
+        bench["max_batches"] = args.max_batches
+    if args.rows:
+        bench["rows"] = args.rows
+    if args.device and args.device != "auto":
+        bench["device"] = args.device
+    config["benchmark"] = bench
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     given = {k: getattr(args, k) for k in set(STAGE_ARTIFACT.values()) if getattr(args, k)}
+    if args.seeds != 1:
+        table = run_seeds(config, args.seeds, args.out_dir, stages, given, group=args.group)
+        print(table.read_text())
+        print(f"[l2i] benchmark over {args.seeds} seeds: {table}, {table.with_suffix('.csv')}, {table.with_suffix('.tex')}, "
+              f"{table.with_suffix('.json')}")
+        return 0
     ctx = run_benchmark(config, args.out_dir, stages, given, group=args.group)
     table = Path(ctx.report["benchmark.table"])
     print(table.read_text())
-    print(f"[l2i] benchmark: {table}, {table.with_suffix('.csv')}, {table.with_suffix('.json')}; report {ctx.out_dir / 'report.md'}")
+    print(f"[l2i] benchmark: {table}, {table.with_suffix('.csv')}, {table.with_suffix('.tex')}, {table.with_suffix('.json')}; "
+          f"report {ctx.out_dir / 'report.md'}")
     from callbacks.summary import print_summary  # what the run wrote, where
 
-    print_summary("benchmark", {"table": [table, table.with_suffix(".csv"), table.with_suffix(".json")],
-                                "report": ctx.out_dir / "report.md"})
+    print_summary("benchmark", {"table": [table, table.with_suffix(".csv"), table.with_suffix(".tex"),
+                                          table.with_suffix(".json")], "report": ctx.out_dir / "report.md"})
     return 0

@@ -3,25 +3,80 @@
 ``l2i fit|validate|test|predict --config experiments/<dataset>/<run>.yaml`` is LightningCLI (omegaconf
 parser mode: ``${...}`` interpolation works in configs); the project's own verbs (``demo`` …) are
 dispatched before it. W&B logs offline by default (no key, no network): ``wandb sync`` uploads later.
+
+Lightning, torch and the verbs' modules are imported only when a verb runs, so ``l2i --help`` and
+``l2i --version`` answer at once. On the command line a user's mistake (a missing file, an unknown
+backbone, an option the parser refuses) ends in one line naming it, ``l2i <verb>: error: …``, not a
+traceback (``L2I_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
-
-import lightning as L
-from lightning.pytorch.cli import LightningCLI
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 
 DEFAULT_LOGGER = {
-    # W&B offline; a W&B failure (no disk space, import error, service error) leaves a CSV log, never a crash
+    # W&B offline; a W&B failure (no disk space, import error, service error) leaves a CSV log, never a crash.
+    # save_dir null: the run's trainer.default_root_dir (runs/ when unset), so a run's W&B files, CSV mirror,
+    # config.yaml and checkpoints all live in its one folder
     "class_path": "callbacks.safe_logging.SafeWandbLogger",
-    "init_args": {"project": "listen-to-interpret", "save_dir": "runs", "offline": True, "log_model": False},
+    "init_args": {"project": "listen-to-interpret", "save_dir": None, "offline": True, "log_model": False},
 }
+
+#: the verbs LightningCLI runs
+LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+
+def version() -> str:
+    """The installed package's version (``setup.cfg``'s when run from a checkout that is not installed)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        return dist_version("listen-to-interpret")
+    except PackageNotFoundError:
+        import configparser
+
+        cfg = configparser.ConfigParser()
+        cfg.read(EXPERIMENTS_DIR.parent / "setup.cfg")
+        return cfg.get("metadata", "version", fallback="unknown")
+
+
+class _DropFrameworkTips(logging.Filter):
+    """Lightning's advertising tips (``💡 Tip: … litlogger / litmodels``) say nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in str(record.msg)
+
+
+def quiet_frameworks() -> None:
+    """Silence the framework messages that repeat once per stage and tell a user nothing they can act on.
+
+    * Lightning's "💡 Tip" about its cloud products (a logging filter);
+    * LightningCLI's "args parameter is intended to run from within Python" (the pipeline builds its stages'
+      CLIs from Python on purpose);
+    * torch's "pin_memory … no accelerator is found" on a CPU-only machine (pinning is a no-op there);
+    * PyTorch's ``LeafSpec`` deprecation raised inside Lightning, W&B's "anonymous setting" notice and
+      jsonargparse's deprecation notices about the API Lightning calls.
+
+    Other warnings are left alone. Called by :func:`main`; idempotent.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_fabric.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropFrameworkTips) for f in logger.filters):
+            logger.addFilter(_DropFrameworkTips())
+    warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python")
+    warnings.filterwarnings("ignore", message=r".*'pin_memory' argument is set as true but no accelerator is found")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*anonymous setting has no effect")
+    # jsonargparse's notices about its own API as Lightning calls it (nothing a user of l2i can change)
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
 def resolve_config(path: str | os.PathLike) -> Path:
@@ -33,47 +88,87 @@ def resolve_config(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"config file not found: {path} (looked in ., {EXPERIMENTS_DIR.parent}, {EXPERIMENTS_DIR})")
 
 
-class L2ICLI(LightningCLI):
-    """LightningCLI with the DataModule's label space linked into the model."""
+_CLI_CLASS = None
 
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads a given checkpoint's hyper-parameters first: check the file safely before that,
-        so a file carrying pickled code is refused with a clear message naming it (not a deep traceback)."""
-        from l2i.checkpoints import safe_load
+def cli_class():
+    """The project's :class:`LightningCLI` subclass (built on first use: importing Lightning takes seconds)."""
+    global _CLI_CLASS
+    if _CLI_CLASS is None:
+        from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-        sub = self.config.get("subcommand")
-        ckpt = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
-            safe_load(ckpt)  # raises UnsafeCheckpointError / CheckpointError naming the file
-        super()._parse_ckpt_path()
+        class RunConfig(SaveConfigCallback):
+            """The resolved config goes to ``<trainer.default_root_dir>/config.yaml``: one per run folder (Lightning
+            would write it to the logger's folder, which runs sharing a logger folder overwrite)."""
 
-    def _weights_only_by_default(self) -> None:
-        """Resume / evaluate from checkpoints with ``weights_only=True`` unless the config says otherwise
-        (Lightning would default to ``False`` for local files)."""
-        config = self.config_init[self.subcommand]
-        if config.get("weights_only") is None:
-            config["weights_only"] = True
+            def save_config(self, trainer, pl_module, stage: str) -> None:
+                root = Path(trainer.default_root_dir)
+                root.mkdir(parents=True, exist_ok=True)
+                self.parser.save(self.config, str(root / self.config_filename), skip_none=False, overwrite=True,
+                                 multifile=self.multifile)
 
-    def _name_wandb_run(self) -> None:
-        """The W&B run's ``job_type`` (the stage its model belongs to, unless a pipeline stage or the config set
-        one) and the artifacts the model was built from, in its config (:mod:`callbacks.wandb_runs`)."""
-        from callbacks.safe_logging import SafeWandbLogger
-        from callbacks.wandb_runs import job_type_of, used_artifacts
+        class L2ICLI(LightningCLI):
+            """LightningCLI with the DataModule's label space linked into the model."""
 
-        for logger in getattr(self.trainer, "loggers", None) or []:
-            if isinstance(logger, SafeWandbLogger):
-                logger.name_run(job_type_of(self.model), used_artifacts(getattr(self.model, "hparams", {})))
+            def add_arguments_to_parser(self, parser) -> None:
+                parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+                parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
+                parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
-    def _before_run(self) -> None:
-        self._weights_only_by_default()
-        self._name_wandb_run()
+            def _parse_ckpt_path(self) -> None:
+                """LightningCLI reads a given checkpoint's hyper-parameters first: check the file safely before that,
+                so a file carrying pickled code is refused with a clear message naming it (not a deep traceback)."""
+                from l2i.checkpoints import safe_load
 
-    before_fit = before_validate = before_test = before_predict = _before_run
+                sub = self.config.get("subcommand")
+                ckpt = self.config[sub].get("ckpt_path") if sub else None
+                if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
+                    safe_load(ckpt)  # raises UnsafeCheckpointError / CheckpointError naming the file
+                super()._parse_ckpt_path()
+
+            def _weights_only_by_default(self) -> None:
+                """Resume / evaluate from checkpoints with ``weights_only=True`` unless the config says otherwise
+                (Lightning would default to ``False`` for local files)."""
+                config = self.config_init[self.subcommand]
+                if config.get("weights_only") is None:
+                    config["weights_only"] = True
+
+            def _name_wandb_run(self) -> None:
+                """The W&B run's ``job_type`` (the stage its model belongs to, unless a pipeline stage or the
+                config set one) and the artifacts the model was built from, in its config
+                (:mod:`callbacks.wandb_runs`)."""
+                from callbacks.safe_logging import SafeWandbLogger
+                from callbacks.wandb_runs import job_type_of, used_artifacts
+
+                for logger in getattr(self.trainer, "loggers", None) or []:
+                    if isinstance(logger, SafeWandbLogger):
+                        logger.name_run(job_type_of(self.model), used_artifacts(getattr(self.model, "hparams", {})))
+
+            def _before_run(self) -> None:
+                self._weights_only_by_default()
+                self._name_wandb_run()
+
+            before_fit = before_validate = before_test = before_predict = _before_run
+
+            def before_instantiate_classes(self) -> None:
+                """The default logger (``save_dir: null``) writes into the run's ``trainer.default_root_dir``."""
+                config = self.config[self.subcommand] if self.subcommand else self.config
+                trainer = config.get("trainer")
+                if trainer is None:
+                    return
+                loggers = trainer.get("logger")
+                for logger in loggers if isinstance(loggers, list) else [loggers]:
+                    if isinstance(logger, (bool, type(None), str)):
+                        continue
+                    get = logger.get if isinstance(logger, dict) else (lambda key, lg=logger: getattr(lg, key, None))
+                    init = get("init_args")
+                    if init is not None and str(get("class_path") or "").endswith("SafeWandbLogger") \
+                            and init.get("save_dir") is None:
+                        init["save_dir"] = str(trainer.get("default_root_dir") or "runs")
+
+        L2ICLI.config_callback = RunConfig
+        _CLI_CLASS = L2ICLI
+    return _CLI_CLASS
 
 
 def _expand_config_paths(args: list[str]) -> list[str]:
@@ -88,20 +183,29 @@ def _expand_config_paths(args: list[str]) -> list[str]:
     return out
 
 
-def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> L2ICLI:
+def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs):
     """Build the project's LightningCLI (subclass mode: configs name their model and data classes)."""
+    import lightning as L
+
     from callbacks.summary import RunSummary, quiet_known_warnings
 
+    quiet_frameworks()
     quiet_known_warnings()
-    return L2ICLI(
+    return cli_class()(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        trainer_defaults={"logger": DEFAULT_LOGGER, "callbacks": [RunSummary()]},  # RunSummary: what the run did
+        # a refused option raises (one line from main), not argparse's exit with the whole usage listing
+        parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False,
+                       **{verb: {"exit_on_error": False} for verb in LIGHTNING_VERBS}},
+        # progress bars only on a terminal: in a log file every refresh is kept (the demo's log had 24,605-character
+        # lines of them); a config or --trainer.enable_progress_bar true still decides; RunSummary: what the run did
+        trainer_defaults={"logger": DEFAULT_LOGGER, "enable_progress_bar": sys.stderr.isatty(),
+                          "callbacks": [RunSummary()]},
         # a resumed run (--ckpt_path last) writes its config where the killed run wrote the same one
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=cli_class().config_callback,
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
         args=None if args is None else _expand_config_paths(args),
         run=run,
         **kwargs,
@@ -133,33 +237,105 @@ def _commands() -> dict[str, Callable[[list[str]], int | None]]:
     return {name: lazy(target) for name, target in COMMANDS.items()}
 
 
-def main(argv: list[str] | None = None) -> int | None:
+HELP = """usage: l2i {verbs} [--config FILE] ...
+
+  fit/validate/test/predict  LightningCLI: train / score a config (l2i fit --help)
+  demo       train, interpret and report on the embedded synthetic data set (l2i demo --help)
+  nmf        learn an NMF dictionary for a data set (l2i nmf --help)
+  interpret  listenable interpretations of audio files (l2i interpret --help)
+  evaluate   the evaluation suite for a trained interpreter (l2i evaluate --help)
+  benchmark  interpreters side by side on one data set, one table (l2i benchmark --help)
+  crossval   k-fold cross-validation of a fit config, mean ± std (l2i crossval --help)
+
+  l2i --version   the package version
+Every verb writes under its --out_dir (or the config's trainer.default_root_dir for fit); see the README."""
+
+#: environment variable that shows the full traceback of a refused command
+TRACEBACK_ENV = "L2I_TRACEBACK"
+
+_GENERIC_LINES = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+                  "Given value:", "Expected a <class 'NoneType'>", "Parser key")
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` as one line naming the problem.
+
+    jsonargparse wraps a constructor's error in a listing of union alternatives and the whole given value
+    (``Does not validate against any of the Union subtypes … Errors: - unknown backbone 'x' …``): keep the
+    specific messages, drop the listing."""
+    text = str(err).strip()
+    if isinstance(err, KeyError) and err.args:
+        text = f"missing key {err.args[0]!r}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    specific = [line[2:] if line.startswith("- ") else line for line in lines
+                if not line.startswith(_GENERIC_LINES) and not line.startswith("- Expected a <class")]
+    if len(lines) > 1 and specific:
+        # the innermost messages are the specific ones (a constructor's ValueError sits last in the listing)
+        picked = [line for line in specific if not line.startswith(("Problem with given class_path", "Validation failed",
+                                                                    "Unable to instantiate"))] or specific
+        text = "; ".join(dict.fromkeys(picked))
+    text = text or type(err).__name__
+    if isinstance(err, ModuleNotFoundError) and getattr(err, "name", None):
+        text = f"the Python package {err.name!r} is not installed ({text}); pip install listen-to-interpret installs what the verbs need"
+    return text if len(text) <= 400 else text[:397] + "…"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's mistake raises: a missing / wrong file, a bad value, a missing package, a refused option.
+    (Imported lazily: the l2i error classes pull in torch.)"""
+    kinds: list[type[BaseException]] = [OSError, ValueError, ImportError, KeyError]
+    try:
+        from jsonargparse import ArgumentError
+
+        kinds.append(ArgumentError)
+    except ImportError:  # pragma: no cover
+        pass
+    for module, name in (("l2i.checkpoints", "CheckpointError"), ("l2i.audio", "AudioFileError"),
+                         ("l2i.backbones.pretrained", "PretrainedLoadError")):
+        mod = sys.modules.get(module)  # only when already imported: a command that never loaded it cannot raise it
+        if mod is not None and hasattr(mod, name):
+            kinds.append(getattr(mod, name))
+    return tuple(kinds)
+
+
+def main(argv: list[str] | None = None, friendly_errors: bool | None = None) -> int | None:
+    """``l2i <verb> …``. ``friendly_errors`` (default: when run from the command line): a user's mistake prints
+    ``l2i <verb>: error: <one line>`` on stderr and returns 2 instead of raising."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = _commands()
-    if argv and argv[0] in commands:
-        return commands[argv[0]](argv[1:])
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: l2i {fit,validate,test,predict," + ",".join(commands) + "} [--config FILE] ...")
-        print("  fit/validate/test/predict: LightningCLI (l2i fit --help)")
-        print("  demo: train, interpret and report on the embedded synthetic data set (l2i demo --help)")
-        print("  nmf: learn an NMF dictionary for a data set (l2i nmf --help)")
-        print("  interpret: listenable interpretations of audio files (l2i interpret --help)")
-        print("  evaluate: the evaluation suite for a trained interpreter (l2i evaluate --help)")
-        print("  benchmark: interpreters side by side on one data set, one table (l2i benchmark --help)")
-        print("  crossval: k-fold cross-validation of a fit config, mean ± std (l2i crossval --help)")
-        if not argv:
-            return 2
+    if friendly_errors is None:
+        friendly_errors = from_command_line and not os.environ.get(TRACEBACK_ENV)
+    verb = argv[0] if argv else ""
+    if not argv or verb in ("-h", "--help"):
+        print(HELP.format(verbs="{" + ",".join((*LIGHTNING_VERBS, *COMMANDS)) + "}"))
+        return 0 if argv else 2
+    if verb in ("-V", "--version"):
+        print(f"l2i (listen-to-interpret) {version()}")
         return 0
-    if from_command_line:  # LightningCLI reads sys.argv itself; give it the resolved config paths
-        sys.argv[1:] = _expand_config_paths(argv)
-        cli = lightning_cli(None)
-    else:
-        cli = lightning_cli(argv)
-    from experiments.pipeline import finish_loggers
+    if verb not in COMMANDS and verb not in LIGHTNING_VERBS:
+        print(f"l2i: error: unknown command {verb!r}; commands: {', '.join((*LIGHTNING_VERBS, *COMMANDS))} (l2i --help)",
+              file=sys.stderr)
+        return 2
+    quiet_frameworks()
+    try:
+        if verb in COMMANDS:
+            return _commands()[verb](argv[1:])
+        if from_command_line:  # LightningCLI reads sys.argv itself; give it the resolved config paths
+            sys.argv[1:] = _expand_config_paths(argv)
+            cli = lightning_cli(None)
+        else:
+            cli = lightning_cli(argv)
+        from experiments.pipeline import finish_loggers
 
-    finish_loggers(cli.trainer)  # the W&B run ends with the verb: a next in-process call starts its own
-    return 0
+        # end the run's W&B run: one left open is silently reused by the next logger in the same process
+        finish_loggers(cli.trainer)
+        return 0
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is a user's mistake
+        if not friendly_errors or not isinstance(err, _user_errors()):
+            raise
+        print(f"l2i {verb}: error: {one_line(err)}", file=sys.stderr)
+        print(f"  ({TRACEBACK_ENV}=1 l2i … shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,6 +63,35 @@ def _scalar_metrics(results: Sequence[dict]) -> dict[str, float]:
     return out
 
 
+def check_folds(config: str | Path, extra: Sequence[str] = ()) -> None:
+    """Refuse, in one line and before anything is built, a config whose data module has no folds.
+
+    The data module's class is the config's ``data.class_path`` (or ``--data.class_path`` among the overrides);
+    crossval sets its ``test_fold`` and ``val_fold``, so its constructor must take them."""
+    import importlib
+    import inspect
+
+    import yaml
+
+    section = (yaml.safe_load(Path(config).read_text()) or {}).get("data") or {}
+    class_path = section.get("class_path") if isinstance(section, dict) else None
+    extra = list(extra)
+    for i, arg in enumerate(extra[:-1]):
+        if arg in ("--data.class_path", "--data"):
+            class_path = extra[i + 1]
+    if not class_path:
+        raise ValueError(f"{config}: no data.class_path; crossval needs a data module with folds (e.g. ESC-50's)")
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{config}: data.class_path {class_path!r} cannot be imported ({err})") from err
+    params = inspect.signature(cls.__init__).parameters
+    if "test_fold" not in params or "val_fold" not in params:
+        raise ValueError(f"crossval needs a data module with folds (test_fold / val_fold, e.g. datamodules.ESC50DataModule); "
+                         f"{config} uses {name}, which has none")
+
+
 def run_fold(config: str, fold: int, val: str, out_dir: Path, extra: Sequence[str]) -> dict:
     """Fit and test one fold -> ``{"fold", "val_fold", "metrics" {name: float}, "best_checkpoint", "seconds"}``."""
     from experiments.cli import lightning_cli
@@ -102,6 +131,7 @@ def run_crossval(config: str, folds: Sequence[int] = FOLDS, val: str = "next_fol
     if len(set(folds)) != len(folds):
         raise ValueError(f"folds repeat: {list(folds)}")
     config_path = resolve_config(config)
+    check_folds(config_path, extra)
     out = Path(out_dir) if out_dir else Path("runs") / "crossval" / config_path.parent.name
     out.mkdir(parents=True, exist_ok=True)
     runs = [run_fold(str(config_path), f, val, out, extra) for f in folds]

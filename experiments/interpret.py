@@ -47,7 +47,7 @@ def learn_dictionary(frontend_config, dataset, *, n_clips: int = 400, n_componen
     the tests.
 
     * ``per_class=False``: one NMF of ``n_components`` on the mixtures' frames pooled.
-    * ``per_class=True`` (method.md's per-class dictionaries, a *choice*; needs items with ``sources`` and
+    * ``per_class=True`` (docs/method.md's per-class dictionaries, a *choice*; needs items with ``sources`` and
       ``source_labels``, as the synthetic set has): ``n_components // C`` columns per class learnt on the
       isolated events of that class (non-silent frames), concatenated, plus ``noise_components`` columns learnt
       on the items' ``background``; ``meta["labels"]`` names each column's block.

@@ -643,15 +643,17 @@ def build_parser():
     p.add_argument("--num_clips", type=Optional[int], default=None, help="cap on clips (default: the whole split)")
     p.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 …")
     p.add_argument("--out", type=str, default="runs/nmf/dictionary.pt", help="artifact path; figures go beside it")
+    p.add_argument("--out_dir", type=Optional[str], default=None,
+                   help="output folder (the flag every verb has): writes <out_dir>/dictionary.pt, overriding --out")
     p.add_argument("--cache_mb", type=float, default=1024.0, help="keep the frames in memory up to this size (0: always stream)")
     p.add_argument("--eval_split", type=Optional[str], default="val", help="split for the class-purity diagnostic (null: skip)")
-    p.add_argument("--eval_clips", type=int, default=200)
+    p.add_argument("--eval_clips", type=int, default=200, help="clips of eval_split for the class-purity diagnostic")
     p.add_argument("--dataset", type=Optional[str], default=None, help="data set name stored in the artifact (default: the DataModule's)")
     p.add_argument("--threads", type=Optional[int], default=None, help="torch CPU threads for the job (null: leave as is)")
     p.add_argument("--images", type=bool, default=True, help="write dictionary.png and reconstructions.png")
     p.add_argument("--progress", type=bool, default=True, help="progress bar")
     p.add_argument("--wandb", type=bool, default=True, help="log the images to a W&B run (offline unless WANDB_MODE says otherwise)")
-    p.add_argument("--wandb_project", type=str, default="listen-to-interpret")
+    p.add_argument("--wandb_project", type=str, default="listen-to-interpret", help="W&B project of that run")
     p.add_argument("--resume", type=bool, default=False,
                    help="continue from <out>.state.pt (the streaming state written after every epoch)")
     return p
@@ -659,7 +661,7 @@ def build_parser():
 
 def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
     init = parser.instantiate(cfg) if hasattr(parser, "instantiate") else parser.instantiate_classes(cfg)
-    out = Path(cfg.out)
+    out = Path(cfg.out_dir) / "dictionary.pt" if cfg.get("out_dir") else Path(cfg.out)
     run = None
     shard = distributed_shard()  # torchrun / SLURM with several processes: one dictionary, statistics summed
     if shard is not None and shard[0] != 0:
@@ -714,7 +716,7 @@ def _plain_cfg(cfg, parser) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``l2i nmf --config experiments/synthetic/nmf.yaml [--nmf.n_components 100] [--out …]``."""
+    """``l2i nmf --config experiments/synthetic/nmf.yaml [--nmf.n_components 100] [--out_dir DIR | --out FILE]``."""
     parser = build_parser()
     cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+#: run folders a test must never leave in the repository (they belong in tmp_path)
+RUN_FOLDERS = ("runs", "lightning_logs", "wandb", "checkpoints", "l2i-cache")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -17,6 +22,16 @@ def _offline_wandb(tmp_path_factory):
     os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_run_folders_in_the_repository():
+    """The suite leaves no run folder in the repository: a test that does fails the session (named at the end).
+    Folders already there (a user's earlier ``make demo``) are left alone."""
+    before = {name for name in RUN_FOLDERS if (ROOT / name).exists()}
+    yield
+    left = sorted({name for name in RUN_FOLDERS if (ROOT / name).exists()} - before)
+    assert not left, f"tests left run folder(s) in the repository: {left} (write them under tmp_path)"
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Builders of tiny data-set trees in the exact official layouts (see ../shared/datasets.md).
+"""Builders of tiny data-set trees in the exact official layouts (documented in ``datamodules/*.py``).
 
 Every builder writes real-format audio (WAV for ESC-50 / SONYC-UST, MP3 for MagnaTagATune / MTG-Jamendo,
 written with soundfile) and the metadata files with the official names, headers, separators and folders,

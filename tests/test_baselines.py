@@ -1,4 +1,4 @@
-"""Baseline interpreters (issue 9): every interpreter honours the one verb and its shape contract; the pieces of
+"""Baseline interpreters: every interpreter honours the one verb and its shape contract; the pieces of
 the baselines (mel -> linear mapping, masks, oracle selection, L-MAC loss) do what their docstrings say.
 
 Tiny untrained models on 1 s clips at 8 kHz: seconds on a 2-core CPU.

@@ -1,4 +1,4 @@
-"""``l2i benchmark`` (issue 9): a tiny run on artifacts built here writes one table whose rows and columns are all
+"""``l2i benchmark``: a tiny run on artifacts built here writes one table whose rows and columns are all
 filled with finite numbers (markdown, CSV, JSON with every row's seed and settings, W&B table offline); the L-MAC
 decoder trains through Lightning and reloads from its checkpoint; missing artifacts are named."""
 
@@ -156,3 +156,139 @@ def test_missing_artifacts_and_bad_settings_are_named(artifacts, tmp_path):
         benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "interpreters": {"lime": {}}})
     with pytest.raises(ValueError, match="unknown key"):
         benchmark_stage(ctx, {"data": DATA, "max_batch": 1})
+
+
+def test_seeds_rows_and_max_batches_from_the_command_line(artifacts, tmp_path):
+    """``--seeds 2 --rows … --max_batches 1``: one run per seed in its own folder, then one table of mean ± std per
+    cell in Markdown, CSV, LaTeX (booktabs) and JSON; the artifacts are given, so only the benchmark's own
+    randomness varies: the post-hoc row is the same for both seeds, the random components differ."""
+    from experiments.cli import main
+
+    cfg = _config(artifacts, tmp_path / "run", max_batches=3, wandb=False)
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert main(["benchmark", "--config", str(path), "--seeds", "2", "--rows", "posthoc,random_components",
+                 "--max_batches", "1"]) == 0
+    for seed in (0, 1):
+        single = json.loads((tmp_path / "run" / f"seed-{seed}" / "benchmark" / "benchmark.json").read_text())
+        assert [r["name"] for r in single["rows"]] == ["posthoc", "random_components"] and single["complete"]
+        assert single["rows"][0]["seed"] == seed and single["rows"][0]["results"]["clips"] == 4.0  # --max_batches 1
+    out = tmp_path / "run" / "benchmark"
+    record = json.loads((out / "benchmark.json").read_text())
+    assert record["complete"] and record["seeds"] == [0, 1]
+    by_name = {r["name"]: r for r in record["rows"]}
+    assert by_name["posthoc"]["seeds"] == [0, 1]
+    for c, values in by_name["posthoc"]["per_seed"].items():
+        if c != "interp_ms_per_clip":  # a time, not a figure of the interpretation
+            assert values[0] == values[1], c
+            assert by_name["posthoc"]["std"][c] == 0.0
+    rnd = by_name["random_components"]
+    assert rnd["per_seed"]["si_sdr"][0] != rnd["per_seed"]["si_sdr"][1]
+    mean = sum(rnd["per_seed"]["si_sdr"]) / 2
+    std = abs(rnd["per_seed"]["si_sdr"][0] - rnd["per_seed"]["si_sdr"][1]) / math.sqrt(2)  # sample std of two values
+    assert rnd["columns"]["si_sdr"] == pytest.approx(mean) and rnd["std"]["si_sdr"] == pytest.approx(std)
+    md = (out / "benchmark.md").read_text()
+    assert f"{mean:.2f} ± {std:.2f}" in md and "mean ± std over 2 seed(s) [0, 1]" in md
+    assert "Seeds vary: the benchmark's own randomness only" in md
+    tex = (out / "benchmark.tex").read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{l" + "r" * len(record["columns"]) + "}"):
+        assert rule in tex
+    assert r"random\_components &" in tex and r"$\pm$" in tex and r"si\_sdr $\uparrow$" in tex
+    with open(out / "benchmark.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[1]["si_sdr_std"]) == pytest.approx(std) and rows[1]["seeds"] == "0 1"
+
+
+def test_rows_are_written_as_they_finish(artifacts, tmp_path, monkeypatch):
+    """A run killed during its second row keeps the first row's table (marked partial)."""
+    import l2i.evaluation
+    from experiments.benchmark import benchmark_stage
+    from experiments.pipeline import PipelineContext
+
+    real = l2i.evaluation.evaluate_interpreter
+    calls = []
+
+    def dies_on_the_second_row(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(l2i.evaluation, "evaluate_interpreter", dies_on_the_second_row)
+    ctx = PipelineContext(out_dir=tmp_path, artifacts={k: artifacts[k] for k in ("classifier", "dictionary", "interpreter")})
+    with pytest.raises(KeyboardInterrupt):
+        benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "wandb": False,
+                              "interpreters": {"posthoc": {}, "saliency": {}, "all_components": {}}})
+    record = json.loads((tmp_path / "benchmark" / "benchmark.json").read_text())
+    assert [r["name"] for r in record["rows"]] == ["posthoc"] and record["complete"] is False
+    assert math.isfinite(record["rows"][0]["columns"]["si_sdr"])
+    md = (tmp_path / "benchmark" / "benchmark.md").read_text()
+    assert "*Partial: 1 row(s) finished" in md and "| posthoc |" in md
+    assert (tmp_path / "benchmark" / "benchmark.tex").is_file() and (tmp_path / "benchmark" / "benchmark.csv").is_file()
+
+
+def test_one_number_format_and_the_best_value_marked():
+    from experiments.benchmark import _fmt, table_latex, table_markdown
+
+    assert [_fmt(v) for v in (6.404e-05, 1.613e-07, 1.0, 70.125, -5.2149, 12345.6)] == \
+        ["0.00", "0.00", "1.00", "70.12", "-5.21", "12346"]
+    rows = [{"name": "posthoc", "kind": "posthoc", "columns": {"si_sdr": 8.97, "AD": 70.1}},
+            {"name": "gradcam", "kind": "gradcam", "columns": {"si_sdr": 12.09, "AD": 37.6}},
+            {"name": "all_components", "kind": "all_components", "columns": {"si_sdr": 14.18, "AD": 0.0}}]
+    md = table_markdown(rows, ["si_sdr", "AD"])
+    # higher si_sdr and lower AD are better; the reference row (the whole input) is never marked
+    assert "| gradcam | **12.09** | **37.60** |" in md and "| all_components | 14.18 | 0.00 |" in md
+    assert r"gradcam & \textbf{12.09} & \textbf{37.60} \\" in table_latex(rows, ["si_sdr", "AD"])
+
+
+def test_the_demo_and_l2i_benchmark_share_one_configuration():
+    """The demo's benchmark stage reads ``l2i benchmark``'s config: the same rows with the same settings (integrated
+    gradients' steps, occlusion's patch …), clips and L-MAC training, so their tables are comparable."""
+    from experiments.benchmark import resolve_settings
+
+    root = Path(__file__).resolve().parents[1]
+    demo = yaml.safe_load((root / "experiments/demo.yaml").read_text())["stages"]["benchmark"]
+    bench = yaml.safe_load((root / "experiments/benchmark/synthetic.yaml").read_text())
+    settings = resolve_settings(demo)
+    assert settings["interpreters"] == bench["benchmark"]["interpreters"]
+    assert settings["interpreters"]["integrated_gradients"]["n_steps"] == 8
+    assert settings["interpreters"]["occlusion"]["patch"] == [16, 16]
+    assert settings["lmac"] == bench["stages"]["lmac"]
+    for key in ("max_batches", "batch_size", "threshold", "data_config", "split"):
+        assert settings[key] == bench["benchmark"][key]
+    assert resolve_settings({**demo, "max_batches": 1})["max_batches"] == 1  # keys given beside config override it
+
+
+def test_lmac_stage_keeps_best_and_last_checkpoints_and_its_config_in_its_folder(artifacts, tmp_path):
+    """The L-MAC stage (plain ModelCheckpoint before) now checkpoints like every stage: ``lmac/checkpoints/best.ckpt``
+    and ``last.ckpt``, its resolved ``config.yaml`` and W&B run in ``lmac/``, nothing in the pipeline's root."""
+    from experiments.benchmark import lmac_stage
+    from experiments.pipeline import PipelineContext
+
+    ctx = PipelineContext(out_dir=tmp_path, artifacts={"classifier": artifacts["classifier"]})
+    tiny = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--model.init_args.hidden", "8", "--data.init_args.num_classes", "4", "--data.init_args.sample_rate", "8000",
+            "--data.init_args.duration_s", "1.0", "--data.init_args.num_train", "16", "--data.init_args.num_val", "8",
+            "--data.init_args.num_test", "8", "--data.init_args.batch_size", "4"]
+    figures = lmac_stage(ctx, {"overrides": tiny})
+    stage = tmp_path / "lmac"
+    assert (stage / "checkpoints" / "best.ckpt").is_file() and (stage / "checkpoints" / "last.ckpt").is_file()
+    assert Path(figures["checkpoint"]) == stage / "lmac.ckpt" and ctx.artifacts["lmac"] == str(stage / "lmac.ckpt")
+    assert yaml.safe_load((stage / "config.yaml").read_text())["model"]["class_path"] == "lightning_modules.LMACModule"
+    assert list((stage / "wandb").glob("offline-run-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lmac"]
+
+
+def test_an_all_pass_lmac_row_is_called_one_in_the_table(artifacts, tmp_path):
+    from experiments.benchmark import benchmark_stage
+    from experiments.pipeline import PipelineContext
+
+    ctx = PipelineContext(out_dir=tmp_path, artifacts={k: artifacts[k] for k in ("classifier", "lmac")})
+    ctx.report["lmac.val_mask_mean"] = 0.9986
+    benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "wandb": False, "interpreters": {"lmac": {}}})
+    md = (tmp_path / "benchmark" / "benchmark.md").read_text()
+    assert "The lmac row is an all-pass mask (mean mask 0.999 on the validation clips)" in md
+    ctx.report["lmac.val_mask_mean"] = 0.44
+    benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "wandb": False, "interpreters": {"lmac": {}}})
+    assert "all-pass" not in (tmp_path / "benchmark" / "benchmark.md").read_text()

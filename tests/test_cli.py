@@ -93,6 +93,17 @@ def test_demo_pipeline_writes_flat_report(tmp_path):
     assert report["classifier.seconds"] > 0
     md = (tmp_path / "demo" / "report.md").read_text()
     assert "classifier.test_accuracy" in md and "| figure | value | meaning |" in md
+    assert md.index("## Summary") < md.index("| classifier: test accuracy (`classifier.test_accuracy`) |") < md.index("## Details")
+    assert "- **Trained:** classifier `small_cnn` on SyntheticDataModule, 1 epoch(s)." in md
+    # one layout: the stage's checkpoints (best and last), its resolved config, its W&B run, all in its folder
+    stage = tmp_path / "demo" / "classifier"
+    assert (stage / "checkpoints" / "best.ckpt").is_file() and (stage / "checkpoints" / "last.ckpt").is_file()
+    resolved = yaml.safe_load((stage / "config.yaml").read_text())
+    assert resolved["model"]["class_path"] == "lightning_modules.ClassifierModule"
+    assert resolved["trainer"]["default_root_dir"] == str(stage)
+    assert yaml.safe_load((stage / "args.yaml").read_text())["args"][:2] == ["--config", "experiments/synthetic/classifier.yaml"]
+    assert list((stage / "wandb").glob("offline-run-*")) and (stage / "csv").is_dir()
+    assert not (tmp_path / "demo" / "config.yaml").exists() and not (tmp_path / "demo" / "wandb").exists()
     # a later stage alone reuses the classifier the earlier run left in out_dir (its front-end feeds the NMF)
     assert main(["demo", "--config", str(cfg), "--stages", "dictionary"]) == 0
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
@@ -100,3 +111,69 @@ def test_demo_pipeline_writes_flat_report(tmp_path):
     assert report["dictionary.frontend_from"] == report["reused.classifier"]
     assert 0.0 <= report["classifier.test_accuracy"] <= 1.0  # the earlier stage's figures stay in the report
     assert Path(report["dictionary.dictionary"]).is_file()
+
+
+def test_every_checkpoint_callback_keeps_best_and_last_in_the_run_folder():
+    """Every config that checkpoints does it with RunCheckpoint (``<default_root_dir>/checkpoints``, which does not
+    depend on the logger's run id) and keeps ``last.ckpt`` (``--ckpt_path last`` resumes every stage)."""
+    checked = 0
+    for path in CONFIGS:
+        trainer = (yaml.safe_load((ROOT / path).read_text()) or {}).get("trainer") or {}
+        for cb in trainer.get("callbacks") or []:
+            if "Checkpoint" in cb["class_path"]:
+                checked += 1
+                assert cb["class_path"] == "callbacks.checkpoint.RunCheckpoint", path
+                assert cb["init_args"].get("save_last") is True and cb["init_args"].get("filename") == "best", path
+                assert "dirpath" not in cb["init_args"], path
+    assert checked == 17  # 4 per real data set, the synthetic classifier (x2), posthoc, bydesign and lmac
+
+
+def _ctx(tmp_path):
+    from experiments.pipeline import PipelineContext
+
+    ctx = PipelineContext(out_dir=tmp_path, targets={"posthoc.sisdr_over_mixture": ">= 3", "bydesign.accuracy_gap": "<= 0.02",
+                                                     "posthoc.missing": "> 0"})
+    ctx.report.update({"classifier.test_accuracy": 0.9625, "classifier.epochs": 8, "classifier.backbone": "small_cnn",
+                       "classifier.data": "SyntheticDataModule", "classifier.seconds": 113.29,
+                       "classifier.checkpoint": str(tmp_path / "classifier" / "classifier.ckpt"),
+                       "posthoc.sisdr_over_mixture": 3.6348, "posthoc.sisdr_clips": 256.0, "posthoc.seconds": 54.31,
+                       "bydesign.accuracy_gap": 0.0437, "bydesign.seconds": 123.0,
+                       "evaluation.lmac.AI": 12.5, "evaluation.lmac.AD": 70.125, "evaluation.lmac.SPS": 6.404e-05,
+                       "evaluation.threshold": 0.2, "evaluation.seconds": 12.9})
+    for key in ("evaluation.lmac.AI", "evaluation.lmac.AD", "evaluation.lmac.SPS"):
+        ctx.descriptions[key] = "L-MAC's mask metrics: AI, AD, AG, FF, FidIn in %"
+    return ctx
+
+
+def test_report_answers_in_thirty_seconds(tmp_path):
+    """Summary first (stages, what was trained, links, key figures, each target with pass / fail), then the details
+    grouped by stage with a shared sentence written once; counts as integers, seconds with one decimal."""
+    from experiments.pipeline import write_report
+
+    gallery = tmp_path / "posthoc" / "interpretations" / "index.html"
+    gallery.parent.mkdir(parents=True)
+    gallery.write_text("<html></html>")
+    _, md_path = write_report(_ctx(tmp_path))
+    md = md_path.read_text()
+    summary = md[md.index("## Summary"): md.index("## Details")]
+    assert "- **Stages run:** classifier, posthoc, bydesign, evaluation in 303.5 s." in summary
+    assert "- **Trained:** classifier `small_cnn` on SyntheticDataModule, 8 epoch(s)." in summary
+    assert "[posthoc/interpretations/index.html](posthoc/interpretations/index.html)" in summary
+    assert "Targets: **1 of 3 met**." in summary
+    assert "| `posthoc.sisdr_over_mixture` | 3.635 | >= 3 | pass |" in summary
+    assert "| `bydesign.accuracy_gap` | 0.044 | <= 0.02 | **FAIL** |" in summary
+    assert "| `posthoc.missing` | — | > 0 | not run |" in summary
+    assert md.count("L-MAC's mask metrics") == 1
+    assert "- `lmac.AI`, `lmac.AD`, `lmac.SPS`: L-MAC's mask metrics" in md
+    assert "| `posthoc.sisdr_clips` | 256 |" in md and "| `classifier.seconds` | 113.3 |" in md
+    assert "| `evaluation.lmac.SPS` | 6.40e-05 |" in md and "| `evaluation.lmac.AD` | 70.125 |" in md
+    assert "| `evaluation.threshold` | 0.200 | relevance threshold τ these figures were computed with |" in md
+    assert "| `classifier.epochs` | 8 | training epochs run |" in md
+
+
+def test_a_malformed_target_is_refused_before_any_stage(tmp_path):
+    from experiments.pipeline import run_pipeline
+
+    with pytest.raises(ValueError, match="target 'at least 3'"):
+        run_pipeline({"classifier": {}}, tmp_path, targets={"posthoc.sisdr_over_mixture": "at least 3"})
+    assert not (tmp_path / "classifier").exists()

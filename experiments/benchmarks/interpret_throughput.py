@@ -1,4 +1,4 @@
-"""Throughput of the post-hoc interpreter (issue 4, item 6). Prints figures and ratios; not a test.
+"""Throughput of the post-hoc interpreter. Prints figures and ratios; not a test.
 
 (a) **End-to-end listenable interpretations per second** — waveform in, interpretation waveform out (front-end,
     classifier, Ψ, Θ, relevance, mask, inverse STFT) — of our batched ``interpret`` against the authors' way on

@@ -1,4 +1,4 @@
-"""Faithfulness by component removal (method.md, "Metrics"; issue 8, metric 2).
+"""Faithfulness by component removal (docs/method.md, "Metrics").
 
 For a clip x and an explained class c, remove the interpretation's chosen components from the input: the
 residual spectrum ``(1 - mask) ⊙ |X|`` with the input phase -> waveform (``Interpretation.residual``) ->

@@ -1,4 +1,4 @@
-"""Fidelity: how often the interpreter Θ(H) agrees with the classifier f (method.md, "Metrics").
+"""Fidelity: how often the interpreter Θ(H) agrees with the classifier f (docs/method.md, "Metrics").
 
 * multiclass: ``top1 = mean 1[argmax Θ(H) = argmax f(x)]`` and ``top{k} = mean 1[argmax f(x) ∈ top-k of Θ(H)]``;
 * multilabel: labels ``ŷ_Θ = σ(Θ(H)) > t_Θ`` (per-class thresholds ``t_Θ``: from the config, or tuned on a

@@ -1,5 +1,5 @@
 """Ground truth: does the interpretation for class c sound like the true source of c? The project's one
-definition of the ground-truth SI-SDR report (method.md, "Metrics").
+definition of the ground-truth SI-SDR report (docs/method.md, "Metrics").
 
 On clips whose sources are known (batches with ``sources (B, S, N)`` and ``source_labels (B, S)``, optional
 multilabel ``source_targets (B, S, C)``: the synthetic set, "overlap" mixtures of

@@ -1,4 +1,4 @@
-"""Noise robustness (the paper's noise experiment; issue 8, metric 5).
+"""Noise robustness (the paper's noise experiment; docs/method.md, "Metrics").
 
 White Gaussian noise is added to each test clip at a given SNR (per clip:
 ``noise = n · sqrt(P_x / (P_n · 10^(SNR/10)))`` with ``P`` the mean power), and the interpreter explains the

@@ -7,7 +7,7 @@ Every interpreter of the project (post-hoc L2I, the by-design model, baselines) 
 batched and on the device of the model. ``target=None`` explains the classifier's own prediction
 (multiclass: the arg-max class; multilabel: every class whose probability is above its class threshold).
 
-The math (method.md, "Interpretation of a decision"), for a clip with NMF-domain spectrum ``V = log1p|X|``
+The math (docs/method.md, "Interpretation of a decision"), for a clip with NMF-domain spectrum ``V = log1p|X|``
 (F x T), dictionary ``W`` (F x K), activations ``H`` (K x T), pooled activations ``z`` (K) and the
 bias-free class weights ``theta`` (C x K) of the interpreter's classifier:
 
@@ -320,7 +320,7 @@ def magnitude_mask(share: Tensor, nmf_spectrum: Tensor, magnitude: Tensor, mode:
         share: ``(B, C', F, T)`` from :func:`component_share`.
         nmf_spectrum: ``V = log1p|X|`` ``(B, F, T)``.
         magnitude: ``|X|`` ``(B, F, T)``.
-        mode: ``log1p`` (method.md: interpretation magnitude ``expm1(share * V)``, so
+        mode: ``log1p`` (docs/method.md: interpretation magnitude ``expm1(share * V)``, so
             ``mask = expm1(share * V) / |X|``) or ``share`` (the share itself applied to |X|, a Wiener-like
             mask).
 

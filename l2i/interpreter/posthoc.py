@@ -3,7 +3,7 @@
 :class:`PostHocInterpreter` holds the classifier's front-end and backbone (frozen, always in eval mode: its
 batch-norm statistics never move, whatever ``.train()`` is called with), the NMF dictionary ``W (F, K)``
 (a buffer, or a parameter kept non-negative and column-normalised by ReLU + normalisation when
-``finetune_dictionary``), Ψ and Θ. :func:`interpreter_losses` gives the three losses of method.md;
+``finetune_dictionary``), Ψ and Θ. :func:`interpreter_losses` gives the three losses of docs/method.md;
 :class:`LossSchedule` their epoch-dependent weights. No Lightning here.
 """
 
@@ -34,7 +34,7 @@ AUTHORS_ESC50_SCHEDULE: dict[str, dict[int, float]] = {
     "sparsity": {1: 0.4},
 }
 LOSS_NAMES = ("fidelity", "reconstruction", "sparsity", "theta_sparsity")
-#: losses beyond method.md: weighted (and in :meth:`LossSchedule.weights`) only when a schedule names them
+#: losses beyond docs/method.md: weighted (and in :meth:`LossSchedule.weights`) only when a schedule names them
 OPTIONAL_LOSSES = ("theta_sparsity",)
 
 
@@ -67,7 +67,7 @@ class LossSchedule:
             self.schedule[name] = sorted(steps)
 
     def weights(self, epoch: int) -> dict[str, float]:
-        """``{loss: λ}`` at ``epoch`` for the three losses of method.md, and for an optional loss (e.g.
+        """``{loss: λ}`` at ``epoch`` for the three losses of docs/method.md, and for an optional loss (e.g.
         ``theta_sparsity``) only when the schedule names it; a loss without a weight counts 0."""
         out = {}
         for name, steps in self.schedule.items():
@@ -100,7 +100,7 @@ class PostHocOutput:
 def interpreter_losses(
     out: PostHocOutput, task: str, class_weights: Tensor | None = None, evidence: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """The three losses of method.md, each a scalar, and an optional fourth on Θ.
+    """The three losses of docs/method.md, each a scalar, and an optional fourth on Θ.
 
     * ``fidelity``: multiclass — cross-entropy between softmax(Θ(H)) and softmax(f(x)) (f detached);
       multilabel — binary cross-entropy between sigmoid(Θ(H)) and sigmoid(f(x));
@@ -109,12 +109,12 @@ def interpreter_losses(
       components that may carry class evidence; the noise components that reconstruct the background are
       then free, see :class:`~l2i.interpreter.theta.Theta`);
     * ``theta_sparsity`` (when ``class_weights`` θ ``(C, K)`` is given): mean of ``|θ|``, an L1 penalty on Θ's
-      (centred) class weights. Not in method.md: it makes each class rest on few components, so the relevance
+      (centred) class weights. Not in docs/method.md: it makes each class rest on few components, so the relevance
       ``z_k θ_ck`` of the components that merely co-occur with a class (a distractor, the background) falls to
-      about 0 and the chosen set is the class's own. Measured on the synthetic default (see the ``posthoc``
-      stage's report; with max pooling, the weight from epoch 0 and class blocks learnt on the clips): the
-      interpretation's SI-SDR against the true target went from 2.1 dB below the mixture's (the paper's
-      settings) to 2.9 dB above it, at the same fidelity. Not named in the
+      about 0 and the chosen set is the class's own. On the synthetic default (max pooling, the weight from
+      epoch 0, class blocks learnt on the clips) it takes the interpretation's SI-SDR against the true target
+      from below the mixture's (the paper's settings) to above it at the same fidelity; the measured figures
+      are the README's (section "Headline figures"). Not named in the
       schedule (the default) it is not weighted: the authors' method.
     """
     target = out.classifier_logits.detach()
