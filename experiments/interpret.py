@@ -444,7 +444,10 @@ def unique_stems(paths: Sequence[str | Path]) -> list[str]:
     parts = [list(Path(p).resolve().with_suffix("").parts) for p in paths]
     stems = [p[-1] for p in parts]
     for depth in range(2, max((len(p) for p in parts), default=1) + 1):
-        dup = {s for s in stems if stems.count(s) > 1}
+        owners: dict[str, set] = {}
+        for s, p in zip(stems, parts):
+            owners.setdefault(s, set()).add(tuple(p))
+        dup = {s for s, o in owners.items() if len(o) > 1}  # one name, several files
         if not dup:
             break
         stems = ["_".join(p[-depth:]).lstrip("/_") if s in dup else s for s, p in zip(stems, parts)]
