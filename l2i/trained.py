@@ -121,7 +121,8 @@ class ClipInterpretation:
         relevance: ``(C', K)`` relevance of every component for each explained class; chosen: ``(C', K)`` bool.
         mask: ``(C', F, T)`` soft mask on ``|X|``; magnitude ``(F, T)`` and activations ``(K, T)`` (for plots).
         threshold, mask_mode: the settings used; start_s: where the clip starts in the recording (windows).
-        kind: ``posthoc`` or ``bydesign``.
+        kind: ``posthoc`` or ``bydesign``; task: ``multiclass`` or ``multilabel``; hop_length: STFT hop (plots).
+        padded_from: the clip's length when it was padded to the model's minimum (else None).
     """
 
     name: str
@@ -146,6 +147,7 @@ class ClipInterpretation:
     hop_length: int
     start_s: float = 0.0
     padded_from: int | None = None
+    task: str = "multiclass"
 
     @property
     def explained(self) -> list[str]:
@@ -156,7 +158,7 @@ class ClipInterpretation:
     def agrees(self) -> bool:
         """Whether the interpreter's own top class is the classifier's (multiclass; multilabel: every explained
         class is above 0.5 for the interpreter too)."""
-        if self.classifier_probabilities.sum() > 1.0 + 1e-4 or len(self.classes) != 1:  # multilabel
+        if self.task == "multilabel":
             return bool(all(float(self.interpreter_probabilities[int(c)]) > 0.5 for c in self.classes))
         return int(self.interpreter_probabilities.argmax()) == int(self.classifier_probabilities.argmax())
 
@@ -475,7 +477,7 @@ class TrainedInterpreter(nn.Module):
             relevance=it.relevance[0][classes].cpu(), chosen=it.components[0][classes].cpu(),
             mask=it.mask[0][valid][..., :frames].cpu(), magnitude=feats.magnitude[0][..., :frames].cpu(),
             activations=it.activations[0][..., :frames].cpu(), threshold=float(it.threshold), mask_mode=mask_mode,
-            kind=self.kind, hop_length=cfg.hop_length, padded_from=n if length != n else None,
+            kind=self.kind, hop_length=cfg.hop_length, padded_from=n if length != n else None, task=self.task,
         )
 
     @torch.no_grad()

@@ -181,13 +181,14 @@ def test_export_writes_one_weights_only_file_that_every_entry_point_loads_alone(
 # -- 2. batch independence, lengths, short clips, names ------------------------------------------------------
 
 
-def test_a_clip_is_interpreted_the_same_alone_or_with_longer_clips(run, tmp_path):
+def test_a_clip_is_interpreted_the_same_alone_or_with_longer_clips(run, tmp_path, monkeypatch):
     """The old command zero-padded every input to the longest and never trimmed: a clip's probabilities, chosen
-    components and output length changed with its neighbours."""
+    components and output length changed with its neighbours. (``--out``: the old name of ``--out_dir``, kept.)"""
+    monkeypatch.chdir(run["root"])  # the training folder: the old loader needed it
     ckpt = run["root"] / "runs/demo/posthoc/interpreter.ckpt"
     short, long = _wav(tmp_path / "short.wav", 0.6, seed=1), _wav(tmp_path / "long.wav", 2.3, rate=16000, seed=2)
-    assert _interpret("--ckpt", ckpt, "--input", short, "--out_dir", tmp_path / "alone", "--no_plots") == 0
-    assert _interpret("--ckpt", ckpt, "--input", long, short, "--out_dir", tmp_path / "batch", "--no_plots") == 0
+    assert _interpret("--ckpt", ckpt, "--input", short, "--out", tmp_path / "alone", "--no_plots") == 0
+    assert _interpret("--ckpt", ckpt, "--input", long, short, "--out", tmp_path / "batch", "--no_plots") == 0
     (alone,) = (tmp_path / "alone").glob("short__*.json")
     batched = tmp_path / "batch" / alone.name
     a, b = json.loads(alone.read_text()), json.loads(batched.read_text())
@@ -202,24 +203,26 @@ def test_a_clip_is_interpreted_the_same_alone_or_with_longer_clips(run, tmp_path
             assert sf.info(tmp_path / "batch" / rec[key]).frames == int(2.3 * SR), key  # 2.3 s at the model's 8 kHz
 
 
-def test_a_clip_shorter_than_the_model_minimum_is_padded_and_trimmed_back(run, tmp_path, capsys):
+def test_a_clip_shorter_than_the_model_minimum_is_padded_and_trimmed_back(run, tmp_path, capsys, monkeypatch):
     """0.05 s is below SmallCNN's 16 frames: the old command crashed inside torch (avg_pool2d)."""
+    monkeypatch.chdir(run["root"])
     ckpt = run["root"] / "runs/demo/posthoc/interpreter.ckpt"
     clip = _wav(tmp_path / "blip.wav", 0.05)
-    assert _interpret("--ckpt", ckpt, "--input", clip, "--out_dir", tmp_path / "o", "--no_plots") == 0
+    assert _interpret("--ckpt", ckpt, "--input", clip, "--out", tmp_path / "o", "--no_plots") == 0
     assert "shorter than the model's minimum 1921" in capsys.readouterr().err
     (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "o").glob("blip__*.json")]
     assert sf.info(tmp_path / "o" / rec["interpretation_wav"]).frames == 400 and rec["padded_from_samples"] == 400
 
 
-def test_two_inputs_with_the_same_name_get_two_outputs(run, tmp_path, capsys):
-    from experiments.interpret import unique_stems
-
+def test_two_inputs_with_the_same_name_get_two_outputs(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(run["root"])
     ckpt = run["root"] / "runs/demo/posthoc/interpreter.ckpt"
     a, b = _wav(tmp_path / "a" / "take1.wav", 0.5, seed=1), _wav(tmp_path / "b" / "take1.wav", 0.5, seed=2)
-    assert _interpret("--ckpt", ckpt, "--input", a, b, "--out_dir", tmp_path / "o", "--no_plots") == 0
+    assert _interpret("--ckpt", ckpt, "--input", a, b, "--out", tmp_path / "o", "--no_plots") == 0
     names = sorted(p.name for p in (tmp_path / "o").glob("*.json"))
     assert len(names) == 2 and names[0].startswith("a_take1__") and names[1].startswith("b_take1__")
+    from experiments.interpret import unique_stems
+
     assert unique_stems(["x/y.wav", "x/y.wav", "z.wav"]) == ["y", "y_2", "z"]  # one file given twice
     assert unique_stems(["/d/a/z.wav", "/d/b/z.wav", "/e/b/z.wav"]) == ["a_z", "d_b_z", "e_b_z"]
 
@@ -347,6 +350,22 @@ def test_interpret_takes_a_by_design_checkpoint(run, tmp_path):
     assert rec["model"] == "bydesign" and rec["class"] == CLASSES[int(want.classes[0, 0])]
     assert rec["interpreter_agrees"] is True  # a by-design model explains its own prediction
     assert np.allclose(rec["relevance"], want.relevance[0, want.classes[0, 0]].numpy(), atol=1e-5)
+
+
+def test_evaluate_scores_a_by_design_model_against_its_own_prediction(run, tmp_path, capsys):
+    """Its prediction is Θ(H) (bottleneck): fidelity 1 by construction. The old loader compared it with the
+    backbone's own, unused head."""
+    from experiments.cli import main
+
+    cfg = {"model": {"class_path": "lightning_modules.ByDesignModule"},
+           "data": {"class_path": "datamodules.SyntheticDataModule",
+                    "init_args": {"num_classes": 4, "sample_rate": SR, "duration_s": 1.0, "num_test": 8, "batch_size": 8}}}
+    (tmp_path / "bydesign.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["evaluate", "--config", str(tmp_path / "bydesign.yaml"), "--ckpt", str(run["root"] / "runs/demo/bydesign/bydesign.ckpt"),
+               "--noise_snr_db", "", "--device", "cpu", "--out_dir", str(tmp_path / "e")])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "e/evaluation.json").read_text())["results"]
+    assert res["clips"] == 8 and res["fidelity.top1"] == 1.0
 
 
 def test_interpret_records_the_input_writes_it_and_warns_on_disagreement(run, tmp_path, capsys):
