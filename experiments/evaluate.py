@@ -239,13 +239,24 @@ def _main(argv: list[str]) -> int:
     config = apply_overrides(yaml.safe_load(resolve_config(args.config).read_text()) or {}, overrides)
     snrs = [float(s) for s in str(args.noise_snr_db).split(",") if s.strip()] if args.noise_snr_db else []
     device = default_device(args.device)
+    if not args.ckpt:
+        raise ValueError("evaluate needs --ckpt, the trained interpreter's checkpoint (an untrained model's figures "
+                         "mean nothing)")
+    from experiments.interpret import check_out_dir
+    from l2i.checkpoints import CheckpointError, did_you_mean
+
+    if not Path(args.ckpt).is_file():
+        raise CheckpointError(f"--ckpt {args.ckpt}: {'is a directory' if Path(args.ckpt).is_dir() else 'no such file'}"
+                              f"{did_you_mean(args.ckpt)}")
+
+    out = Path(args.out_dir) if args.out_dir else Path(args.ckpt).parent / "evaluation"
+    check_out_dir(out, 1_000_000)  # an unwritable folder is found before the evaluation, not after
     results = evaluate_checkpoint(
         config, args.ckpt, split=args.split, threshold=args.threshold, noise_snr_db=snrs or None, overlap=args.overlap,
         max_batches=args.max_batches, batch_size=args.batch_size, device=device, seed=args.seed,
         tune=args.tune_thresholds, thresholds=_floats(args.thresholds), classifier_thresholds=_floats(args.classifier_thresholds),
         classifier=args.classifier, dictionary=args.dictionary,
     )
-    out = Path(args.out_dir) if args.out_dir else Path(args.ckpt).parent / "evaluation"
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     settings = {k: (str(v) if not isinstance(v, (int, float, str, type(None))) else v) for k, v in settings.items()}
     settings["device"] = device

@@ -467,8 +467,9 @@ def check_inputs(paths: Sequence[str]) -> None:
         if p.is_dir():
             raise IsADirectoryError(f"--input {p}: is a directory, not an audio file (give the files, e.g. {p}/*.wav)")
         if not p.exists():
-            near = sorted(x.name for x in p.parent.glob(f"{p.stem[:3]}*")) if p.parent.is_dir() else []
-            raise FileNotFoundError(f"--input {p}: no such file" + (f" (in {p.parent}: {', '.join(near[:5])})" if near else ""))
+            from l2i.checkpoints import did_you_mean
+
+            raise FileNotFoundError(f"--input {p}: no such file{did_you_mean(p)}")
         audio_info(p)  # AudioFileError naming the file when it is not audio
 
 

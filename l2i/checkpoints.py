@@ -27,6 +27,19 @@ class UnsafeCheckpointError(CheckpointError):
     """The file holds pickled objects that ``weights_only`` loading refuses (possibly code)."""
 
 
+def did_you_mean(path: str | os.PathLike) -> str:
+    """``" (did you mean interpreter.ckpt?)"`` when a file of a close name is in the same folder, else ``""``."""
+    import difflib
+
+    p = Path(path)
+    try:
+        names = [x.name for x in p.parent.iterdir() if x.is_file()] if p.parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(p.name, names, n=1, cutoff=0.75)
+    return f" (did you mean {p.parent / close[0]}?)" if close else ""
+
+
 def safe_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu", what: str = "checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file and say what is wrong.
 
@@ -36,7 +49,8 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device | None =
     """
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"{what} {p}: file does not exist")
+        raise CheckpointError(f"{what} {p}: {'is a directory, not a file' if p.is_dir() else 'file does not exist'}"
+                              f"{did_you_mean(p)}")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{what} {p}: file is empty (0 bytes)")
     try:

@@ -238,6 +238,8 @@ def test_evaluate_without_a_checkpoint_refuses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "needs --ckpt" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists()
+    assert main(["evaluate", "--config", "experiments/synthetic/posthoc.yaml", "--ckpt", str(tmp_path / "nope.ckpt")]) == 2
+    assert "--ckpt" in capsys.readouterr().err and not (tmp_path / "evaluation").exists()
 
 
 def test_the_wrong_checkpoint_or_config_is_named_in_one_line(run, tmp_path, capsys):
@@ -274,7 +276,7 @@ def test_user_mistakes_are_one_line(run, tmp_path, capsys):
     ckpt = run["root"] / "runs/demo/posthoc/interpreter.ckpt"
     clip = _wav(tmp_path / "c.wav", 0.5)
     cases = [
-        (["--ckpt", ckpt.with_name("interpeter.ckpt"), "--input", clip], "file does not exist"),
+        (["--ckpt", ckpt.with_name("interpeter.ckpt"), "--input", clip], f"file does not exist (did you mean {ckpt}?)"),
         (["--ckpt", ckpt, "--input", tmp_path / "c2.wav"], "no such file"),
         (["--ckpt", ckpt, "--input", tmp_path], "is a directory"),
         (["--ckpt", ckpt, "--input", clip, "--target", "cat"], "unknown class 'cat'"),
