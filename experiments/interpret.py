@@ -523,7 +523,8 @@ def _parser():
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(prog="l2i interpret", description="Listenable interpretations of audio files by a trained "
-                            "post-hoc interpreter or by-design model. Each file is interpreted on its own.",
+                            "post-hoc interpreter or by-design model. Each file is interpreted on its own. Dotted overrides "
+                            "such as --model.init_args.threshold 0.3 apply as for l2i fit.",
                             epilog=OUTPUT_FILES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="the interpreter's checkpoint (post-hoc or by-design) or its "
                         "self-contained file (l2i export)")
