@@ -236,7 +236,7 @@ def write_interpretations(model, waveform: torch.Tensor, names: Sequence[str], o
                 "interpreter_probability": float(iprobs[b, c]),
                 "threshold": it.threshold,
                 "chosen_components": torch.nonzero(chosen).flatten().tolist(),
-                "relevance": [round(float(v), 6) for v in rel],
+                "relevance": [round(float(v), 6) + 0.0 for v in rel],  # + 0.0: no "-0.0"
                 "interpretation_wav": f"{stem}.wav",
                 "residual_wav": f"{stem}__residual.wav",
                 "sample_rate": sr,
