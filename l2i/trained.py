@@ -21,7 +21,6 @@ recording window by window (a timeline). :meth:`TrainedInterpreter.interpret` is
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
