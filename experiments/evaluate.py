@@ -239,6 +239,7 @@ def _main(argv: list[str]) -> int:
     config = apply_overrides(yaml.safe_load(resolve_config(args.config).read_text()) or {}, overrides)
     snrs = [float(s) for s in str(args.noise_snr_db).split(",") if s.strip()] if args.noise_snr_db else []
     device = default_device(args.device)
+    _section(config, "model"), _section(config, "data")  # a config without them is named first
     if not args.ckpt:
         raise ValueError("evaluate needs --ckpt, the trained interpreter's checkpoint (an untrained model's figures "
                          "mean nothing)")
