@@ -354,10 +354,12 @@ def test_interpret_takes_a_by_design_checkpoint(run, tmp_path):
     assert np.allclose(rec["relevance"], want.relevance[0, want.classes[0, 0]].numpy(), atol=1e-5)
 
 
-def test_evaluate_scores_a_by_design_model_against_its_own_prediction(run, tmp_path, capsys):
-    """Its prediction is Θ(H) (bottleneck): fidelity 1 by construction. The old loader compared it with the
-    backbone's own, unused head."""
+def test_evaluate_scores_a_by_design_model_against_its_own_prediction(run, tmp_path, capsys, monkeypatch):
+    """Its prediction is Θ(H) (bottleneck): fidelity 1 by construction. The old command stopped with
+    "ByDesignModule exposes no classifier"."""
     from experiments.cli import main
+
+    monkeypatch.chdir(run["root"])  # the training folder: the old loader needed it
 
     cfg = {"model": {"class_path": "lightning_modules.ByDesignModule"},
            "data": {"class_path": "datamodules.SyntheticDataModule",
