@@ -212,7 +212,12 @@ class PostHocInterpreterModule(L.LightningModule):
         return self.interpreter(waveform, sample_rate)
 
     def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
-        """The one verb (see :meth:`PostHocInterpreter.interpret`); ``threshold`` defaults to ``hparams.threshold``."""
+        """The one verb (see :meth:`PostHocInterpreter.interpret`); ``threshold`` defaults to ``hparams.threshold``.
+
+        ``waveform (B, N)`` is B clips of one length at the model's rate; keyword arguments: ``sample_rate`` (the
+        waveform's rate when it differs: resampled), ``mask_mode`` (``log1p`` | ``share``), ``relevance_weighted``,
+        ``class_threshold``, ``components``. For one clip of any length, rate and channel layout use
+        :meth:`l2i.trained.TrainedInterpreter.explain` (``l2i.load_interpreter``)."""
         kwargs.setdefault("class_threshold", self.hparams.class_threshold)
         return self.interpreter.interpret(
             waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs
