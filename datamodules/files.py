@@ -142,7 +142,8 @@ def require_root(root: str | os.PathLike, dataset: str, expected: str) -> Path:
     """The data-set root as an absolute path; raises ``FileNotFoundError`` saying what should be there."""
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"{dataset}: root {str(path)!r} does not exist or is not a directory; expected {expected}")
+        raise FileNotFoundError(f"{dataset}: root {str(path)!r} does not exist or is not a directory; expected {expected} "
+                                f"(on the command line: --data.init_args.root DIR)")
     return path.resolve()
 
 

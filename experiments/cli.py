@@ -88,6 +88,84 @@ def resolve_config(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"config file not found: {path} (looked in ., {EXPERIMENTS_DIR.parent}, {EXPERIMENTS_DIR})")
 
 
+def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Separate dotted overrides (``--data.init_args.root /data``, ``--model.init_args.threshold=0.3``) from the
+    other arguments of a verb: ``(other arguments, [(dotted key, value text)])``, in order. The project's own
+    verbs (``evaluate``, ``interpret``, ``benchmark`` …) use it with :func:`apply_overrides` to take the
+    overrides ``l2i fit`` takes."""
+    rest: list[str] = []
+    overrides: list[tuple[str, str]] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        key = a[2:].split("=", 1)[0] if a.startswith("--") else ""
+        if "." in key and not key.startswith("."):
+            if "=" in a:
+                overrides.append((key, a.split("=", 1)[1]))
+                i += 1
+                continue
+            if i + 1 >= len(argv):
+                raise ValueError(f"{a}: the override needs a value (--{key} VALUE)")
+            overrides.append((key, argv[i + 1]))
+            i += 2
+            continue
+        rest.append(a)
+        i += 1
+    return rest, overrides
+
+
+def apply_overrides(config: dict, overrides: list[tuple[str, str]] | dict) -> dict:
+    """A copy of ``config`` with each dotted key set to its value (read as YAML: ``0.3`` a float, ``[1, 2]`` a
+    list, ``null`` None, anything else the string), creating missing sections: the ``--a.b.c VALUE``
+    overrides of ``l2i fit`` for a config loaded as a dict. ``overrides``: pairs or a dict."""
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(config or {})
+    for key, text in (overrides.items() if isinstance(overrides, dict) else overrides):
+        try:
+            value = yaml.safe_load(text) if isinstance(text, str) else text
+        except yaml.YAMLError:
+            value = text
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                if part in node and node[part] is not None:
+                    raise ValueError(f"--{key}: '{part}' is {node[part]!r} in the config, not a section")
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def one_line_errors(prog: str, run: Callable[[], int | None]) -> int:
+    """Run a verb; a user's mistake (a missing or unreadable file, a directory given as a file, a wrong
+    checkpoint, a bad value) is printed as one line ``<prog>: error: <message>`` on stderr with exit code 2,
+    not a traceback (``L2I_TRACEBACK=1`` shows it)."""
+    from l2i.audio import AudioFileError
+    from l2i.checkpoints import CheckpointError
+
+    try:
+        return int(run() or 0)
+    except (CheckpointError, AudioFileError, OSError, ValueError) as exc:
+        if os.environ.get("L2I_TRACEBACK"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def default_device(device: str | None) -> str:
+    """``auto`` (the default of every verb) -> ``cuda`` when available, else ``cpu``; other values as given."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
 _CLI_CLASS = None
 
 
@@ -221,6 +299,7 @@ COMMANDS: dict[str, str] = {
     "crossval": "experiments.crossval:main",
     "evaluate": "experiments.evaluate:main",
     "benchmark": "experiments.benchmark:main",
+    "export": "experiments.interpret:export_main",
 }
 
 
@@ -243,6 +322,7 @@ HELP = """usage: l2i {verbs} [--config FILE] ...
   demo       train, interpret and report on the embedded synthetic data set (l2i demo --help)
   nmf        learn an NMF dictionary for a data set (l2i nmf --help)
   interpret  listenable interpretations of audio files (l2i interpret --help)
+  export     one self-contained file of a trained interpreter, loadable anywhere (l2i export --help)
   evaluate   the evaluation suite for a trained interpreter (l2i evaluate --help)
   benchmark  interpreters side by side on one data set, one table (l2i benchmark --help)
   crossval   k-fold cross-validation of a fit config, mean ± std (l2i crossval --help)

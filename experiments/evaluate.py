@@ -1,11 +1,13 @@
 """``l2i evaluate --config <interpreter fit config> --ckpt <interpreter checkpoint>``: the evaluation suite of
 :mod:`l2i.evaluation` for a trained interpreter -> one JSON and one markdown table.
 
-The config is the ``l2i fit`` config the interpreter was trained with (its ``model.class_path`` names the
-LightningModule — anything with ``interpret(...)`` — and its ``data`` section the DataModule). The checkpoint
-is loaded with ``<class>.load_from_checkpoint``; the explained classifier f is the module's ``classifier``, else
-the checkpoint named by its ``hparams.classifier_checkpoint`` (loaded frozen), else its own
-``frontend`` + ``backbone``. Writes ``<out_dir>/evaluation.json`` (flat ``family.key -> value``, plus the
+The config is the ``l2i fit`` config the interpreter was trained with (its ``data`` section is the DataModule
+evaluated on; dotted overrides such as ``--data.init_args.root`` work as for ``l2i fit``). A post-hoc
+interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
+:func:`l2i.checkpoints.read_interpreter` from any folder, and f is the classifier it explains (by-design: the
+model's own prediction); another LightningModule (anything with ``interpret(...)``) is loaded with
+``<class>.load_from_checkpoint`` and f is its ``classifier``, else the checkpoint named by its
+``hparams.classifier_checkpoint`` (loaded frozen), else its own ``frontend`` + ``backbone``. Writes ``<out_dir>/evaluation.json`` (flat ``family.key -> value``, plus the
 settings) and ``<out_dir>/evaluation.md``; on data with known sources the markdown (and the printout) opens with
 the ground-truth report as one table (:func:`l2i.evaluation.ground_truth_markdown`: per estimate of class c's
 source, median (mean) SI-SDR on all, single- and multi-source clips, the share of pairs better than the mixture,
@@ -70,6 +72,42 @@ def classifier_for(module, device: torch.device | str = "cpu"):
     raise ValueError(f"{type(module).__name__} exposes no classifier (classifier, hparams.classifier_checkpoint, or frontend + backbone)")
 
 
+def load_evaluated(config: dict, ckpt: str, device: str = "cpu", classifier: str | None = None,
+                   dictionary: str | None = None):
+    """The model ``l2i evaluate`` scores, from ``ckpt``, checked against ``config``'s model section.
+
+    A post-hoc interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
+    :func:`l2i.checkpoints.read_interpreter` from any folder, whatever the config's ``model.init_args`` say
+    (a config naming another model class is refused). Any other checkpoint is loaded with the config's
+    ``<class>.load_from_checkpoint`` after the same safe read, when its stored class is the config's; a
+    classifier's checkpoint is refused with what evaluate needs."""
+    from l2i.checkpoints import (INTERPRETER_KINDS, KIND_CLASSES, CheckpointKindError, checkpoint_kind, read_interpreter,
+                                 safe_load)
+    from l2i.trained import TrainedInterpreter
+
+    state = safe_load(ckpt, what="interpreter checkpoint")
+    kind = checkpoint_kind(state)
+    model_sec = config.get("model") or {}
+    class_path = str(model_sec.get("class_path") or "") if isinstance(model_sec, dict) else ""
+    if kind == "classifier" or kind == "dictionary":
+        from l2i.checkpoints import require_kind
+
+        require_kind(ckpt, state, INTERPRETER_KINDS, "evaluate")
+    if kind in INTERPRETER_KINDS:
+        expected = KIND_CLASSES[kind]
+        if class_path and class_path.rpartition(".")[2] != expected:
+            raise CheckpointKindError(f"--config's model is {class_path} but {ckpt} is a {expected} checkpoint: give the "
+                                      f"config it was trained with (its data section is what evaluate reads)")
+        bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="evaluate")
+        return TrainedInterpreter(bundle).to(device).eval()
+    stored = str(((state.get("hyper_parameters") or {}).get("_class_path")) or "")
+    if stored and class_path and stored.rpartition(".")[2] != class_path.rpartition(".")[2]:
+        raise CheckpointKindError(f"--config's model is {class_path} but {ckpt} is a checkpoint of {stored}: "
+                                  "give the config that checkpoint was trained with")
+    model_cls, _ = _section(config, "model")
+    return model_cls.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
+
+
 def evaluate_checkpoint(
     config: dict,
     ckpt: str | None,
@@ -85,9 +123,11 @@ def evaluate_checkpoint(
     tune: bool = False,
     thresholds: list[float] | float | None = None,
     classifier_thresholds: list[float] | float | None = None,
+    classifier: str | None = None,
+    dictionary: str | None = None,
     protocol: str = "project",
 ) -> dict[str, float]:
-    """Load the interpreter (``ckpt``, or the config's untrained model when ``None``) and its data; run the suite.
+    """Load the interpreter ``ckpt`` (:func:`load_evaluated`) and the config's data; run the suite.
 
     ``protocol="authors"`` adds the authors' figures (:func:`l2i.evaluation.authors.evaluate_authors_protocol`)
     under ``authors.*`` keys."""
@@ -95,28 +135,32 @@ def evaluate_checkpoint(
 
     from l2i.evaluation import OverlapMixtures, evaluate_interpreter, tune_interpreter_thresholds
 
-    model_cls, model_args = _section(config, "model")
+    if not ckpt:
+        raise ValueError("evaluate needs --ckpt, the trained interpreter's checkpoint (an untrained model's figures "
+                         "mean nothing)")
+    _section(config, "model")
     data_cls, data_args = _section(config, "data")
     if batch_size:
         data_args["batch_size"] = int(batch_size)
+    module = load_evaluated(config, ckpt, device, classifier=classifier, dictionary=dictionary)
     dm = data_cls(**data_args)
-    if ckpt:
-        from l2i.checkpoints import safe_load
-
-        safe_load(ckpt, what="interpreter checkpoint")  # clear refusal of missing / unsafe files, naming them
-        module = model_cls.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
-    else:
-        module = model_cls(**model_args)
+    names = getattr(module, "class_names", None)
+    data_classes = getattr(dm, "num_classes", None)
+    if isinstance(data_classes, int) and names and data_classes != len(names):
+        raise ValueError(f"{ckpt} explains {len(names)} classes ({', '.join(map(str, names[:4]))}…) but --config's data "
+                         f"({data_cls.__name__}) has {data_classes}: give the data the interpreter was trained on")
     module.eval().to(device)
     module.requires_grad_(False)
-    classifier = classifier_for(module, device)
-    classifier.eval().to(device)
+    clf_model = classifier_for(module, device)
+    clf_model.eval().to(device)
     dm.setup("test" if split == "test" else "validate")
     loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    tau = float(threshold if threshold is not None else getattr(getattr(module, "hparams", {}), "get", lambda *_: None)("threshold") or 0.2)
-    task = getattr(classifier, "task", None) or getattr(module, "task", None)
-    hp = getattr(module, "hparams", {})
-    clf_thr = classifier_thresholds if classifier_thresholds is not None else (hp.get("class_threshold") if hasattr(hp, "get") else None)
+    hp = getattr(module, "hparams", None) or {"threshold": getattr(module, "threshold", None),
+                                               "class_threshold": getattr(module, "class_threshold", None)}
+    tau = threshold if threshold is not None else hp.get("threshold")
+    tau = 0.2 if tau is None else float(tau)  # the model's τ, 0.0 included
+    task = getattr(clf_model, "task", None) or getattr(module, "task", None)
+    clf_thr = classifier_thresholds if classifier_thresholds is not None else hp.get("class_threshold")
     common = dict(task=task, threshold=tau, max_batches=max_batches, seed=seed, device=device,
                   classifier_thresholds=0.5 if clf_thr is None else clf_thr)
     if thresholds is not None:
@@ -124,20 +168,20 @@ def evaluate_checkpoint(
     tuned = None
     if tune and task == "multilabel":
         dm.setup("validate")
-        tuned = tune_interpreter_thresholds(module, classifier, dm.val_dataloader(), threshold=tau, max_batches=max_batches,
+        tuned = tune_interpreter_thresholds(module, clf_model, dm.val_dataloader(), threshold=tau, max_batches=max_batches,
                                             device=device, classifier_thresholds=common["classifier_thresholds"])
         common["thresholds"] = tuned
-    results = evaluate_interpreter(module, classifier, loader, noise_snr_db=noise_snr_db, **common)
+    results = evaluate_interpreter(module, clf_model, loader, noise_snr_db=noise_snr_db, **common)
     if overlap is not None:
         dataset = dm.dataset(split) if hasattr(dm, "dataset") else loader.dataset
         mix = DataLoader(OverlapMixtures(dataset, weight=float(overlap), seed=seed), batch_size=loader.batch_size or 16)
-        for k, v in evaluate_interpreter(module, classifier, mix, noise_snr_db=None, **common).items():
+        for k, v in evaluate_interpreter(module, clf_model, mix, noise_snr_db=None, **common).items():
             results[f"overlap.{k}"] = v
     if protocol == "authors":
         from l2i.evaluation.authors import evaluate_authors_protocol
 
         num_classes = int(getattr(module, "num_classes", 0) or data_args.get("num_classes") or 0)
-        for k, v in evaluate_authors_protocol(module, classifier, loader, task=task, num_classes=num_classes,
+        for k, v in evaluate_authors_protocol(module, clf_model, loader, task=task, num_classes=num_classes,
                                               classifier_thresholds=common["classifier_thresholds"],
                                               max_batches=max_batches, seed=seed, device=device).items():
             results[f"authors.{k}"] = v
@@ -172,47 +216,76 @@ def _floats(text: str | None) -> list[float] | float | None:
 
 
 def main(argv: list[str]) -> int:
-    """``l2i evaluate --config FILE [--ckpt FILE] [--split test] [--threshold τ] [--noise_snr_db 10,0] [--overlap λ]
-    [--max_batches n] [--batch_size b] [--device cpu] [--thresholds t|t1,…,tC] [--classifier_thresholds …]
-    [--tune_thresholds true] [--out_dir DIR]``."""
+    """``l2i evaluate --config FILE --ckpt FILE [--data.init_args.root DIR …] [--split test] [--threshold τ]
+    [--noise_snr_db 10,0] [--overlap λ] [--max_batches n] [--batch_size b] [--device auto] [--thresholds …]
+    [--classifier_thresholds …] [--tune_thresholds true] [--out_dir DIR]``."""
+    from experiments.cli import one_line_errors
+
+    return one_line_errors("l2i evaluate", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     from jsonargparse import ArgumentParser
 
-    from experiments.cli import resolve_config
+    from experiments.cli import apply_overrides, default_device, resolve_config, split_overrides
 
-    p = ArgumentParser(prog="l2i evaluate", description="The evaluation suite of a trained interpreter -> JSON + markdown.")
-    p.add_argument("--config", required=True, help="the interpreter's fit config (model + data sections)")
-    p.add_argument("--ckpt", default=None, help="interpreter checkpoint (default: the config's model, untrained)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    p = ArgumentParser(prog="l2i evaluate", description="The evaluation suite of a trained interpreter (post-hoc or "
+                       "by-design) -> JSON + markdown. Dotted overrides of the config work as for l2i fit, e.g. "
+                       "--data.init_args.root /data/ESC-50-master.")
+    p.add_argument("--config", required=True, help="the interpreter's fit config: its data section is the data evaluated "
+                   "on (its model section must name the checkpoint's class)")
+    p.add_argument("--ckpt", default=None, help="required: the trained interpreter's checkpoint or self-contained file (l2i export)")
+    p.add_argument("--classifier", default=None, help="the classifier checkpoint of an old interpreter checkpoint, when "
+                   "the recorded path is not found")
+    p.add_argument("--dictionary", default=None, help="the dictionary file of an old interpreter checkpoint")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="the split evaluated")
     p.add_argument("--threshold", type=float, default=None, help="relevance threshold τ (default: the model's)")
     p.add_argument("--noise_snr_db", default="10", help="comma-separated SNRs of the noise experiment ('' = none)")
     p.add_argument("--overlap", type=float, default=None, help="also evaluate on A + λ·B overlap mixtures")
-    p.add_argument("--max_batches", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max_batches", type=int, default=None, help="evaluate only this many batches (a quick look)")
+    p.add_argument("--batch_size", type=int, default=None, help="batch size (default: the config's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda …")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-component baselines and the overlap mixtures")
     p.add_argument("--thresholds", default=None,
                    help="multilabel: the interpreter's decision threshold(s), one float or one per class, comma-separated")
     p.add_argument("--classifier_thresholds", default=None,
                    help="multilabel: the classifier's decision threshold(s) (default: the module's class_threshold, else 0.5)")
     p.add_argument("--tune_thresholds", type=bool, default=False,
                    help="multilabel: tune the interpreter's per-class thresholds on the validation split first")
-    p.add_argument("--out_dir", default=None, help="default: beside the checkpoint (or runs/evaluate)")
+    p.add_argument("--out_dir", default=None, help="default: <checkpoint folder>/evaluation")
     p.add_argument("--protocol", default="project", choices=["project", "authors"],
                    help="authors: also the authors' figures (top-1/3/5 or 11-threshold AUPRC fidelity, median drops "
                         "vs random components, L-MAC's table on 0.8/0.2 mixtures) under authors.*")
+    argv, overrides = split_overrides(argv)
     args = p.parse_args(argv)
-    config = yaml.safe_load(resolve_config(args.config).read_text()) or {}
+    config = apply_overrides(yaml.safe_load(resolve_config(args.config).read_text()) or {}, overrides)
     snrs = [float(s) for s in str(args.noise_snr_db).split(",") if s.strip()] if args.noise_snr_db else []
+    device = default_device(args.device)
+    _section(config, "model"), _section(config, "data")  # a config without them is named first
+    if not args.ckpt:
+        raise ValueError("evaluate needs --ckpt, the trained interpreter's checkpoint (an untrained model's figures "
+                         "mean nothing)")
+    from experiments.interpret import check_out_dir
+    from l2i.checkpoints import CheckpointError, did_you_mean
+
+    if not Path(args.ckpt).is_file():
+        raise CheckpointError(f"--ckpt {args.ckpt}: {'is a directory' if Path(args.ckpt).is_dir() else 'no such file'}"
+                              f"{did_you_mean(args.ckpt)}")
+
+    out = Path(args.out_dir) if args.out_dir else Path(args.ckpt).parent / "evaluation"
+    check_out_dir(out, 1_000_000)  # an unwritable folder is found before the evaluation, not after
     results = evaluate_checkpoint(
         config, args.ckpt, split=args.split, threshold=args.threshold, noise_snr_db=snrs or None, overlap=args.overlap,
-        max_batches=args.max_batches, batch_size=args.batch_size, device=args.device, seed=args.seed,
+        max_batches=args.max_batches, batch_size=args.batch_size, device=device, seed=args.seed,
         tune=args.tune_thresholds, thresholds=_floats(args.thresholds), classifier_thresholds=_floats(args.classifier_thresholds),
-        protocol=args.protocol,
+        classifier=args.classifier, dictionary=args.dictionary, protocol=args.protocol,
     )
-    out = Path(args.out_dir) if args.out_dir else (Path(args.ckpt).parent / "evaluation" if args.ckpt else Path("runs/evaluate"))
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     settings = {k: (str(v) if not isinstance(v, (int, float, str, type(None))) else v) for k, v in settings.items()}
-    js, md = write_results(results, out, f"evaluation of {args.ckpt or args.config}", settings)
+    settings["device"] = device
+    if overrides:
+        settings["overrides"] = {k: v for k, v in overrides}
+    js, md = write_results(results, out, f"evaluation of {args.ckpt}", settings)
     print(md.read_text())
     print(f"[l2i] evaluation: {md} and {js}")
     from callbacks.summary import print_summary  # what the run wrote, where

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from l2i.backbones import build_backbone
+from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.interpreter.bydesign import MODES, ByDesignModel, bydesign_losses
@@ -119,10 +120,13 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
                 raise ValueError(f"classifier_checkpoint {classifier_checkpoint} has {base.num_classes} classes "
                                  f"({base.task}); the data has {num_classes} ({task})")
             fe, net = base.frontend, base.backbone
+            arch = dict(base.hparams)
         else:
             fe = AudioFrontEnd(FrontEndConfig.from_any(frontend))
             net = build_backbone(backbone, n_mels=fe.config.n_mels, num_classes=num_classes, pretrained=pretrained,
                                  **(backbone_kwargs or {}))
+            arch = {"backbone": backbone, "backbone_kwargs": backbone_kwargs, "frontend": fe.config.to_dict(),
+                    "task": task, "num_classes": num_classes, "class_names": class_names}
         self.save_hyperparameters(ignore=["dictionary", "frontend"])
         self.hparams["frontend"] = fe.config.to_dict()
         if dictionary is None:
@@ -130,6 +134,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
                 raise ValueError("ByDesignModule needs dictionary_path (a DictionaryArtifact file)")
             dictionary = DictionaryArtifact.load(dictionary_path)
         dictionary.check_frontend(fe.config, source=str(dictionary_path or "dictionary"))
+        self._embedded = embedded_bundle("bydesign", {**arch, "frontend": fe.config.to_dict()}, dictionary.to_dict())
         if pos_weight is not None and len(pos_weight) != num_classes:
             raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
         self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
@@ -148,6 +153,43 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         if mode == "joint":
             fid = fidelity_metrics(task, num_classes, class_threshold)
             self.val_fidelity, self.test_fidelity = fid.clone(prefix="val/"), fid.clone(prefix="test/")
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The checkpoint carries the dictionary and the backbone's architecture: it loads alone, from any folder."""
+        checkpoint[EMBEDDED_KEY] = self._embedded
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """A trained by-design model from its checkpoint or self-contained file, from any folder
+        (:func:`l2i.checkpoints.read_interpreter`); ``classifier_checkpoint`` / ``dictionary_path`` give moved
+        artifacts of an old checkpoint; other keyword arguments replace hyper-parameters."""
+        kwargs.pop("weights_only", None)
+        bundle = read_interpreter(checkpoint_path, classifier=kwargs.pop("classifier_checkpoint", None),
+                                  dictionary=kwargs.pop("dictionary_path", None), verb="ByDesignModule", map_location="cpu")
+        return cls.from_bundle(bundle, **kwargs).to(map_location or "cpu")
+
+    @classmethod
+    def from_bundle(cls, bundle: dict, **overrides) -> "ByDesignModule":
+        """The module from :func:`l2i.checkpoints.read_interpreter`'s dict (no file read), eval mode."""
+        import inspect
+
+        if bundle["kind"] != "bydesign":
+            raise ValueError(f"{bundle.get('source')}: a {bundle['kind']} model, not a by-design model")
+        d = bundle["dictionary"]
+        dictionary = DictionaryArtifact(W=d["dictionary"], frontend=d["frontend"], meta=d.get("meta") or {})
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "dictionary"}
+        arch = {k: v for k, v in bundle["classifier"].items() if v is not None}
+        hp = {k: v for k, v in {**bundle["interpreter"], **arch, "classifier_checkpoint": None, "pretrained": None,
+                                **overrides}.items() if k in accepted}
+        model = cls(dictionary=dictionary, **hp)
+        missing, unexpected = model.load_state_dict({f"model.{k}": v for k, v in bundle["state_dict"].items()}, strict=False)
+        missing = [k for k in missing if not k.startswith(("train_", "val_", "test_"))]
+        if missing or unexpected:
+            from l2i.checkpoints import CheckpointError
+
+            raise CheckpointError(f"{bundle.get('source')}: weights do not fit the model (missing {missing[:8]}, unexpected {unexpected[:8]})")
+        return model.eval()
 
     # -- model ---------------------------------------------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 import torchmetrics
 
+from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
@@ -126,6 +127,10 @@ class PostHocInterpreterModule(L.LightningModule):
                 raise ValueError("PostHocInterpreterModule needs dictionary_path (a DictionaryArtifact file)")
             dictionary = DictionaryArtifact.load(dictionary_path)
         dictionary.check_frontend(classifier.frontend.config, source=str(dictionary_path or "dictionary"))
+        # what the checkpoint carries besides the weights, so it loads from any folder (see on_save_checkpoint)
+        clf_hparams = getattr(classifier, "hparams", None)
+        self._embedded = (embedded_bundle("posthoc", dict(clf_hparams), dictionary.to_dict())
+                          if clf_hparams is not None and "backbone" in clf_hparams else None)
         for name, given, actual in (("num_classes", num_classes, classifier.num_classes), ("task", task, classifier.task)):
             if given is not None and given != actual:
                 raise ValueError(f"the data's {name} is {given!r} but the classifier ({classifier_checkpoint or 'given'}) has {actual!r}")
@@ -159,6 +164,48 @@ class PostHocInterpreterModule(L.LightningModule):
         self.val_fidelity = metrics.clone(prefix="val/")
         self.test_fidelity = metrics.clone(prefix="test/")
 
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The checkpoint carries the classifier's architecture and the dictionary (the classifier's weights are
+        in the state dict already): it loads alone, from any folder."""
+        if self._embedded is not None:
+            checkpoint[EMBEDDED_KEY] = self._embedded
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """A trained interpreter from its checkpoint or self-contained file, from any folder
+        (:func:`l2i.checkpoints.read_interpreter`: safe loading, the stored class checked, artifacts found
+        relative to the checkpoint). ``classifier_checkpoint`` / ``dictionary_path`` give moved artifacts of an
+        old checkpoint; other keyword arguments replace hyper-parameters (e.g. ``threshold``)."""
+        kwargs.pop("weights_only", None)
+        bundle = read_interpreter(checkpoint_path, classifier=kwargs.pop("classifier_checkpoint", None),
+                                  dictionary=kwargs.pop("dictionary_path", None), verb="PostHocInterpreterModule",
+                                  map_location="cpu")
+        return cls.from_bundle(bundle, **kwargs).to(map_location or "cpu")
+
+    @classmethod
+    def from_bundle(cls, bundle: dict, **overrides) -> "PostHocInterpreterModule":
+        """The module from :func:`l2i.checkpoints.read_interpreter`'s dict (no file read), eval mode."""
+        import inspect
+
+        from lightning_modules.classifier import ClassifierModule
+
+        if bundle["kind"] != "posthoc":
+            raise ValueError(f"{bundle.get('source')}: a {bundle['kind']} model, not a post-hoc interpreter")
+        classifier = ClassifierModule(**{**bundle["classifier"], "pretrained": None})
+        d = bundle["dictionary"]
+        dictionary = DictionaryArtifact(W=d["dictionary"], frontend=d["frontend"], meta=d.get("meta") or {})
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "classifier", "dictionary"}
+        hp = {k: v for k, v in {**bundle["interpreter"], **overrides}.items() if k in accepted}
+        model = cls(classifier=classifier, dictionary=dictionary, **hp)
+        missing, unexpected = model.load_state_dict({f"interpreter.{k}": v for k, v in bundle["state_dict"].items()}, strict=False)
+        missing = [k for k in missing if not k.startswith(("train_fidelity", "val_fidelity", "test_fidelity"))]
+        if missing or unexpected:
+            from l2i.checkpoints import CheckpointError
+
+            raise CheckpointError(f"{bundle.get('source')}: weights do not fit the model (missing {missing[:8]}, unexpected {unexpected[:8]})")
+        return model.eval()
+
     # -- model -------------------------------------------------------------------------------------------
     @property
     def frontend(self):
@@ -172,7 +219,12 @@ class PostHocInterpreterModule(L.LightningModule):
         return self.interpreter(waveform, sample_rate)
 
     def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
-        """The one verb (see :meth:`PostHocInterpreter.interpret`); ``threshold`` defaults to ``hparams.threshold``."""
+        """The one verb (see :meth:`PostHocInterpreter.interpret`); ``threshold`` defaults to ``hparams.threshold``.
+
+        ``waveform (B, N)`` is B clips of one length at the model's rate; keyword arguments: ``sample_rate`` (the
+        waveform's rate when it differs: resampled), ``mask_mode`` (``log1p`` | ``share``), ``relevance_weighted``,
+        ``class_threshold``, ``components``. For one clip of any length, rate and channel layout use
+        :meth:`l2i.trained.TrainedInterpreter.explain` (``l2i.load_interpreter``)."""
         kwargs.setdefault("class_threshold", self.hparams.class_threshold)
         return self.interpreter.interpret(
             waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs

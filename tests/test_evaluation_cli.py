@@ -97,13 +97,14 @@ def test_l2i_evaluate_writes_json_and_markdown(tmp_path):
     assert "L-MAC" in ctx.descriptions["evaluation.lmac.FF"]
 
 
-def test_l2i_evaluate_refuses_a_config_without_model(tmp_path):
+def test_l2i_evaluate_refuses_a_config_without_model(tmp_path, capsys):
     from experiments.evaluate import main
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"class_path": "datamodules.SyntheticDataModule"}}))
-    with pytest.raises(ValueError, match="'model' section"):
-        main(["--config", str(cfg)])
+    assert main(["--config", str(cfg), "--ckpt", str(tmp_path / "x.ckpt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'model' section" in err and len(err.splitlines()) == 1, err
 
 
 def test_l2i_evaluate_a_posthoc_interpreter_checkpoint(tmp_path):
