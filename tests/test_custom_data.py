@@ -1,6 +1,6 @@
 """Own data end to end, as the README's "Your own data" walks it: a folder per class and a multilabel CSV tree
 run the ``experiments/custom/`` configs classifier -> ``l2i nmf`` -> post-hoc (and by-design on the CSV
-tree), then ``l2i interpret`` explains a file. Only sizes are overridden (SmallCNN, 0.5 s clips, one epoch,
+tree), then ``l2i interpret`` and the Python front door (``l2i.load_interpreter``) explain a file. Only sizes are overridden (SmallCNN, 0.5 s clips, one epoch,
 8 components). Also: every ``l2i fit`` ends with a summary whose paths exist and whose monitored value and
 epoch are those of the run."""
 
@@ -115,6 +115,22 @@ def test_own_data_classifier_nmf_posthoc_interpret(layout, tmp_path, monkeypatch
     audio, rate = sf.read(str(wavs[0]))
     assert rate == 32000 and audio.shape[0] == 16000 and abs(audio).max() > 0
     assert summary_block(out, "interpret")["interpretations"].endswith(" in listen")
+
+    # the Python front door, from another folder: the same interpretation of the same file
+    elsewhere = tmp_path / "notebook"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from l2i import load_interpreter
+
+    models = [interpreter] + ([tmp_path / "runs" / "bydesign" / "checkpoints" / "last.ckpt"] if layout == "csv" else [])
+    for ckpt in models:
+        explained = load_interpreter(str(ckpt)).explain(str(clip))
+        assert explained.audio.shape[-1] == 16000 and torch.isfinite(explained.audio).all()
+        written = explained.save("front_door")
+        assert written and all((elsewhere / "front_door" / r["interpretation_wav"]).is_file() for r in written)
+        if ckpt == interpreter:  # the CLI wrote the same interpretation of the same clip
+            cli_wav, _ = sf.read(str(tmp_path / "listen" / written[0]["interpretation_wav"]))
+            assert abs(cli_wav - explained.audio[0].numpy()).max() < 1e-4
 
 
 @pytest.mark.slow
