@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from callbacks.guards import NaNGuard, NonFiniteLossError
+from callbacks.guards import DivergenceError, NaNGuard, NonFiniteLossError
 from datamodules import SyntheticDataModule
 from datamodules.sampling import EpochSampler
 from l2i.checkpoints import CheckpointError, UnsafeCheckpointError, safe_load
@@ -133,23 +133,47 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
         safe_load(tmp_path / "missing.ckpt")
 
 
-def test_nan_loss_stops_naming_stage_and_step_after_saving(tmp_path):
+def test_nan_loss_stops_naming_stage_and_step_and_the_rescue_checkpoint_predicts(tmp_path):
+    """The offending step's forward pass (an infinite input) already poisoned the batch-norm running
+    statistics; the rescue checkpoint must hold the last finite state, and the model loaded from it predicts."""
+
     class Exploding(ClassifierModule):
         def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            return loss * float("nan") if self.global_step == 2 else loss
+            if self.global_step == 2:
+                batch = {**batch, "waveform": batch["waveform"] * float("inf")}
+            return super().training_step(batch, batch_idx)
 
     model = Exploding(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3)
     dm = SyntheticDataModule(num_classes=3, num_train=64, num_val=8, num_test=8, batch_size=8, duration_s=1.0)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
                         callbacks=[NaNGuard()])
-    with pytest.raises(NonFiniteLossError, match=r"Exploding: training loss is nan at global step 2 \(epoch 0, batch index 2\)"):
+    with pytest.raises(NonFiniteLossError, match=r"Exploding: training loss is nan at global step 2 \(epoch 0, batch index 2\).*last finite state"):
         trainer.fit(model, datamodule=dm)
     saved = tmp_path / "nonfinite-step2.ckpt"
-    assert saved.is_file()
     state = safe_load(saved)["state_dict"]
-    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    assert bad == []
+    assert any(k.endswith("running_var") for k in state)
+    rescued = ClassifierModule.load_frozen(str(saved))
+    logits = rescued(torch.randn(4, 16000) * 0.1)
+    assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+
+
+def test_a_diverging_finite_loss_stops_the_run_with_a_message(tmp_path):
+    class Diverging(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * 1e6 if self.global_step >= 4 else loss  # finite, so only a divergence check sees it
+
+    model = Diverging(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3)
+    dm = SyntheticDataModule(num_classes=3, num_train=96, num_val=8, num_test=8, batch_size=8, duration_s=1.0)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
+                        callbacks=[NaNGuard()])
+    with pytest.raises(DivergenceError, match=r"Diverging: training diverges: .* at global step 6 .*for 3 steps in a row"):
+        trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 6  # stopped at once, not after the epoch
 
 
 def test_silent_and_extreme_gain_batches_give_finite_losses():
