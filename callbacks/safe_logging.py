@@ -33,11 +33,15 @@ class SafeWandbLogger(WandbLogger):
 
     Args:
         csv: keep the CSV mirror (default True).
-        **kwargs: ``WandbLogger`` arguments (``project``, ``name``, ``save_dir``, ``offline`` (default True), …).
+        offline: ``None`` (default): offline unless the environment says ``WANDB_MODE=online``;
+            ``True`` / ``False``: as given (Lightning's ``offline=True`` overrides ``WANDB_MODE``).
+        **kwargs: ``WandbLogger`` arguments (``project``, ``name``, ``save_dir``, …).
     """
 
-    def __init__(self, *args: Any, csv: bool = True, offline: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, csv: bool = True, offline: bool | None = None, **kwargs: Any):
         self.failed: str | None = None
+        if offline is None:
+            offline = os.environ.get("WANDB_MODE", "offline").strip().lower() not in ("online", "run")
         try:
             super().__init__(*args, offline=offline, **kwargs)
         except Exception as err:  # wandb missing or refusing its arguments: CSV only
