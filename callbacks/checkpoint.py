@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from l2i.storage import check_writable
 
 __all__ = ["RunCheckpoint", "find_last_checkpoint"]
 
@@ -78,7 +78,8 @@ class RunCheckpoint(ModelCheckpoint):
         self.dirpath = self.run_dirpath(trainer)
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and trainer.is_global_zero:
-            check_writable(self.dirpath, _checkpoint_bytes(pl_module) * 2)
+            check_writable(self.dirpath, _checkpoint_bytes(pl_module) * 2, what="checkpoint folder",
+                           hint="choose another trainer.default_root_dir")
 
     def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
         # Lightning resolves ``ckpt_path="last"`` before ``setup``: look where this callback writes, not in
@@ -119,21 +120,3 @@ def _checkpoint_bytes(pl_module: L.LightningModule) -> int:
     weights = sum(t.numel() * t.element_size() for t in pl_module.state_dict().values())
     params = sum(p.numel() * p.element_size() for p in pl_module.parameters() if p.requires_grad)
     return int(weights + 2 * params + (1 << 20))
-
-
-def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> None:
-    """Fail now, naming the folder, if it cannot be created / written or has less than ``need_bytes`` free."""
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"0")
-        probe.unlink()
-    except OSError as exc:
-        raise OSError(exc.errno, f"output folder {path} is not writable ({exc.strerror or exc}); "
-                                 "choose another folder (trainer.default_root_dir / --out)") from None
-    if need_bytes:
-        free = shutil.disk_usage(path).free
-        if free < need_bytes:
-            raise OSError(28, f"output folder {path} has {free / 1e6:.1f} MB free, but about {need_bytes / 1e6:.1f} MB "
-                              "are needed for its checkpoints; free some space or choose another folder")

@@ -297,11 +297,11 @@ def test_an_unwritable_or_full_checkpoint_folder_fails_before_training(tmp_path,
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(OSError, match=r"output folder .*a_file/run/checkpoints is not writable"):
+    with pytest.raises(OSError, match=r"checkpoint folder .*a_file/run/checkpoints is not writable"):
         _run_checkpoint_fit(blocker / "run", interval=5, epochs=1)
     usage = _shutil.disk_usage(tmp_path)
-    monkeypatch.setattr("callbacks.checkpoint.shutil.disk_usage", lambda p: usage._replace(free=1000))
-    with pytest.raises(OSError, match=r"output folder .*full/checkpoints has 0\.0 MB free, but about .* MB are needed"):
+    monkeypatch.setattr("l2i.storage.shutil.disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(OSError, match=r"checkpoint folder .*full/checkpoints has 0\.0 MB free, but about .* MB are needed"):
         _run_checkpoint_fit(tmp_path / "full", interval=5, epochs=1)
     assert not list((tmp_path / "full" / "checkpoints").glob("*.ckpt"))
 
