@@ -318,3 +318,13 @@ def test_wandb_mode_online_is_honoured_and_offline_stays_the_default(monkeypatch
     monkeypatch.setenv("WANDB_MODE", "online")
     assert SafeWandbLogger(**kwargs)._offline is False
     assert SafeWandbLogger(**{**kwargs, "offline": True})._offline is True  # an explicit setting wins
+
+
+def test_an_empty_training_split_or_batch_size_0_is_an_error_naming_it(tmp_path):
+    from experiments.cli import main
+
+    with pytest.raises(ValueError, match=r"data\.init_args\.batch_size must be a positive integer, got 0"):
+        SyntheticDataModule(batch_size=0)
+    with pytest.raises(ValueError, match=r"split 'train' has no clips \(data\.init_args\.num_train is 0\)"):
+        main(["fit", *_tiny_config(tmp_path), "--trainer.default_root_dir", str(tmp_path / "run"),
+              "--data.init_args.num_train", "0"])
