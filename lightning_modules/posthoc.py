@@ -16,12 +16,13 @@ from typing import Any, Literal, Mapping, Sequence
 import lightning as L
 import torch
 import torchmetrics
+from lightning.pytorch.utilities import rank_zero_warn
 
 from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
 
-__all__ = ["PostHocInterpreterModule", "fidelity_metrics"]
+__all__ = ["PostHocInterpreterModule", "fidelity_metrics", "update_fidelity", "collapsed"]
 
 
 def fidelity_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
@@ -44,6 +45,35 @@ def fidelity_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollecti
             "fidelity_f1": torchmetrics.F1Score(task="multilabel", num_labels=num_classes, average="micro"),
         }
     )
+
+
+#: Θ's logits within this of each other on a clip count as "no decision" (a collapsed interpreter)
+COLLAPSE_TOL = 1e-6
+
+
+def collapsed(logits: torch.Tensor, activations: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B,)`` bool: clips on which the interpreter decides nothing: Θ's logits all equal (within
+    :data:`COLLAPSE_TOL`), or every activation of ``H (B, K, T)`` zero."""
+    flat = (logits.max(-1).values - logits.min(-1).values) <= COLLAPSE_TOL
+    if activations is not None:
+        flat = flat | (activations.flatten(1).abs().amax(-1) == 0)
+    return flat
+
+
+def update_fidelity(metrics: torchmetrics.MetricCollection, logits: torch.Tensor, classifier_logits: torch.Tensor,
+                    task: str, class_threshold: float = 0.5) -> None:
+    """Add a batch to the fidelity metrics (see :func:`fidelity_metrics`).
+
+    Multiclass: ties among Θ's scores are broken against the classifier's class, so an interpreter whose
+    logits collapsed to a constant scores 0, not the share of clips the classifier puts in class 0 (where an
+    argmax of equal values lands)."""
+    if task == "multiclass":
+        target = classifier_logits.argmax(-1)
+        probs = logits.float().softmax(-1)
+        probs = probs - COLLAPSE_TOL * torch.nn.functional.one_hot(target, probs.shape[-1]).to(probs.dtype)
+        metrics.update(probs, target)
+    else:
+        metrics.update(logits.sigmoid(), (classifier_logits.sigmoid() > class_threshold).long())
 
 
 def class_evidence(dictionary: DictionaryArtifact, source: str) -> list[bool]:
@@ -194,17 +224,24 @@ class PostHocInterpreterModule(L.LightningModule):
         if stage == "train":
             for name, w in weights.items():
                 self.log(f"lambda/{name}", w, on_step=False, on_epoch=True, batch_size=bs)
-        if self.task == "multiclass":
-            metrics.update(out.logits.softmax(-1), out.classifier_logits.argmax(-1))
-        else:
-            metrics.update(out.logits.sigmoid(), (out.classifier_logits.sigmoid() > self.hparams.class_threshold).long())
+        update_fidelity(metrics, out.logits, out.classifier_logits, self.task, self.hparams.class_threshold)
         self.log_dict(metrics, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=bs)
+        self.log(f"{stage}/collapsed", collapsed(out.logits, out.activations).float().mean(), batch_size=bs,
+                 on_step=False, on_epoch=True)
         if not torch.isfinite(total):
             raise FloatingPointError(f"{stage} loss is not finite: " + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
         return total
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_fidelity)
+
+    def on_validation_epoch_end(self) -> None:
+        share = self.trainer.callback_metrics.get("val/collapsed") if self._trainer is not None else None
+        if share is not None and not self.trainer.sanity_checking and float(share) > 0.5:
+            rank_zero_warn(
+                f"{type(self).__name__}: the interpreter has collapsed on {float(share):.0%} of the validation clips "
+                "(Θ's logits constant or every activation zero): its fidelity is 0 there, and its interpretations "
+                "are empty. Lower the learning rate (model.init_args.lr) or check the loss weights.")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val", self.val_fidelity)
