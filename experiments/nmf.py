@@ -728,8 +728,11 @@ def _plain_cfg(cfg, parser) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """``l2i nmf --config experiments/synthetic/nmf.yaml [--nmf.n_components 100] [--out …]``."""
     from l2i.checkpoints import CheckpointError
+    from experiments.cli import _expand_config_paths
+
     parser = build_parser()
-    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    # --config experiments/x.yaml from any working directory, as for the other verbs
+    cfg = parser.parse_args(_expand_config_paths(list(sys.argv[1:] if argv is None else argv)))
     try:
         art, figures = _run(cfg, parser, wandb_run=True)
     except (ValueError, FileNotFoundError, TypeError, OSError, CheckpointError) as exc:

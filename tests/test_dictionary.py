@@ -353,3 +353,12 @@ def test_nmf_state_write_failure_names_the_file_and_keeps_no_temporary(tmp_path,
         learn_dictionary(dm, small_fe(), NMFSettings(n_components=4, epochs=1), out, num_clips=8, eval_split=None,
                          save_images=False, progress=False, device="cpu", state_path=out.with_suffix(".state.pt"))
     assert not (tmp_path / "d.state.pt.tmp").exists()
+
+
+def test_nmf_config_path_resolves_from_any_directory_like_the_other_verbs(tmp_path, monkeypatch, capsys):
+    from experiments.nmf import main
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: the README's relative path must still be found
+    # a refused setting stops it right after the config is read (exit code 2, the option named)
+    assert main(["--config", "experiments/synthetic/nmf.yaml", "--nmf.n_components", "100000"]) == 2
+    assert "nmf.n_components = 100000" in capsys.readouterr().err

@@ -328,3 +328,16 @@ def test_an_empty_training_split_or_batch_size_0_is_an_error_naming_it(tmp_path)
     with pytest.raises(ValueError, match=r"split 'train' has no clips \(data\.init_args\.num_train is 0\)"):
         main(["fit", *_tiny_config(tmp_path), "--trainer.default_root_dir", str(tmp_path / "run"),
               "--data.init_args.num_train", "0"])
+
+
+def test_every_shipped_config_that_checkpoints_writes_under_its_default_root_dir():
+    """Lightning's ModelCheckpoint with a logger writes to ./<save_dir>/<project>/<run id>/checkpoints, not
+    under trainer.default_root_dir; every shipped config uses RunCheckpoint instead."""
+    found = 0
+    for path in sorted((ROOT / "experiments").rglob("*.yaml")):
+        config = yaml.safe_load(path.read_text()) or {}
+        for cb in (config.get("trainer") or {}).get("callbacks") or []:
+            if "Checkpoint" in cb.get("class_path", ""):
+                found += 1
+                assert cb["class_path"] == "callbacks.checkpoint.RunCheckpoint", path
+    assert found >= 15
