@@ -14,6 +14,10 @@ import torch
 __all__ = ["NonFiniteLossError", "DivergenceError", "NaNGuard"]
 
 
+#: a weight above this magnitude means an update exploded (float32 products of two such values overflow)
+EXTREME_WEIGHT = 1e15
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -35,9 +39,10 @@ class NaNGuard(L.Callback):
     parameters and optimiser before the offending step, and the module's buffers (batch-norm running
     statistics, which the offending forward pass already updated) as they were at the start of that step.
 
-    Divergence: once the first ``divergence_patience`` losses give a reference (their median), a run whose loss
-    stays above ``divergence_factor`` × that reference for ``divergence_patience`` consecutive steps stops
-    with :class:`DivergenceError` (``divergence_factor: null`` turns this off).
+    Divergence: the reference is the smallest of the first ``divergence_patience`` losses (an untrained
+    model's scale); a run whose loss stays above ``divergence_factor`` × that reference for
+    ``divergence_patience`` consecutive steps stops with :class:`DivergenceError` (``divergence_factor: null``
+    turns this off).
     """
 
     def __init__(self, dirpath: str | None = None, divergence_factor: float | None = 1e4, divergence_patience: int = 3):
@@ -87,6 +92,10 @@ class NaNGuard(L.Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(path)
             saved = f"the last finite state (before this step) is saved in {path}"
+            largest = max((float(p.detach().abs().max()) for p in pl_module.parameters() if p.numel()), default=0.0)
+            if largest > EXTREME_WEIGHT:
+                saved += (f", but its weights are already extreme (max |w| = {largest:.3g}: an earlier update exploded), "
+                          "so it will not predict well; restart from an earlier checkpoint with a lower learning rate")
         else:
             saved = ("the weights were already non-finite before this step, so no rescue checkpoint was written; "
                      "resume from an earlier checkpoint (--ckpt_path last)")
@@ -100,8 +109,9 @@ class NaNGuard(L.Callback):
             return
         if len(self._first) < self.divergence_patience:
             self._first.append(abs(value))
-            return
-        reference = statistics.median(self._first)
+            if len(self._first) == 1:
+                return
+        reference = min(self._first)  # the smallest of the first losses: an explosion within them cannot hide
         if reference > 0 and abs(value) > self.divergence_factor * reference:
             self._above += 1
         else:

@@ -165,16 +165,17 @@ def test_a_diverging_finite_loss_stops_the_run_with_a_message(tmp_path):
     class Diverging(ClassifierModule):
         def training_step(self, batch, batch_idx):
             loss = super().training_step(batch, batch_idx)
-            return loss * 1e6 if self.global_step >= 4 else loss  # finite, so only a divergence check sees it
+            # finite, so only a divergence check sees it; from step 1, as lr 1e3 does it (inside the first steps)
+            return loss * 1e6 if self.global_step >= 1 else loss
 
     model = Diverging(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3)
     dm = SyntheticDataModule(num_classes=3, num_train=96, num_val=8, num_test=8, batch_size=8, duration_s=1.0)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
                         callbacks=[NaNGuard()])
-    with pytest.raises(DivergenceError, match=r"Diverging: training diverges: .* at global step 6 .*for 3 steps in a row"):
+    with pytest.raises(DivergenceError, match=r"Diverging: training diverges: .* at global step 3 .*for 3 steps in a row"):
         trainer.fit(model, datamodule=dm)
-    assert trainer.global_step == 6  # stopped at once, not after the epoch
+    assert trainer.global_step == 3  # stopped at once, not after the epoch
 
 
 def test_silent_and_extreme_gain_batches_give_finite_losses():
