@@ -216,7 +216,7 @@ def case_fit_nan(work: Path) -> Row:
     model = ClassifierModule.load_frozen(str(rescue[0]))
     logits = model(torch.randn(4, 16000) * 0.1)
     finite = bool(torch.isfinite(logits).all())
-    warned = "weights are already extreme" in msg
+    warned = "weights are already extreme" in res.stderr
     # lr 1e30: step 0's update already made the weights ~1e30 (finite); the guard must say that the rescue, though
     # finite, cannot predict (the bad batch-norm statistics of the old rescue are gone either way)
     ok = res.returncode != 0 and not bad and (finite or warned)
