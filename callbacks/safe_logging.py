@@ -38,10 +38,12 @@ class SafeWandbLogger(WandbLogger):
 
     Args:
         csv: keep the CSV mirror (default True).
-        **kwargs: ``WandbLogger`` arguments (``project``, ``name``, ``save_dir``, ``offline`` (default True), …).
+        offline: ``None`` (default): offline unless the environment says ``WANDB_MODE=online``;
+            ``True`` / ``False``: as given (Lightning's ``offline=True`` overrides ``WANDB_MODE``).
+        **kwargs: ``WandbLogger`` arguments (``project``, ``name``, ``save_dir``, …).
     """
 
-    def __init__(self, *args: Any, csv: bool = True, offline: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, csv: bool = True, offline: bool | None = None, **kwargs: Any):
         self.failed: str | None = None
         for key in ("save_dir", "dir"):
             # absolute: W&B's service process may run in another working folder and would resolve a relative
@@ -50,6 +52,8 @@ class SafeWandbLogger(WandbLogger):
                 kwargs[key] = os.path.abspath(kwargs[key])
         kwargs = _with_pipeline_identity(kwargs)
         local_cache(kwargs.get("save_dir") or kwargs.get("dir") or os.environ.get("WANDB_DIR"))
+        if offline is None:
+            offline = os.environ.get("WANDB_MODE", "offline").strip().lower() not in ("online", "run")
         try:
             super().__init__(*args, offline=offline, **kwargs)
         except Exception as err:  # wandb missing or refusing its arguments: CSV only

@@ -18,9 +18,12 @@ object pickles cheaply into DataLoader workers and pages are shared through the 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Literal, Sequence
@@ -33,7 +36,7 @@ from tqdm.auto import tqdm
 from datamodules.buffers import batch_buffer, copy_into
 from l2i.audio import AudioFileError
 
-__all__ = ["WaveformCache", "CachedArray"]
+__all__ = ["WaveformCache", "CachedArray", "CacheSpaceError"]
 
 CACHE_VERSION = 1
 
@@ -44,6 +47,86 @@ def _fingerprint(path: str) -> list:
     except OSError:
         return [path, -1, -1]
     return [path, int(st.st_mtime_ns), int(st.st_size)]
+
+
+class CacheSpaceError(OSError):
+    """The cache folder has not enough free space for the array to build (the message names both)."""
+
+
+_TMP = re.compile(r"\.tmp-(\d+)\.(npy|json)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _sweep_stale_temporaries(cache_dir: Path) -> None:
+    """Remove ``*.tmp-<pid>.npy/.json`` left by builds that were killed (their process is gone); a build
+    running in another process keeps its files."""
+    for path in cache_dir.glob("*.tmp-*.*"):
+        m = _TMP.search(path.name)
+        if m and not _pid_alive(int(m.group(1))):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+def _allocate(path: Path, shape: tuple[int, int], dtype: str) -> np.ndarray:
+    """A new ``.npy`` memmap of ``shape`` whose blocks are reserved on disk now (not a sparse file).
+
+    Raises:
+        CacheSpaceError: the folder has not enough free space; names the folder, the bytes needed and free.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    need = int(np.prod(shape)) * itemsize + 4096  # + the .npy header
+    free = shutil.disk_usage(path.parent).free
+    what = f"{shape[0]} clips x {shape[1]} samples x {itemsize} bytes"
+    hint = "free some space, point cache_dir to a larger disk, or set cache_dir: null to decode on the fly"
+    if free < need:
+        raise CacheSpaceError(errno.ENOSPC, f"cache folder {path.parent}: the decode cache needs {need:,} bytes "
+                                            f"({what}) but only {free:,} are free; {hint}")
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        try:
+            with open(path, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                del arr
+                raise CacheSpaceError(errno.ENOSPC, f"cache folder {path.parent}: no space left for the decode cache "
+                                                    f"({need:,} bytes, {what}); {hint}") from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+                raise
+            # a file system without fallocate: the free-space check above is all we can do
+    return arr
+
+
+def _array_is_whole(path: Path, shape: tuple[int, int], dtype: str) -> bool:
+    """Whether the ``.npy`` at ``path`` has the expected header and all of its bytes (not truncated)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                return False
+            header = readers[version](f)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return False
+    stored_shape, _, stored_dtype = header
+    if tuple(stored_shape) != tuple(shape) or np.dtype(stored_dtype) != np.dtype(dtype):
+        return False
+    return size >= offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
 def _identity(x):
@@ -195,9 +278,16 @@ class WaveformCache:
 
     def build(self, paths: Sequence[str], tag: str = "split", *, num_workers: int = 0,
               progress: bool = True) -> CachedArray:
-        """Make the cache for ``paths`` current and return it (see class doc)."""
+        """Make the cache for ``paths`` current and return it (see class doc).
+
+        Before writing, the free space of ``cache_dir`` is checked and the temporary array's blocks are
+        reserved (``posix_fallocate``), so a full disk fails at once with :class:`CacheSpaceError` naming the
+        folder and the bytes needed (a sparse memory map would die of SIGBUS when a page cannot be allocated).
+        The temporary files are removed on every exit path; those left by killed builds (whose process is
+        gone) are removed by the next build. An array shorter than its header says (truncated) is rebuilt."""
         paths = [str(Path(p).resolve()) for p in paths]
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_temporaries(self.cache_dir)
         key = self.key(paths, tag)
         array_path = self.cache_dir / f"{key}.npy"
         manifest_path = self.cache_dir / f"{key}.json"
@@ -205,6 +295,9 @@ class WaveformCache:
         current = [_fingerprint(p) for p in paths]
 
         manifest = self._load_manifest(manifest_path, paths) if array_path.exists() else None
+        if manifest is not None and not _array_is_whole(array_path, (n, self.num_samples), self.dtype):
+            warnings.warn(f"cache array {array_path} is truncated or unreadable; rebuilding it", RuntimeWarning, stacklevel=2)
+            manifest = None
         fresh = manifest is None
         if fresh:
             lengths = np.zeros(n, dtype=np.int64)
@@ -219,36 +312,39 @@ class WaveformCache:
 
         if stale:
             tmp_path = array_path.with_name(f"{key}.tmp-{os.getpid()}.npy")
-            if fresh:
-                arr = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=self.dtype, shape=(n, self.num_samples))
-            else:
-                # copy-on-update: readers of the old array keep a consistent file until os.replace
-                old = np.load(array_path, mmap_mode="r")
-                arr = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=self.dtype, shape=(n, self.num_samples))
-                arr[:] = old
-                del old
-            loader = DataLoader(
-                _DecodeRows(paths, stale, self.sample_rate, self.num_samples),
-                batch_size=None, num_workers=num_workers, collate_fn=_identity,
-            )
-            desc = f"caching {tag} ({len(stale)}/{n} files @ {self.sample_rate} Hz)"
-            for row, wav, extra in tqdm(loader, total=len(stale), desc=desc, disable=not progress, leave=False):
-                if wav is None:
-                    arr[row] = 0
-                    ok[row], lengths[row], reasons[row] = False, 0, str(extra)
-                else:
-                    arr[row, :extra] = wav.numpy()
-                    arr[row, extra:] = 0
-                    ok[row], lengths[row], reasons[row] = True, int(extra), None
-            arr.flush()
-            del arr
-            os.replace(tmp_path, array_path)
-            manifest = {
-                "version": CACHE_VERSION, "sample_rate": self.sample_rate, "num_samples": self.num_samples,
-                "dtype": self.dtype, "files": current, "lengths": lengths.tolist(), "ok": ok.tolist(),
-                "reasons": reasons,
-            }
             tmp_manifest = manifest_path.with_name(f"{key}.tmp-{os.getpid()}.json")
-            tmp_manifest.write_text(json.dumps(manifest))
-            os.replace(tmp_manifest, manifest_path)
+            try:
+                arr = _allocate(tmp_path, (n, self.num_samples), self.dtype)
+                if not fresh:
+                    # copy-on-update: readers of the old array keep a consistent file until os.replace
+                    old = np.load(array_path, mmap_mode="r")
+                    arr[:] = old
+                    del old
+                loader = DataLoader(
+                    _DecodeRows(paths, stale, self.sample_rate, self.num_samples),
+                    batch_size=None, num_workers=num_workers, collate_fn=_identity,
+                )
+                desc = f"caching {tag} ({len(stale)}/{n} files @ {self.sample_rate} Hz)"
+                for row, wav, extra in tqdm(loader, total=len(stale), desc=desc, disable=not progress, leave=False):
+                    if wav is None:
+                        arr[row] = 0
+                        ok[row], lengths[row], reasons[row] = False, 0, str(extra)
+                    else:
+                        arr[row, :extra] = wav.numpy()
+                        arr[row, extra:] = 0
+                        ok[row], lengths[row], reasons[row] = True, int(extra), None
+                arr.flush()
+                del arr
+                os.replace(tmp_path, array_path)
+                manifest = {
+                    "version": CACHE_VERSION, "sample_rate": self.sample_rate, "num_samples": self.num_samples,
+                    "dtype": self.dtype, "files": current, "lengths": lengths.tolist(), "ok": ok.tolist(),
+                    "reasons": reasons,
+                }
+                tmp_manifest.write_text(json.dumps(manifest))
+                os.replace(tmp_manifest, manifest_path)
+            finally:
+                arr = None
+                for leftover in (tmp_path, tmp_manifest):
+                    leftover.unlink(missing_ok=True)
         return CachedArray(str(array_path), paths, lengths, ok, reasons)

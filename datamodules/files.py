@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.buffers import batch_buffer
 from datamodules.sampling import EpochSampler, SplitLoaders, resolve_pin_memory
-from l2i.audio import AudioFileError, audio_info, load_audio
+from l2i.audio import AudioFileError, audio_info, load_audio, wav_truncation
 from l2i.frontend import fix_length
 
 __all__ = [
@@ -177,7 +177,7 @@ def read_table(
     Rows with a different number of fields than the header raise :class:`DatasetFormatError` (line number).
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Excel export) is dropped
         reader = csv.reader(fh, delimiter=delimiter)
         try:
             header = [h.strip() for h in next(reader)]
@@ -233,6 +233,10 @@ def _bad_file_reason(path: str, check_header: bool) -> str | None:
             return exc.reason
         if info.frames == 0:
             return "file holds no audio samples"
+        if info.format == "WAV":
+            cut = wav_truncation(p)
+            if cut is not None:
+                return f"WAV data chunk is truncated ({cut[1]:,} of the {cut[0]:,} bytes its header declares)"
     return None
 
 

@@ -365,7 +365,7 @@ class MTGJamendoDataModule(_ChunkedModule):
     @staticmethod
     def _read_tsv(path: Path) -> list[tuple[str, str, list[str]]]:
         """-> ``[(track_id, relative path, tags)]``; the TAGS column spills over into further fields."""
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             header = fh.readline().rstrip("\n").split("\t")
             from datamodules.files import require_columns
 

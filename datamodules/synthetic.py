@@ -88,6 +88,8 @@ class SyntheticDataModule(SplitLoaders, L.LightningDataModule):
         for split, size in self.sizes.items():
             if size < 0:
                 raise ValueError(f"num_{split} must be >= 0, got {size}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"data.init_args.batch_size must be a positive integer, got {batch_size!r}")
         self.seed = seed
         self.batch_size = batch_size
         self.loader_kwargs = dict(
@@ -123,6 +125,8 @@ class SyntheticDataModule(SplitLoaders, L.LightningDataModule):
         # the order depends on (seed, epoch) only and the loader has its own generator, so a resumed run sees
         # the same batches as an uninterrupted one (callbacks.resume.ExactResume)
         dataset = self.dataset(split)
+        if split == "train" and len(dataset) == 0:
+            raise ValueError("synthetic: split 'train' has no clips (data.init_args.num_train is 0); nothing to train on")
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset), shuffle, self.seed),
                           generator=torch.Generator().manual_seed(self.seed),
                           **{**self.loader_kwargs, "pin_memory": resolve_pin_memory(self.loader_kwargs["pin_memory"], self.trainer)})

@@ -22,11 +22,12 @@ from typing import Callable
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 
 DEFAULT_LOGGER = {
-    # W&B offline; a W&B failure (no disk space, import error, service error) leaves a CSV log, never a crash.
-    # save_dir null: the run's trainer.default_root_dir (runs/ when unset), so a run's W&B files, CSV mirror,
-    # config.yaml and checkpoints all live in its one folder
+    # W&B offline unless WANDB_MODE=online (offline: null follows the variable); a W&B failure (no disk
+    # space, import error, service error) leaves a CSV log, never a crash. save_dir null: the run's
+    # trainer.default_root_dir (runs/ when unset), so a run's W&B files, CSV mirror, config.yaml and
+    # checkpoints all live in its one folder
     "class_path": "callbacks.safe_logging.SafeWandbLogger",
-    "init_args": {"project": "listen-to-interpret", "save_dir": None, "offline": True, "log_model": False},
+    "init_args": {"project": "listen-to-interpret", "save_dir": None, "offline": None, "log_model": False},
 }
 
 #: the verbs LightningCLI runs
@@ -195,14 +196,48 @@ def cli_class():
 
             def _parse_ckpt_path(self) -> None:
                 """LightningCLI reads a given checkpoint's hyper-parameters first: check the file safely before that,
-                so a file carrying pickled code is refused with a clear message naming it (not a deep traceback)."""
+                so a file carrying pickled code is refused with a clear message naming it (not a deep traceback).
+
+                ``--ckpt_path last`` is resolved here to the newest readable ``last*.ckpt`` of the run's checkpoint
+                folder (a :class:`~callbacks.checkpoint.RunCheckpoint`'s ``dirpath`` or
+                ``<trainer.default_root_dir>/checkpoints``), so a resume reads the same file whatever the logger, and
+                the checkpoint's hyper-parameters apply as for an explicit path. Model settings that the checkpoint
+                overrides are named in a warning (the checkpoint's hyper-parameters win)."""
                 from l2i.checkpoints import safe_load
 
                 sub = self.config.get("subcommand")
                 ckpt = self.config[sub].get("ckpt_path") if sub else None
+                if ckpt == "last":
+                    found = self._find_last(self.config[sub])
+                    if found:
+                        self.config[sub]["ckpt_path"] = ckpt = found
                 if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
                     safe_load(ckpt)  # raises UnsafeCheckpointError / CheckpointError naming the file
+                    before = _flat(self.config[sub].get("model"))
+                    super()._parse_ckpt_path()
+                    after = _flat(self.config[sub].get("model"))
+                    changed = {k: (before[k], after[k]) for k in before if k in after and before[k] != after[k]}
+                    if changed and sub == "fit":
+                        lines = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+                        warnings.warn(f"resuming from {ckpt}: the checkpoint's hyper-parameters win over the config and "
+                                      f"command line ({lines}); start a new run (another trainer.default_root_dir, no "
+                                      "--ckpt_path) to train a different model", UserWarning, stacklevel=2)
+                    return
                 super()._parse_ckpt_path()
+
+            @staticmethod
+            def _find_last(config) -> str | None:
+                """The newest readable ``last*.ckpt`` where the config's RunCheckpoint writes, if it has one."""
+                from callbacks.checkpoint import find_last_checkpoint
+
+                trainer = config.get("trainer") or {}
+                for cb in trainer.get("callbacks") or []:
+                    class_path = cb.get("class_path", "") if hasattr(cb, "get") else ""
+                    if class_path.endswith("RunCheckpoint"):
+                        dirpath = (cb.get("init_args") or {}).get("dirpath")
+                        root = trainer.get("default_root_dir") or os.getcwd()
+                        return find_last_checkpoint(dirpath or os.path.join(root, "checkpoints"))
+                return None
 
             def _weights_only_by_default(self) -> None:
                 """Resume / evaluate from checkpoints with ``weights_only=True`` unless the config says otherwise
@@ -247,6 +282,20 @@ def cli_class():
         L2ICLI.config_callback = RunConfig
         _CLI_CLASS = L2ICLI
     return _CLI_CLASS
+
+
+def _flat(node, prefix: str = "") -> dict:
+    """A (nested) config node as ``{"a.b": value}``; ``class_path`` / ``init_args`` levels kept in the keys."""
+    if node is None:
+        return {}
+    if hasattr(node, "as_dict"):
+        node = node.as_dict()
+    if isinstance(node, dict):
+        out: dict = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
 
 
 def _expand_config_paths(args: list[str]) -> list[str]:

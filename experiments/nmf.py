@@ -16,7 +16,9 @@ from the classifier checkpoint so dictionary and classifier always match.
 
 from __future__ import annotations
 
+import errno
 import math
+import shutil
 import sys
 import time
 import warnings
@@ -30,6 +32,7 @@ from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.evaluation.ground_truth import class_sources
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.nmf import NMF, NMFResult, concat_dictionaries, nmf_objective
+from l2i.storage import check_writable
 
 __all__ = ["NMFSettings", "learn_dictionary", "dictionary_stage", "main", "build_parser"]
 
@@ -138,6 +141,8 @@ def clip_loader(datamodule: Any, split: str, num_clips: int | None, batch_size: 
     bs = int(batch_size or getattr(datamodule, "batch_size", 32) or 32)
     if hasattr(datamodule, "dataset") and callable(datamodule.dataset):
         ds = datamodule.dataset(split, num_clips) if num_clips else datamodule.dataset(split)
+        if len(ds) == 0:
+            raise ValueError(f"split {split!r} has no clips (check data.init_args.num_{split} / --num_clips / --split)")
         shuffle = split in ("train", "nmf")
         if shard is not None:
             sampler = DistributedSampler(ds, num_replicas=shard[1], rank=shard[0], shuffle=shuffle, seed=seed)
@@ -471,12 +476,37 @@ def _fit_stream_resumable(model, stream, settings, W_noise, state_path, resume: 
         if state_path is not None and rank0:
             state_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = state_path.with_suffix(state_path.suffix + ".tmp")
-            torch.save(model.state_dict(), tmp)
-            tmp.replace(state_path)  # a kill while writing never leaves a broken state
+            try:
+                torch.save(model.state_dict(), tmp)
+                tmp.replace(state_path)  # a kill while writing never leaves a broken state
+            except (OSError, RuntimeError) as exc:  # torch reports a full disk as "unexpected pos …"
+                tmp.unlink(missing_ok=True)
+                free = shutil.disk_usage(state_path.parent).free
+                raise OSError(errno.ENOSPC if free < (1 << 20) else getattr(exc, "errno", None) or errno.EIO,
+                              f"NMF streaming state {state_path}: could not be written after epoch {model.state_dict()['epoch']} "
+                              f"({'disk full: ' if free < (1 << 20) else ''}{type(exc).__name__}: {str(exc).strip()[:160]}); "
+                              "the previous state, if any, is kept") from None
     state = model.state_dict()
     W = state["W"].to(model.device or "cpu") if res is None else res.dictionary
     return NMFResult(W, None, float(state["history"][-1]) if state["history"] else float("nan"), list(state["history"]),
                      n_iter=int(state["epoch"]))
+
+
+#: more components than this many times the frequency bins is refused (the fit would run for hours to learn a
+#: dictionary with mostly redundant columns); more than the bins is allowed with a warning.
+MAX_COMPONENTS_PER_BIN = 4
+
+
+def _check_components(settings: NMFSettings, n_freq: int) -> None:
+    for name in ("n_components", "per_class_components", "noise_components"):
+        k = int(getattr(settings, name, 0) or 0)
+        if k > MAX_COMPONENTS_PER_BIN * n_freq:
+            raise ValueError(f"nmf.{name} = {k} is more than {MAX_COMPONENTS_PER_BIN} x the {n_freq} frequency bins of "
+                             f"the spectrogram (n_fft {2 * (n_freq - 1)}); the fit would take hours for a redundant "
+                             f"dictionary. Use at most {MAX_COMPONENTS_PER_BIN * n_freq} (typically 16-200)")
+        if k > n_freq:
+            warnings.warn(f"nmf.{name} = {k} is more than the {n_freq} frequency bins: an overcomplete dictionary, "
+                          "slow to learn; is this intended?", UserWarning, stacklevel=3)
 
 
 def learn_dictionary(
@@ -532,6 +562,12 @@ def learn_dictionary(
     fe_cfg = FrontEndConfig.from_any(frontend)
     settings = nmf if isinstance(nmf, NMFSettings) else NMFSettings(**(nmf or {}))
     dev = resolve_device(device)
+    n_freq = fe_cfg.n_fft // 2 + 1
+    _check_components(settings, n_freq)
+    if shard is None or shard[0] == 0:  # a read-only or full folder found now, not after the first epoch
+        k_total = settings.noise_components + max(settings.n_components, settings.per_class_components)
+        check_writable(Path(out).parent, need_bytes=n_freq * k_total * 4 * 8 + (1 << 20), what="NMF output folder",
+                       hint="choose another --out")
     fe = AudioFrontEnd(fe_cfg).to(dev)
     model = settings.build(dev, progress=progress)
     if (state_path or shard) and settings.per_class_components > 0:
@@ -717,11 +753,15 @@ def _plain_cfg(cfg, parser) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``l2i nmf --config experiments/synthetic/nmf.yaml [--nmf.n_components 100] [--out_dir DIR | --out FILE]``."""
+    from l2i.checkpoints import CheckpointError
+    from experiments.cli import _expand_config_paths
+
     parser = build_parser()
-    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    # --config experiments/x.yaml from any working directory, as for the other verbs
+    cfg = parser.parse_args(_expand_config_paths(list(sys.argv[1:] if argv is None else argv)))
     try:
         art, figures = _run(cfg, parser, wandb_run=True)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, FileNotFoundError, TypeError, OSError, CheckpointError) as exc:
         print(f"l2i nmf: error: {exc}", file=sys.stderr)
         return 2
     print(f"[l2i nmf] {art!r}")

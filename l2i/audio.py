@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 import torchaudio
 import torchaudio.functional as AF
 
-__all__ = ["AudioFileError", "audio_info", "load_audio", "save_audio", "resample", "to_mono"]
+__all__ = ["AudioFileError", "audio_info", "load_audio", "save_audio", "resample", "to_mono", "wav_truncation"]
 
 
 class AudioFileError(RuntimeError):
@@ -39,6 +40,34 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
         return sf.info(str(path))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError by format
         raise AudioFileError(path, f"cannot read audio header ({exc})") from exc
+
+
+def wav_truncation(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(bytes the WAV header declares for the data chunk, bytes present)`` when the file is shorter than its
+    header says (a cut download or copy: libsndfile silently decodes what is there), else ``None`` (also for
+    non-RIFF files and streamed WAVs whose data size is left unset)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(fh.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                declared = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    present = size - (pos + 8)
+                    if declared in (0, 0xFFFFFFFF) or present >= declared:
+                        return None
+                    return declared, present
+                pos += 8 + declared + (declared & 1)
+    except OSError:
+        return None
+    return None
 
 
 def to_mono(waveform: torch.Tensor) -> torch.Tensor:
@@ -220,6 +249,11 @@ def load_audio(
         raise AudioFileError(path, f"cannot read audio header ({exc})") from exc
     with fh:
         rate, channels = int(fh.samplerate), int(fh.channels)
+        if fh.format == "WAV":
+            cut = wav_truncation(path_s)
+            if cut is not None:
+                warnings.warn(f"{path_s}: WAV data chunk is truncated ({cut[1]:,} of the {cut[0]:,} bytes its header "
+                              "declares); decoding the samples present", RuntimeWarning, stacklevel=2)
         target = rate if sample_rate is None else int(sample_rate)
         start = int(round(offset_s * rate))
         stop = None if duration_s is None else start + int(round(duration_s * rate))

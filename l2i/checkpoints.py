@@ -65,7 +65,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device | None =
             f"allow, which can execute code when loaded ({detail}). Re-save it as a plain state dict of tensors, "
             "or load it yourself only if you trust its origin."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:  # OSError: some truncations
         raise CheckpointError(f"{what} {p}: not a readable torch file ({type(exc).__name__}: {exc})") from exc
 
 

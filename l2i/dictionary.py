@@ -208,14 +208,17 @@ class DictionaryArtifact:
     def load(
         cls, path: str | Path, frontend: FrontEndConfig | Mapping[str, Any] | None = None
     ) -> "DictionaryArtifact":
-        """Read an artifact (``torch.load(weights_only=True)``); with ``frontend`` given, refuse a mismatch."""
+        """Read an artifact (the safe loader, :func:`l2i.checkpoints.safe_load`); with ``frontend`` given, refuse a
+        mismatch. Raises ``ValueError`` naming the file for anything that is not a readable artifact."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"dictionary artifact not found: {path}")
+        from l2i.checkpoints import CheckpointError, safe_load
+
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not an artifact"
-            raise ValueError(f"{path}: not a readable dictionary artifact ({type(exc).__name__}: {str(exc)[:200]})") from None
+            obj = safe_load(path, what="dictionary artifact")
+        except CheckpointError as exc:  # truncated, not a torch file, or refused pickled code: named, never run
+            raise ValueError(str(exc)) from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
             raise ValueError(f"{path}: not a dictionary artifact (expected format {FORMAT!r}; found {keys})")

@@ -16,6 +16,7 @@ from typing import Any, Literal, Mapping, Sequence
 import lightning as L
 import torch
 import torchmetrics
+from lightning.pytorch.utilities import rank_zero_warn
 
 from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
@@ -24,7 +25,20 @@ from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
 from l2i.interpreter.protocol import get_protocol
 
-__all__ = ["PostHocInterpreterModule"]
+__all__ = ["PostHocInterpreterModule", "collapsed"]
+
+
+#: Θ's logits within this of each other on a clip count as "no decision" (a collapsed interpreter)
+COLLAPSE_TOL = 1e-6
+
+
+def collapsed(logits: torch.Tensor, activations: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B,)`` bool: clips on which the interpreter decides nothing: Θ's logits all equal (within
+    :data:`COLLAPSE_TOL`), or every activation of ``H (B, K, T)`` zero."""
+    flat = (logits.max(-1).values - logits.min(-1).values) <= COLLAPSE_TOL
+    if activations is not None:
+        flat = flat | (activations.flatten(1).abs().amax(-1) == 0)
+    return flat
 
 
 def class_evidence(dictionary: DictionaryArtifact, source: str) -> list[bool]:
@@ -255,12 +269,22 @@ class PostHocInterpreterModule(L.LightningModule):
                 self.log(f"lambda/{name}", w, on_step=False, on_epoch=True, batch_size=bs)
         metrics.update(out.logits.detach(), out.classifier_logits.detach())
         self.log_dict(metrics, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=bs)
+        self.log(f"{stage}/collapsed", collapsed(out.logits, out.activations).float().mean(), batch_size=bs,
+                 on_step=False, on_epoch=True)
         if not torch.isfinite(total):
             raise FloatingPointError(f"{stage} loss is not finite: " + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
         return total
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_fidelity)
+
+    def on_validation_epoch_end(self) -> None:
+        share = self.trainer.callback_metrics.get("val/collapsed") if self._trainer is not None else None
+        if share is not None and not self.trainer.sanity_checking and float(share) > 0.5:
+            rank_zero_warn(
+                f"{type(self).__name__}: the interpreter has collapsed on {float(share):.0%} of the validation clips "
+                "(Θ's logits constant or every activation zero): its fidelity is 0 there, and its interpretations "
+                "are empty. Lower the learning rate (model.init_args.lr) or check the loss weights.")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val", self.val_fidelity)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,3 +143,63 @@ def test_decode_clip_resamples_like_l2i_audio(clips):
         got = files.decode_clip(str(clips[0]), rate)
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_a_full_disk_fails_up_front_naming_the_folder_and_bytes_and_leaves_no_temporary(tmp_path, clips, monkeypatch):
+    import shutil
+
+    from datamodules.cache import CacheSpaceError
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr("datamodules.cache.shutil.disk_usage", lambda p: usage._replace(free=5000))
+    with pytest.raises(CacheSpaceError, match=r"cache folder .*/c: the decode cache needs 23,296 bytes \(3 clips x "
+                                              r"1600 samples x 4 bytes\) but only 5,000 are free"):
+        build(tmp_path / "c", clips)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_a_full_disk_found_by_the_block_reservation_leaves_no_temporary(tmp_path, clips, monkeypatch):
+    """The free-space figure can be stale (another writer): reserving the blocks fails cleanly (no SIGBUS)."""
+    import errno
+
+    from datamodules.cache import CacheSpaceError
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("datamodules.cache.os.posix_fallocate", no_space)
+    with pytest.raises(CacheSpaceError, match=r"cache folder .*/c: no space left for the decode cache \(23,296 bytes"):
+        build(tmp_path / "c", clips)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_temporaries_are_removed_when_the_build_fails_and_stale_ones_of_killed_builds_are_swept(tmp_path, clips, monkeypatch):
+    cache_dir = tmp_path / "c"
+    cache_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = cache_dir / f"train-8000hz-1600-float32-0123456789abcdef.tmp-{dead.pid}.npy"
+    stale.write_bytes(b"\0" * 1000)
+    alive = cache_dir / f"train-8000hz-1600-float32-0123456789abcdef.tmp-{os.getppid()}.npy"  # a running build's
+    alive.write_bytes(b"\0" * 10)
+
+    def broken(*a, **k):
+        raise KeyboardInterrupt  # the user presses Ctrl-C during decoding
+
+    monkeypatch.setattr(files, "decode_clip", broken)
+    with pytest.raises(KeyboardInterrupt):
+        build(cache_dir, clips)
+    assert sorted(p.name for p in cache_dir.iterdir()) == [alive.name]
+
+
+def test_a_truncated_cache_array_is_rebuilt(tmp_path, clips, decode_log):
+    first = build(tmp_path / "c", clips)
+    expected = first.read_many([0, 1, 2]).clone()
+    array_path = first.array_path
+    with open(array_path, "r+b") as f:
+        f.truncate(os.path.getsize(array_path) - 3000)
+    decode_log.clear()
+    with pytest.warns(RuntimeWarning, match=r"cache array .*\.npy is truncated or unreadable; rebuilding it"):
+        again = build(tmp_path / "c", clips)
+    assert len(decode_log) == 3
+    assert torch.equal(again.read_many([0, 1, 2]), expected)

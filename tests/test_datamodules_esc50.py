@@ -189,7 +189,7 @@ def test_listed_file_absent_error_and_skip(esc, tmp_path):
     assert (tmp_path / "rep" / "skipped_files.csv").read_text().startswith("dataset,split,path,reason")
 
 
-@pytest.mark.parametrize("damage", ["empty", "garbage", "no_samples"])
+@pytest.mark.parametrize("damage", ["empty", "garbage", "no_samples", "truncated"])
 def test_unreadable_or_empty_file_error_and_skip(esc, tmp_path, damage, caplog):
     bad = esc.root / "audio" / esc.files(fold=1)[1]
     if damage == "empty":
@@ -198,6 +198,10 @@ def test_unreadable_or_empty_file_error_and_skip(esc, tmp_path, damage, caplog):
     elif damage == "garbage":
         bad.write_bytes(b"this is not a wav file at all" * 10)
         reason = "cannot read audio header"
+    elif damage == "truncated":  # a cut copy: libsndfile decodes what is there without a word
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) // 3])
+        reason = f"WAV data chunk is truncated ({len(data) // 3 - 44:,} of the {len(data) - 44:,} bytes its header declares)"
     else:
         import soundfile as sf
 
@@ -236,6 +240,26 @@ def test_decode_failure_at_load_time_is_reported(esc, tmp_path, monkeypatch):
     strict.setup("test")
     with pytest.raises(AudioFileError, match=rf"{victim.id}: cannot decode audio"):
         list(strict.test_dataloader())
+
+
+def test_csv_with_a_byte_order_mark_is_read(esc):
+    """Excel's "CSV UTF-8" export starts with a BOM; the first column must still be 'filename'."""
+    csv_path = esc.root / "meta" / "esc50.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    dm = module(esc.root, test_fold=1, val_fold=2)
+    dm.setup("test")
+    assert len(dm.items["test"]) == 8
+
+
+def test_truncated_wav_warns_when_decoded_directly(esc):
+    from l2i.audio import load_audio
+
+    bad = esc.root / "audio" / esc.files(fold=1)[0]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match=rf"{bad.name}: WAV data chunk is truncated"):
+        wav, _ = load_audio(bad)
+    assert wav.shape[0] == (len(data) // 2 - 44) // 2
 
 
 def test_csv_with_wrong_field_count(esc):

@@ -67,7 +67,7 @@ def test_load_errors_name_the_file(tmp_path):
         DictionaryArtifact.load(tmp_path / "missing.pt")
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="corrupt.pt: not a readable dictionary artifact"):
+    with pytest.raises(ValueError, match=r"dictionary artifact .*corrupt\.pt: not a readable torch file"):
         DictionaryArtifact.load(bad)
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)
@@ -282,3 +282,83 @@ def test_per_class_blocks_from_isolated_sources(tmp_path):
         next(iter(_ClassSources([{"waveform": torch.zeros(2, 4)}], 0)))
     with pytest.raises(ValueError, match="per_class_source must be"):
         NMFSettings(per_class_source="isolated").build()
+
+
+def test_unsafe_or_truncated_artifacts_go_through_the_safe_loader_with_the_file_named(tmp_path):
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo should-not-run",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "l2i-dictionary", "dictionary": torch.rand(5, 2), "payload": Payload()}, evil)
+    with pytest.raises(ValueError, match=r"dictionary artifact .*evil\.pt: refused .*posix\.system") as err:
+        DictionaryArtifact.load(evil)
+    assert "weights_only set to False" not in str(err.value)  # torch's hint is the wrong advice here
+    good = tmp_path / "good.pt"
+    torch.save({"format": "l2i-dictionary", "dictionary": torch.rand(50, 20)}, good)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"dictionary artifact .*cut\.pt: not a readable torch file"):
+        DictionaryArtifact.load(cut)
+
+
+def test_nmf_command_names_bad_options_folders_and_state_files_up_front(tmp_path, capsys):
+    """Each a one-line ``l2i nmf: error:`` with exit code 2, before any (long) fit, naming the option or file."""
+    import yaml
+
+    from experiments.nmf import main
+
+    cfg = tmp_path / "nmf.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "out": str(tmp_path / "run" / "dictionary.pt")}))
+
+    def error(*args: str) -> str:
+        capsys.readouterr()
+        assert main(["--config", str(cfg), *args]) == 2
+        return capsys.readouterr().err
+
+    assert "split 'train' has no clips (check data.init_args.num_train" in error("--data.init_args.num_train", "0")
+    msg = error("--nmf.n_components", "5000")
+    assert "nmf.n_components = 5000 is more than 4 x the 129 frequency bins" in msg
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert f"NMF output folder {blocker / 'run'} is not writable" in error("--out", str(blocker / "run" / "d.pt"))
+    # a truncated streaming state (a full disk while it was written by hand, a bad copy): named, not OSError 22
+    out = tmp_path / "tr" / "d.pt"
+    out.parent.mkdir()
+    torch.save({"W": torch.rand(129, 8), "epoch": torch.tensor(1)}, tmp_path / "whole.pt")
+    (out.parent / "d.state.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:1500])
+    msg = error("--out", str(out), "--resume", "true")
+    assert f"NMF streaming state {out.parent / 'd.state.pt'}: not a readable torch file" in msg
+
+
+def test_nmf_state_write_failure_names_the_file_and_keeps_no_temporary(tmp_path, monkeypatch):
+    from experiments.nmf import NMFSettings, learn_dictionary
+    from datamodules import SyntheticDataModule
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        if str(f).endswith(".state.pt.tmp"):
+            real_save(obj, f, *a, **k)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1152 vs 1046")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    dm = SyntheticDataModule(num_classes=2, num_train=8, num_val=4, num_test=4, batch_size=4, duration_s=1.0)
+    out = tmp_path / "d.pt"
+    with pytest.raises(OSError, match=rf"NMF streaming state {out.with_suffix('.state.pt')}: could not be written after "
+                                      r"epoch 1 \(RuntimeError: .*unexpected pos"):
+        learn_dictionary(dm, small_fe(), NMFSettings(n_components=4, epochs=1), out, num_clips=8, eval_split=None,
+                         save_images=False, progress=False, device="cpu", state_path=out.with_suffix(".state.pt"))
+    assert not (tmp_path / "d.state.pt.tmp").exists()
+
+
+def test_nmf_config_path_resolves_from_any_directory_like_the_other_verbs(tmp_path, monkeypatch, capsys):
+    from experiments.nmf import main
+
+    monkeypatch.chdir(tmp_path)  # outside the repository: the README's relative path must still be found
+    # a refused setting stops it right after the config is read (exit code 2, the option named)
+    assert main(["--config", "experiments/synthetic/nmf.yaml", "--nmf.n_components", "100000"]) == 2
+    assert "nmf.n_components = 100000" in capsys.readouterr().err

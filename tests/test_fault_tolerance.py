@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from callbacks.guards import NaNGuard, NonFiniteLossError
+from callbacks.guards import DivergenceError, NaNGuard, NonFiniteLossError
 from datamodules import SyntheticDataModule
 from datamodules.sampling import EpochSampler
 from l2i.checkpoints import CheckpointError, UnsafeCheckpointError, safe_load
@@ -133,23 +134,48 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
         safe_load(tmp_path / "missing.ckpt")
 
 
-def test_nan_loss_stops_naming_stage_and_step_after_saving(tmp_path):
+def test_nan_loss_stops_naming_stage_and_step_and_the_rescue_checkpoint_predicts(tmp_path):
+    """The offending step's forward pass (an infinite input) already poisoned the batch-norm running
+    statistics; the rescue checkpoint must hold the last finite state, and the model loaded from it predicts."""
+
     class Exploding(ClassifierModule):
         def training_step(self, batch, batch_idx):
-            loss = super().training_step(batch, batch_idx)
-            return loss * float("nan") if self.global_step == 2 else loss
+            if self.global_step == 2:
+                batch = {**batch, "waveform": batch["waveform"] * float("inf")}
+            return super().training_step(batch, batch_idx)
 
     model = Exploding(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3)
     dm = SyntheticDataModule(num_classes=3, num_train=64, num_val=8, num_test=8, batch_size=8, duration_s=1.0)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
                         callbacks=[NaNGuard()])
-    with pytest.raises(NonFiniteLossError, match=r"Exploding: training loss is nan at global step 2 \(epoch 0, batch index 2\)"):
+    with pytest.raises(NonFiniteLossError, match=r"Exploding: training loss is nan at global step 2 \(epoch 0, batch index 2\).*last finite state"):
         trainer.fit(model, datamodule=dm)
     saved = tmp_path / "nonfinite-step2.ckpt"
-    assert saved.is_file()
     state = safe_load(saved)["state_dict"]
-    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    assert bad == []
+    assert any(k.endswith("running_var") for k in state)
+    rescued = ClassifierModule.load_frozen(str(saved))
+    logits = rescued(torch.randn(4, 16000) * 0.1)
+    assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+
+
+def test_a_diverging_finite_loss_stops_the_run_with_a_message(tmp_path):
+    class Diverging(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            # finite, so only a divergence check sees it; from step 1, as lr 1e3 does it (inside the first steps)
+            return loss * 1e6 if self.global_step >= 1 else loss
+
+    model = Diverging(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3)
+    dm = SyntheticDataModule(num_classes=3, num_train=96, num_val=8, num_test=8, batch_size=8, duration_s=1.0)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
+                        callbacks=[NaNGuard()])
+    with pytest.raises(DivergenceError, match=r"Diverging: training diverges: .* at global step 3 .*for 3 steps in a row"):
+        trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 3  # stopped at once, not after the epoch
 
 
 def test_silent_and_extreme_gain_batches_give_finite_losses():
@@ -183,3 +209,136 @@ def test_silent_and_extreme_gain_clips_give_finite_interpretations():
         for name in ("relevance", "mask", "audio", "residual", "activations", "logits"):
             value = getattr(interp, name)
             assert torch.isfinite(value).all(), f"{type(interpreter).__name__}.{name} is not finite"
+
+
+def _default_logger_config(tmp_path: Path, interval: int = 4) -> list[str]:
+    """The tiny config with the logger the CLI uses by default (SafeWandbLogger, offline) under tmp_path."""
+    config = yaml.safe_load(Path(_tiny_config(tmp_path)[1]).read_text())
+    del config["trainer"]["logger"]
+    config["trainer"]["max_epochs"] = 1
+    for cb in config["trainer"]["callbacks"]:
+        if "last_every_n_train_steps" in cb.get("init_args", {}):
+            cb["init_args"]["last_every_n_train_steps"] = interval
+    path = tmp_path / "tiny_default_logger.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return ["--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+
+
+def test_resume_last_with_the_default_wandb_logger_restores_and_keeps_the_checkpoint_hparams(tmp_path, caplog):
+    """``l2i fit … --ckpt_path last`` as the README says, with the default (W&B) logger: the new run id must
+    not hide the killed run's last.ckpt; the run continues (no retraining, no best-v1/last-v1), and a
+    changed architecture on the command line is named in a warning (the checkpoint's wins)."""
+    from experiments.cli import DEFAULT_LOGGER, main
+
+    assert DEFAULT_LOGGER["class_path"].endswith("SafeWandbLogger")
+    run = tmp_path / "run"
+    args = _default_logger_config(tmp_path) + ["--trainer.default_root_dir", str(run)]
+    main(["fit", *args])
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert safe_load(ckpts / "last.ckpt")["global_step"] == 6
+    caplog.clear()
+    with pytest.warns(UserWarning, match=r"checkpoint's hyper-parameters win.*channels: \[4, 4, 4, 4\] -> \[4, 8, 8, 8\]"):
+        main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+              "--model.init_args.backbone_kwargs", "{channels: [4, 4, 4, 4]}"])
+    assert f"Restored all states from the checkpoint at {ckpts / 'last.ckpt'}" in caplog.text
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]  # refreshed in place
+    last = safe_load(ckpts / "last.ckpt")
+    assert last["global_step"] == 12 and last["epoch"] == 1
+    assert last["state_dict"]["backbone.fc.weight"].shape[1] == 8  # trained on with the checkpoint's channels
+
+
+def _run_checkpoint_fit(tmp_path: Path, interval: int, epochs: int = 2, lr: float = 3e-3, **ckpt_kwargs):
+    from callbacks.checkpoint import RunCheckpoint
+
+    model = ClassifierModule(backbone_kwargs={"channels": [4, 4, 4, 4]}, frontend={"n_mels": 16}, num_classes=3, lr=lr)
+    dm = SyntheticDataModule(num_classes=3, num_train=48, num_val=8, num_test=8, batch_size=8, duration_s=1.0)
+    ckpt = RunCheckpoint(monitor="val/accuracy", mode="max", filename="best", save_last=True,
+                         last_every_n_train_steps=interval, **ckpt_kwargs)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[ckpt], num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    return trainer, ckpt
+
+
+def test_best_ckpt_is_written_when_the_epoch_length_is_a_multiple_of_the_last_interval(tmp_path):
+    _, ckpt = _run_checkpoint_fit(tmp_path, interval=3)  # 6 steps per epoch: the interval save hits every epoch end
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    assert best.is_file() and ckpt.best_model_path == str(best)
+    assert safe_load(best)["global_step"] in (6, 12)
+    assert safe_load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12
+
+
+def test_last_ckpt_is_refreshed_at_every_epoch_end(tmp_path):
+    # a learning rate too small to change the validation accuracy: epoch 2 is no improvement, so Lightning
+    # alone would leave last.ckpt at the interval save of step 10
+    _run_checkpoint_fit(tmp_path, interval=5, lr=1e-12)
+    assert safe_load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12
+
+
+def test_resume_last_skips_a_truncated_newest_file_naming_it(tmp_path):
+    from callbacks.checkpoint import RunCheckpoint, find_last_checkpoint
+
+    _run_checkpoint_fit(tmp_path, interval=5, epochs=1)
+    folder = tmp_path / "checkpoints"
+    good = folder / "last.ckpt"
+    partial = folder / "last-v1.ckpt"  # what a full disk or a kill during the write leaves
+    partial.write_bytes(good.read_bytes()[:3000])
+    os.utime(partial, ns=(good.stat().st_mtime_ns + 10**9,) * 2)
+    with pytest.warns(RuntimeWarning, match=r"skipping last checkpoint .*last-v1\.ckpt: not a readable torch file"):
+        assert find_last_checkpoint(folder) == str(good)
+    # what Lightning asks the callback for ``ckpt_path="last"`` (before setup, so only default_root_dir is known)
+    trainer = types.SimpleNamespace(default_root_dir=str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="last-v1"):
+        assert RunCheckpoint(save_last=True)._find_last_checkpoints(trainer) == {str(good)}
+
+
+def test_an_unwritable_or_full_checkpoint_folder_fails_before_training(tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match=r"checkpoint folder .*a_file/run/checkpoints is not writable"):
+        _run_checkpoint_fit(blocker / "run", interval=5, epochs=1)
+    usage = _shutil.disk_usage(tmp_path)
+    monkeypatch.setattr("l2i.storage.shutil.disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(OSError, match=r"checkpoint folder .*full/checkpoints has 0\.0 MB free, but about .* MB are needed"):
+        _run_checkpoint_fit(tmp_path / "full", interval=5, epochs=1)
+    assert not list((tmp_path / "full" / "checkpoints").glob("*.ckpt"))
+
+
+def test_wandb_mode_online_is_honoured_and_offline_stays_the_default(monkeypatch, tmp_path):
+    from callbacks.safe_logging import SafeWandbLogger
+    from experiments.cli import DEFAULT_LOGGER
+
+    kwargs = {**DEFAULT_LOGGER["init_args"], "save_dir": str(tmp_path)}
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert SafeWandbLogger(**kwargs)._offline is True
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert SafeWandbLogger(**kwargs)._offline is True
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert SafeWandbLogger(**kwargs)._offline is False
+    assert SafeWandbLogger(**{**kwargs, "offline": True})._offline is True  # an explicit setting wins
+
+
+def test_an_empty_training_split_or_batch_size_0_is_an_error_naming_it(tmp_path):
+    from experiments.cli import main
+
+    with pytest.raises(ValueError, match=r"data\.init_args\.batch_size must be a positive integer, got 0"):
+        SyntheticDataModule(batch_size=0)
+    with pytest.raises(ValueError, match=r"split 'train' has no clips \(data\.init_args\.num_train is 0\)"):
+        main(["fit", *_tiny_config(tmp_path), "--trainer.default_root_dir", str(tmp_path / "run"),
+              "--data.init_args.num_train", "0"])
+
+
+def test_every_shipped_config_that_checkpoints_writes_under_its_default_root_dir():
+    """Lightning's ModelCheckpoint with a logger writes to ./<save_dir>/<project>/<run id>/checkpoints, not
+    under trainer.default_root_dir; every shipped config uses RunCheckpoint instead."""
+    found = 0
+    for path in sorted((ROOT / "experiments").rglob("*.yaml")):
+        config = yaml.safe_load(path.read_text()) or {}
+        for cb in (config.get("trainer") or {}).get("callbacks") or []:
+            if "Checkpoint" in cb.get("class_path", ""):
+                found += 1
+                assert cb["class_path"] == "callbacks.checkpoint.RunCheckpoint", path
+    assert found >= 15

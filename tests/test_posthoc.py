@@ -222,3 +222,23 @@ def test_noise_evidence_false_never_chooses_the_noise_block(trained, tmp_path):
     with pytest.raises(ValueError, match="noise_evidence: false needs a dictionary with noise components"):
         PostHocInterpreterModule(classifier_checkpoint=str(trained["root"] / "classifier.ckpt"), dictionary=bare,
                                  hidden=8, noise_evidence=False)
+
+
+def test_a_collapsed_interpreter_scores_zero_fidelity_not_one_and_is_flagged():
+    """Θ's logits constant (e.g. after lr 1e3): the argmax of equal values is class 0, which was counted as
+    agreeing with a classifier that predicts class 0 (fidelity 1.000). Ties now go against the classifier."""
+    from l2i.evaluation.fidelity import fidelity_metrics
+    from lightning_modules.posthoc import collapsed
+
+    classifier_logits = torch.tensor([[5.0, 0.0, 0.0, 0.0]] * 6)  # a toy classifier that only says class 0
+    metrics = fidelity_metrics("multiclass", 4)
+    metrics.update(torch.zeros(6, 4), classifier_logits)
+    scores = metrics.compute()
+    assert float(scores["fidelity"]) == 0.0 and float(scores["fidelity_top3"]) == 0.0
+    metrics.reset()
+    metrics.update(0.3 * classifier_logits, classifier_logits)  # a real agreement
+    assert float(metrics.compute()["fidelity"]) == 1.0
+    H = torch.rand(3, 5, 7)
+    H[2] = 0
+    assert collapsed(torch.zeros(3, 4)).tolist() == [True, True, True]
+    assert collapsed(torch.tensor([[0.0, 1.0, 0, 0], [2.0, 0, 0, 0], [0.0, 1.0, 0, 0]]), H).tolist() == [False, False, True]

@@ -100,9 +100,14 @@ class Fidelity(Metric):
         self.total += float(B)
         if self.task == "multiclass":
             ref = classifier_logits.argmax(-1)
-            hits = [(interpreter_logits.argmax(-1) == ref).sum()]
+            # ties among Θ's scores go against the classifier's class: an interpreter whose logits collapsed to a
+            # constant scores 0, not the share of clips f puts in the class where an argmax of equal values lands
+            scores = interpreter_logits.float()
+            tie = 1e-6 * scores.abs().amax(-1, keepdim=True).clamp_min(1.0)
+            scores = scores - tie * torch.nn.functional.one_hot(ref, self.num_classes).to(scores)
+            hits = [(scores.argmax(-1) == ref).sum()]
             for k in self.top_k:
-                topk = interpreter_logits.topk(k, dim=-1).indices
+                topk = scores.topk(k, dim=-1).indices
                 hits.append((topk == ref[:, None]).any(-1).sum())
             self.correct += torch.stack(hits).to(self.correct)
             return
