@@ -180,7 +180,8 @@ def evaluate_checkpoint(
     if protocol == "authors":
         from l2i.evaluation.authors import evaluate_authors_protocol
 
-        num_classes = int(getattr(module, "num_classes", 0) or data_args.get("num_classes") or 0)
+        num_classes = int(getattr(module, "num_classes", 0) or len(getattr(module, "class_names", None) or [])
+                          or getattr(dm, "num_classes", 0) or 0)
         for k, v in evaluate_authors_protocol(module, clf_model, loader, task=task, num_classes=num_classes,
                                               classifier_thresholds=common["classifier_thresholds"],
                                               max_batches=max_batches, seed=seed, device=device).items():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import math
 import shutil
+import os
 import sys
 import time
 import warnings
@@ -767,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[l2i nmf] {art!r}")
     for k, v in figures.items():
         print(f"  {k}: {v:.6g}" if isinstance(v, float) else f"  {k}: {v}")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # distributed: rank 0 wrote the artifact and says what it wrote
     from callbacks.summary import latest_wandb_run, print_summary  # what the run wrote, where
 
     out = Path(cfg.out)

@@ -70,7 +70,11 @@ def build_interpreter(bundle: dict) -> nn.Module:
                   pooling=hp.get("pooling", "attention"), attention_dim=int(hp.get("attention_dim", 256)),
                   finetune_dictionary=bool(hp.get("finetune_dictionary", False)))
     if bundle["kind"] == "posthoc":
-        model = PostHocInterpreter(frontend, backbone, W, evidence=_evidence(bundle), **common)
+        from l2i.interpreter.protocol import interpreter_options
+
+        options = interpreter_options(hp.get("protocol"), **{k: hp.get(k) for k in (
+            "psi_variant", "skip_last_layers", "attention_dropout", "top_k", "share_eps")})
+        model = PostHocInterpreter(frontend, backbone, W, evidence=_evidence(bundle), **common, **options)
     else:
         model = ByDesignModel(frontend, backbone, W, mode=hp.get("variant", "bottleneck"), **common)
     missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -23,7 +23,7 @@ from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
-from l2i.interpreter.protocol import get_protocol
+from l2i.interpreter.protocol import get_protocol, interpreter_options
 
 __all__ = ["PostHocInterpreterModule", "collapsed"]
 
@@ -123,11 +123,8 @@ class PostHocInterpreterModule(L.LightningModule):
         preset = get_protocol(protocol)
         if loss_weights is None:
             loss_weights = preset.loss_weights
-        psi_variant = preset.psi if psi_variant is None else psi_variant
-        skip_last_layers = preset.skip_last_layers if skip_last_layers is None else int(skip_last_layers)
-        attention_dropout = preset.attention_dropout if attention_dropout is None else float(attention_dropout)
-        top_k = preset.top_k if top_k is None else (None if int(top_k) == 0 else int(top_k))
-        share_eps = preset.share_eps if share_eps is None else float(share_eps)
+        options = interpreter_options(preset, psi_variant=psi_variant, skip_last_layers=skip_last_layers,
+                                      attention_dropout=attention_dropout, top_k=top_k, share_eps=share_eps)
         from lightning_modules.classifier import ClassifierModule
 
         if classifier is None:
@@ -165,11 +162,7 @@ class PostHocInterpreterModule(L.LightningModule):
             attention_dim=attention_dim,
             finetune_dictionary=finetune_dictionary,
             evidence=None if noise_evidence else class_evidence(dictionary, str(dictionary_path or "dictionary")),
-            psi_variant=psi_variant,
-            skip_last_layers=skip_last_layers,
-            attention_dropout=attention_dropout,
-            top_k=top_k,
-            share_eps=share_eps,
+            **options,
         )
         self.hparams["layers"] = list(self.interpreter.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()

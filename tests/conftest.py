@@ -38,3 +38,16 @@ def _no_run_folders_in_the_repository():
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_run_left_open():
+    """Each test starts without a W&B run in progress: Lightning's W&B logger would silently log into one that
+    an earlier in-process test left open (its group and job type instead of the new run's). A user's command
+    is a fresh process, where this cannot happen."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

@@ -102,7 +102,8 @@ def offline_pipeline(artifacts, tmp_path_factory):  # noqa: F811
     proc = subprocess.run([sys.executable, "-m", "experiments.cli", "benchmark", "--config", str(cfg)], cwd=str(tmp),
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    runs = [read_run(f) for f in sorted((tmp / "run" / "wandb").glob("offline-run-*"))]
+    # each stage's W&B run lives in its own folder (the stage's default_root_dir), the benchmark's in out_dir
+    runs = [read_run(f) for f in sorted((tmp / "run").rglob("offline-run-*")) if f.is_dir() and f.parent.name == "wandb"]
     return {"tmp": tmp, "home": home, "out": tmp / "run", "runs": runs, "stdout": proc.stdout}
 
 

@@ -1,6 +1,6 @@
 """Presets that switch every model and interpretation detail at once: ``project`` (the defaults) or ``authors``.
 
-The ``authors`` preset is the authors' public code as they ran it (method.md, "Authors' details"); the
+The ``authors`` preset is the authors' public code as they ran it (docs/method.md, "Authors' details"); the
 ``project`` preset keeps this project's defaults where they differ. A preset only fills the options a
 caller leaves unset (``None``): an explicit setting always wins.
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Protocol", "PROTOCOLS", "AUTHORS_PROTOCOL_SCHEDULE", "get_protocol"]
+__all__ = ["Protocol", "PROTOCOLS", "AUTHORS_PROTOCOL_SCHEDULE", "get_protocol", "interpreter_options"]
 
 #: the authors' ESC-50 and SONYC-UST schedule in our 0-based epochs: ``train(..., 5.0, 0.5*int(epoch > 0) +
 #: 0.5*int(epoch > 19), 0.4*int(epoch > 0))`` over their epochs 1..N, i.e. every weight on from the first epoch
@@ -86,3 +86,20 @@ def get_protocol(name: str | Protocol | None) -> Protocol:
     if key not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[key]
+
+
+def interpreter_options(protocol: str | Protocol | None = None, *, psi_variant: str | None = None,
+                        skip_last_layers: int | None = None, attention_dropout: float | None = None,
+                        top_k: int | None = None, share_eps: float | None = None) -> dict:
+    """The interpreter's effective options: each one given (not ``None``) as given, the others from the
+    ``protocol`` preset; ``top_k`` 0 means no cap (``None``). The one place a preset becomes options: the
+    post-hoc Lightning module and :func:`l2i.trained.build_interpreter` (a checkpoint loaded without
+    Lightning) both use it, so a model is rebuilt with the options it was trained with."""
+    preset = get_protocol(protocol)
+    return {
+        "psi_variant": preset.psi if psi_variant is None else psi_variant,
+        "skip_last_layers": preset.skip_last_layers if skip_last_layers is None else int(skip_last_layers),
+        "attention_dropout": preset.attention_dropout if attention_dropout is None else float(attention_dropout),
+        "top_k": preset.top_k if top_k is None else (None if int(top_k) == 0 else int(top_k)),
+        "share_eps": preset.share_eps if share_eps is None else float(share_eps),
+    }
