@@ -2,6 +2,7 @@
 :mod:`datamodules.files` for the contract)."""
 
 from datamodules.esc50 import ESC50DataModule
+from datamodules.instruments import InstrumentDataModule
 from datamodules.magnatagatune import MagnaTagATuneDataModule, MTGJamendoDataModule
 from datamodules.sonyc_ust import SONYCUSTDataModule
 from datamodules.synthetic import SyntheticDataModule
@@ -9,6 +10,7 @@ from datamodules.synthetic import SyntheticDataModule
 __all__ = [
     "SyntheticDataModule",
     "ESC50DataModule",
+    "InstrumentDataModule",
     "SONYCUSTDataModule",
     "MagnaTagATuneDataModule",
     "MTGJamendoDataModule",

@@ -275,6 +275,8 @@ class PostHocInterpreter(nn.Module):
 
     def losses(self, out: PostHocOutput) -> dict[str, Tensor]:
         evidence = None if self.theta.all_evidence else self.theta.evidence
+        if evidence is not None and evidence.dim() == 2:  # per-class evidence: the components of any class
+            evidence = evidence.any(0)
         return interpreter_losses(out, self.task, self.theta.class_weights, evidence)
 
     # -- the one verb ------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ classes", which is what the relevance needs. Sigmoid outputs (multilabel) have n
 ``evidence`` (optional, ``(K,)`` bool): the components allowed to carry class evidence. The others get
 ``θ_ck = 0`` for every class (after centring), so their relevance is 0 and they are never chosen: meant for a
 dictionary's *noise* components, learnt on the background to reconstruct it, which are not explanations.
+A ``(C, K)`` bool ties each class to its own components (``θ_ck = 0`` outside row c): with a dictionary of
+class blocks, class c's logit then rests on c's block alone, and so does its interpretation.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ class Theta(nn.Module):
         pooling: ``attention`` | ``max`` | ``mean``.
         attention_dim: width of the gated attention projections (authors: 256).
         center: centre the class weights over classes (multiclass; see the module docstring).
-        evidence: ``(K,)`` bool, the components that may carry class evidence (default: all; see the module
-            docstring).
+        evidence: ``(K,)`` bool, the components that may carry class evidence (default: all), or ``(C, K)``
+            bool, the components of each class (see the module docstring).
     """
 
     def __init__(
@@ -57,9 +59,14 @@ class Theta(nn.Module):
         self.center = bool(center)
         if evidence is None:
             evidence = torch.ones(n_components, dtype=torch.bool)
-        evidence = torch.as_tensor(evidence, dtype=torch.bool).flatten()
-        if evidence.numel() != n_components:
-            raise ValueError(f"Theta evidence has {evidence.numel()} entries for K = {n_components} components")
+        evidence = torch.as_tensor(evidence, dtype=torch.bool)
+        if evidence.dim() == 2:
+            if tuple(evidence.shape) != (num_classes, n_components):
+                raise ValueError(f"Theta evidence per class must be (C={num_classes}, K={n_components}), got {tuple(evidence.shape)}")
+        else:
+            evidence = evidence.flatten()
+            if evidence.numel() != n_components:
+                raise ValueError(f"Theta evidence has {evidence.numel()} entries for K = {n_components} components")
         if not bool(evidence.any()):
             raise ValueError("Theta evidence excludes every component: no class could have any evidence")
         # not persistent: rebuilt from the configuration (older checkpoints load unchanged)
@@ -76,7 +83,7 @@ class Theta(nn.Module):
 
     @property
     def class_weights(self) -> Tensor:
-        """θ, ``(C, K)`` (centred over classes when ``center``; 0 for the components outside ``evidence``)."""
+        """θ, ``(C, K)`` (centred over classes when ``center``; 0 outside ``evidence``, ``(K,)`` or ``(C, K)``)."""
         w = self.classifier.weight
         w = w - w.mean(dim=0, keepdim=True) if self.center else w
         return w if self.all_evidence else w * self.evidence.to(w.dtype)

@@ -1,0 +1,203 @@
+"""The real-recording set (sampled instruments rendered from the SoundFont in the pretty_midi wheel) and the
+label-only class blocks: data deterministic and cached, stems that add up, weak-label NMF that holds the
+absent classes' activations at zero, Θ tied to the blocks, and ``l2i nmf`` when a class has no clip."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.instruments import InstrumentDataModule, render_split
+from l2i.instruments import CLASS_NAMES, InstrumentConfig, generate_clip, soundfont_path
+from l2i.nmf import SHARED_LABEL, fit_weak_labels
+
+TINY = dict(sample_rate=8000, duration_s=1.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread avoids thread hand-off costs on a busy shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_clip_is_deterministic_and_stems_add_up():
+    cfg = InstrumentConfig(**TINY, note_s=(0.1, 0.3))
+    sf = soundfont_path().read_bytes()
+    a = generate_clip(cfg, 0, "train", 3, sf)
+    b = generate_clip(cfg, 0, "train", 3, sf)
+    assert np.array_equal(a.sources, b.sources) and a.labels == b.labels
+    assert not np.array_equal(a.mixture, generate_clip(cfg, 0, "test", 3, sf).mixture)
+    np.testing.assert_allclose(a.sources.sum(0), a.mixture, atol=1e-6)
+    used = a.source_labels >= 0
+    assert sorted(a.source_labels[used].tolist()) == a.labels and 1 <= len(a.labels) <= 3
+    rms = np.sqrt((a.sources[used] ** 2).mean(-1))
+    assert (rms > 0.01).all() and np.abs(a.sources[~used]).max(initial=0.0) == 0.0
+
+
+def test_instruments_differ_in_timbre():
+    """The same phrase on two instruments: the stems are not the same sound (a real class signal)."""
+    from l2i.instruments import _render
+
+    sf = soundfont_path().read_bytes()
+    notes = [(0.0, 0.4, 60, 100), (0.4, 0.8, 64, 100)]
+    spectra = {p: np.abs(np.fft.rfft(_render(p, notes, sf, 8000, 8000))) for p in (0, 40, 73)}  # piano, violin, flute
+    unit = {p: s / np.linalg.norm(s) for p, s in spectra.items()}
+    assert float(unit[0] @ unit[40]) < 0.9 and float(unit[40] @ unit[73]) < 0.9
+
+
+def test_datamodule_batches_and_cache(tmp_path):
+    dm = InstrumentDataModule(num_train=6, num_val=3, num_test=3, batch_size=4, cache_dir=str(tmp_path), **TINY)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["waveform"].shape == (4, 8000) and batch["target"].shape == (4, 8)
+    assert batch["sources"].shape == (4, 3, 8000) and batch["source_labels"].shape == (4, 3)
+    torch.testing.assert_close(batch["sources"].sum(1), batch["waveform"])
+    hot = torch.zeros(4, 8)
+    hot.scatter_(1, batch["source_labels"].clamp_min(0), (batch["source_labels"] >= 0).float())
+    assert torch.equal(hot, batch["target"])
+    assert dm.task == "multilabel" and dm.class_names == list(CLASS_NAMES[:8])
+    files = sorted(p.name for p in (tmp_path / "instruments").glob("*-train-6.*"))
+    assert len(files) == 3  # stems, labels, json
+    # a second DataModule reads the cache (no rendering: the renderer is not even called)
+    import l2i.instruments as inst
+
+    def boom(*a, **k):
+        raise AssertionError("rendered again although the split is cached")
+
+    original = inst.generate_clip
+    try:
+        import datamodules.instruments as dmi
+
+        dmi.generate_clip = boom
+        again = InstrumentDataModule(num_train=6, num_val=3, num_test=3, batch_size=4, cache_dir=str(tmp_path), **TINY)
+        item = again.dataset("train")[0]
+    finally:
+        dmi.generate_clip = original
+    torch.testing.assert_close(item["waveform"], dm.dataset("train")[0]["waveform"])
+    # another seed is another set
+    other = InstrumentDataModule(num_train=2, num_val=1, num_test=1, seed=1, cache_dir=str(tmp_path), **TINY)
+    assert not torch.equal(other.dataset("train")[0]["waveform"], dm.dataset("train")[0]["waveform"][:8000])
+
+
+def test_bad_settings_named():
+    with pytest.raises(ValueError, match="num_classes"):
+        InstrumentConfig(num_classes=11)
+    with pytest.raises(ValueError, match="max_labels"):
+        InstrumentConfig(num_classes=2, max_labels=3)
+    with pytest.raises(ValueError, match="split"):
+        generate_clip(InstrumentConfig(**TINY), 0, "dev", 0)
+
+
+def _planted(B=60, F=40, T=20, C=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.rand(C, F, generator=g) ** 4
+    Y = (torch.rand(B, C, generator=g) < 0.5).float()
+    V = torch.einsum("bc,cf,bct->bft", Y, atoms, torch.rand(B, C, T, generator=g))
+    V = V + 0.05 * torch.rand(F, generator=g)[None, :, None] * torch.rand(B, 1, T, generator=g)
+    return V, Y, atoms
+
+
+def test_weak_label_nmf_holds_absent_blocks_at_zero_and_finds_each_class():
+    V, Y, atoms = _planted()
+    res = fit_weak_labels(V, Y, ["a", "b", "c"], 2, 1, max_iter=200, seed=0)
+    assert res.labels == [SHARED_LABEL, "a", "a", "b", "b", "c", "c"]
+    H = res.activations  # (B, K, T)
+    for c in range(3):
+        block = H[:, 1 + 2 * c: 3 + 2 * c]
+        assert float(block[Y[:, c] == 0].abs().max()) == 0.0  # held at zero on clips without the class
+    # each class's planted spectrum is best matched by its own block (cosine), not by another's
+    cos = torch.nn.functional.normalize(atoms, dim=1) @ res.dictionary  # (C, K)
+    best_block = [(int(cos[c].argmax()) - 1) // 2 for c in range(3)]
+    assert best_block == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"targets must be \(B=60, C=3\)"):
+        fit_weak_labels(V, Y[:, :2], ["a", "b", "c"], 2)
+
+
+def test_theta_tied_to_blocks():
+    from l2i.interpreter.theta import Theta
+
+    ev = torch.zeros(2, 5, dtype=torch.bool)
+    ev[0, 1:3] = True
+    ev[1, 3:5] = True  # component 0: shared, no evidence
+    theta = Theta(5, 2, pooling="max", evidence=ev)
+    with torch.no_grad():
+        theta.classifier.weight.fill_(1.0)
+    assert torch.equal(theta.class_weights != 0, ev)
+    H = torch.rand(3, 5, 7)
+    logits, _ = theta(H)
+    H2 = H.clone()
+    H2[:, 3:] *= 5  # class 1's block only
+    logits2, _ = theta(H2)
+    assert torch.allclose(logits[:, 0], logits2[:, 0]) and not torch.allclose(logits[:, 1], logits2[:, 1])
+    with pytest.raises(ValueError, match=r"\(C=2, K=5\)"):
+        Theta(5, 2, evidence=torch.ones(3, 5, dtype=torch.bool))
+
+
+def test_block_evidence_needs_class_labels():
+    from l2i.dictionary import DictionaryArtifact
+    from l2i.frontend import FrontEndConfig
+    from lightning_modules.posthoc import block_evidence
+
+    fe = FrontEndConfig(sample_rate=8000, n_fft=256, hop_length=128)
+    W = torch.rand(129, 5)
+    art = DictionaryArtifact(W, fe, {"labels": ["shared", "piano", "piano", "violin", "violin"]})
+    assert block_evidence(art, ["piano", "violin"], "d.pt") == [[False, True, True, False, False],
+                                                               [False, False, False, True, True]]
+    plain = DictionaryArtifact(W, fe, {})
+    with pytest.raises(ValueError, match="block_evidence: true needs a dictionary of class blocks.*d.pt"):
+        block_evidence(plain, ["piano", "violin"], "d.pt")
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """Clips of noise at a class-specific band; class 2 never appears (and class 1 never alone)."""
+
+    def __init__(self, n=12):
+        g = torch.Generator().manual_seed(0)
+        self.items = []
+        for i in range(n):
+            target = torch.zeros(3)
+            target[0] = 1.0
+            if i % 2:
+                target[1] = 1.0
+            self.items.append({"waveform": torch.randn(4000, generator=g) * 0.1, "target": target, "sample_rate": 8000})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class _DM:
+    num_classes, task, class_names, name = 3, "multilabel", ["a", "b", "c"], "toy"
+
+    def dataset(self, split, size=None):
+        return _Labelled()
+
+
+@pytest.mark.parametrize("source", ["single_label", "weak_labels", "mixture"])
+def test_class_without_clips_is_named_not_fatal(tmp_path, source):
+    from experiments.nmf import NMFSettings, learn_dictionary
+    from l2i.frontend import FrontEndConfig
+
+    extra = {"shared_components": 1} if source == "weak_labels" else {}
+    settings = NMFSettings(per_class_components=2, per_class_source=source, epochs=1, batch_frames=200,
+                           transform_iters=10, weak_label_iters=20, **extra)
+    fe = FrontEndConfig(sample_rate=8000, n_fft=256, hop_length=128)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        art, _ = learn_dictionary(_DM(), fe, settings, tmp_path / "d.pt", device="cpu", save_images=False,
+                                  progress=False, eval_split=None)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "class 'c' has no clip" in messages
+    assert art.meta["classes_without_block"] == ["c"] and "c" not in art.labels
+    assert art.labels.count("a") == 2 and art.labels.count("b") == 2
+    if source == "single_label":  # b is never alone: its block falls back to the clips that contain it
+        assert art.meta["single_label_fallback"] == ["b"] and "class 'b' has no single-label clip" in messages
+    if source == "weak_labels":
+        assert art.labels[0] == SHARED_LABEL
