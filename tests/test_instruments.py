@@ -201,3 +201,41 @@ def test_class_without_clips_is_named_not_fatal(tmp_path, source):
         assert art.meta["single_label_fallback"] == ["b"] and "class 'b' has no single-label clip" in messages
     if source == "weak_labels":
         assert art.labels[0] == SHARED_LABEL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["esc50", "sonyc_ust", "magnatagatune"])
+def test_class_block_overlays_on_the_real_data_sets(dataset, tmp_path, monkeypatch):
+    """``l2i nmf --config nmf.yaml --config nmf_blocks.yaml`` runs on each data set's fixture in the official
+    layout and labels the columns with the data set's class names (classes without clips named, not fatal)."""
+    from pathlib import Path
+
+    from experiments.cli import main
+    from fixtures_datasets import make_esc50, make_mtat, make_sonyc
+    from l2i.dictionary import DictionaryArtifact
+
+    if dataset == "esc50":
+        data = ["--data.init_args.root", str(make_esc50(tmp_path / "d", classes=(0, 1), seconds=0.5).root),
+                "--data.init_args.duration_s", "0.5"]
+    elif dataset == "sonyc_ust":
+        data = ["--data.init_args.root", str(make_sonyc(tmp_path / "d", seconds=0.5).root), "--data.init_args.duration_s", "0.5"]
+    else:
+        data = ["--data.init_args.root", str(make_mtat(tmp_path / "d", seconds=1.5).root), "--data.init_args.chunk_s", "0.5",
+                "--data.init_args.clip_s", "1.5"]
+    data += ["--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.num_workers", "0",
+             "--data.init_args.persistent_workers", "false", "--data.init_args.pin_memory", "false"]
+    monkeypatch.chdir(tmp_path)
+    cfg = Path(__file__).resolve().parents[1] / "experiments" / dataset
+    out = tmp_path / "blocks.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["nmf", "--config", str(cfg / "nmf.yaml"), "--config", str(cfg / "nmf_blocks.yaml"), *data,
+                     "--nmf.per_class_components", "1", "--nmf.epochs", "1", "--nmf.weak_label_iters", "5",
+                     "--out", str(out), "--eval_clips", "2", "--wandb", "false", "--images", "false",
+                     "--progress", "false"]) in (0, None)
+    art = DictionaryArtifact.load(out)
+    classes = [l for l in art.labels if l not in ("noise", SHARED_LABEL)]
+    assert classes and len(set(classes)) == len(classes)  # one column per class that has clips
+    assert torch.isfinite(art.W).all() and (art.W >= 0).all()
+    if dataset == "esc50":
+        assert classes == ["dog", "rooster"] and len(art.meta["classes_without_block"]) == 48
