@@ -99,6 +99,9 @@ class PostHocInterpreterModule(L.LightningModule):
             ``nmf.per_class_components``): class c's logit comes from c's block only, so its relevance, chosen
             components and interpretation stay inside c's block; noise and shared columns carry no evidence.
             Not in the paper. See the README section "Real recordings" for what it buys.
+        theta_bias: a per-class offset in Θ's logits, outside the relevance. Not in the paper; with
+            ``block_evidence`` on multilabel data it lets a class be absent with its block silent instead of
+            through negative weights on its own components (which would drop them from its interpretation).
         loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` / ``reconstruction`` / ``sparsity`` and
             the optional ``theta_sparsity`` (L1 on Θ's class weights, see
             :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named)
@@ -124,6 +127,7 @@ class PostHocInterpreterModule(L.LightningModule):
         finetune_dictionary: bool = False,
         noise_evidence: bool = True,
         block_evidence: bool = False,
+        theta_bias: bool = False,
         loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
@@ -171,6 +175,7 @@ class PostHocInterpreterModule(L.LightningModule):
             finetune_dictionary=finetune_dictionary,
             evidence=_evidence(dictionary, classifier.class_names, str(dictionary_path or "dictionary"), noise_evidence,
                                block_evidence),
+            theta_bias=theta_bias,
         )
         self.hparams["layers"] = list(self.interpreter.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()

@@ -61,16 +61,20 @@ DICTIONARIES = {
 #: with c's whole block (``components=``) instead of the components above the relevance threshold
 INTERPRETERS = {
     "authors": ("authors", {"pooling": "attention"}, {"": {"threshold": 0.2, "mask_mode": "log1p"}}),
-    "blocks": ("blocks", {"pooling": "max", "block_evidence": True}, {
-        "": {"threshold": 0.0, "mask_mode": "share"},
-        "magnitude": {"threshold": 0.0, "mask_mode": "magnitude"},
+    "blocks": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True}, {
+        "": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50},
+        "no_refine": {"threshold": 0.0, "mask_mode": "share"},
+        "magnitude": {"threshold": 0.0, "mask_mode": "magnitude", "refine_iters": 50},
+        "whole_block": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50, "block": True},
         "log1p_tau0.2": {"threshold": 0.2, "mask_mode": "log1p"},
-        "whole_block": {"threshold": 0.0, "mask_mode": "share", "block": True},
     }),
 }
 BYDESIGN = {
     "authors": ("authors", {"pooling": "attention"}, {"": {"threshold": 0.2, "mask_mode": "log1p"}}),
-    "blocks": ("blocks", {"pooling": "max", "block_evidence": True}, {"": {"threshold": 0.0, "mask_mode": "share"}}),
+    "blocks": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True}, {
+        "": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50},
+        "no_refine": {"threshold": 0.0, "mask_mode": "share"},
+    }),
 }
 
 

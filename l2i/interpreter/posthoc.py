@@ -161,7 +161,8 @@ class PostHocInterpreter(nn.Module):
         finetune_dictionary: train W too (kept ≥ 0 by a ReLU, columns normalised to unit L2 norm).
         probe_frames: frames of the dummy input used to size Ψ (default: the front-end's clip length, or 128).
         evidence: ``(K,)`` bool, the components that may carry class evidence in Θ and count in the sparsity
-            loss (default: all, the authors' method); see :class:`~l2i.interpreter.theta.Theta`.
+            loss (default: all, the authors' method), or ``(C, K)`` per class; see :class:`~l2i.interpreter.theta.Theta`.
+        theta_bias: a per-class offset in Θ's logits, outside the relevance (default off: the authors' Θ).
     """
 
     def __init__(
@@ -179,6 +180,7 @@ class PostHocInterpreter(nn.Module):
         finetune_dictionary: bool = False,
         probe_frames: int | None = None,
         evidence: Sequence[bool] | Tensor | None = None,
+        theta_bias: bool = False,
     ):
         super().__init__()
         if task not in ("multiclass", "multilabel"):
@@ -226,7 +228,7 @@ class PostHocInterpreter(nn.Module):
         channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
         self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
-                           center=task == "multiclass", evidence=evidence)
+                           center=task == "multiclass", evidence=evidence, bias=theta_bias)
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)
@@ -279,6 +281,28 @@ class PostHocInterpreter(nn.Module):
             evidence = evidence.any(0)
         return interpreter_losses(out, self.task, self.theta.class_weights, evidence)
 
+    @torch.no_grad()
+    def refine_activations(self, out: PostHocOutput, iters: int, class_threshold: float | Tensor = 0.5) -> Tensor:
+        """``H (B, K, T)`` after ``iters`` multiplicative updates on ``V`` (see ``refine_iters`` of
+        :meth:`interpret`): ``H ← H ⊙ WᵀV / (WᵀW H + ε)``, which keeps a zero at zero, from Ψ's H (plus a
+        floor of 1e-3 of its mean, so a component Ψ left at exactly 0 may still grow) on the allowed components."""
+        W, V, H = self.dictionary, out.features.nmf, out.activations
+        B, K, _ = H.shape
+        allowed = torch.ones(B, K, dtype=torch.bool, device=H.device)
+        evidence = self.theta.evidence
+        if self.task == "multilabel":
+            present = out.logits.sigmoid() > torch.as_tensor(class_threshold, dtype=out.logits.dtype, device=H.device)
+            if evidence.dim() == 2:  # per-class blocks: the absent classes' blocks are off, the rest free
+                owned = evidence.any(0)
+                allowed = ~owned[None, :] | (present.float() @ evidence.float() > 0)
+        floor = 1e-3 * H.mean().clamp_min(1e-12)
+        H = (H + floor) * allowed[..., None].to(H.dtype)
+        WtV = torch.einsum("fk,bft->bkt", W, V)
+        G = W.t() @ W
+        for _ in range(int(iters)):
+            H = H * WtV / (torch.einsum("kj,bjt->bkt", G, H) + 1e-9)
+        return H
+
     # -- the one verb ------------------------------------------------------------------------------------
     @torch.no_grad()
     def interpret(
@@ -292,6 +316,7 @@ class PostHocInterpreter(nn.Module):
         mask_mode: str = "log1p",
         relevance_weighted: bool = False,
         components: Tensor | None = None,
+        refine_iters: int = 0,
     ) -> Interpretation:
         """Listenable interpretations of ``waveform (B, samples)``; see :class:`Interpretation` for shapes.
 
@@ -302,17 +327,27 @@ class PostHocInterpreter(nn.Module):
             sample_rate: rate of ``waveform`` when it differs from the front-end's (resampled).
             mask_mode, relevance_weighted: see :func:`build_interpretation`.
             components: optional ``(B, C, K)`` bool component sets to use instead of the chosen ones.
+            refine_iters: > 0: before the masks, that many multiplicative NMF updates of the activations on
+                the clip's own ``V`` (W fixed), starting from Ψ's H, with the components of the classes the
+                *interpreter* finds absent held at zero (Θ's own decision, never ``target``: multilabel,
+                ``sigmoid(Θ(H)) <= class_threshold``; with per-class ``evidence`` these are the absent classes'
+                blocks, components without evidence stay free). Ψ decides which classes sound; the updates fit
+                how much of every bin each explains. Relevance, and so the chosen components, stay Ψ's.
+                Default 0: the authors' method.
         """
         was_training = self.training
         self.eval()
         try:
             out = self(waveform, sample_rate)
             classes = select_classes(out.classifier_logits, self.task, target, class_threshold)
+            activations = out.activations
+            if refine_iters > 0:
+                activations = self.refine_activations(out, int(refine_iters), class_threshold)
             return build_interpretation(
                 frontend=self.frontend,
                 features=out.features,
                 dictionary=self.dictionary,
-                activations=out.activations,
+                activations=activations,
                 pooled=out.pooled,
                 class_weights=self.theta.class_weights,
                 logits=out.logits,

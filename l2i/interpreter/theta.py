@@ -44,6 +44,8 @@ class Theta(nn.Module):
         center: centre the class weights over classes (multiclass; see the module docstring).
         evidence: ``(K,)`` bool, the components that may carry class evidence (default: all), or ``(C, K)``
             bool, the components of each class (see the module docstring).
+        bias: add a per-class offset to the logits (not part of any component's relevance). The authors' Θ
+            has none (default).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Theta(nn.Module):
         attention_dim: int = 256,
         center: bool = False,
         evidence: Tensor | Sequence[bool] | None = None,
+        bias: bool = False,
     ):
         super().__init__()
         self.center = bool(center)
@@ -80,6 +83,10 @@ class Theta(nn.Module):
             self.attention_relu = nn.Linear(n_components, attention_dim)
             self.attention_score = nn.Linear(attention_dim, 1)
         self.classifier = nn.Linear(n_components, num_classes, bias=False)
+        # a per-class offset outside the relevance: with non-negative pooled activations and θ tied to a block, a
+        # bias-free logit cannot go below 0 unless θ turns negative on the block's own components (which then
+        # drop out of the interpretation); the offset lets "class absent" be z = 0 on c's block
+        self.bias = nn.Parameter(torch.zeros(num_classes)) if bias else None
 
     @property
     def class_weights(self) -> Tensor:
@@ -106,4 +113,5 @@ class Theta(nn.Module):
 
     def forward(self, activations: Tensor) -> tuple[Tensor, Tensor]:
         pooled = self.pool(activations)
-        return pooled @ self.class_weights.t(), pooled
+        logits = pooled @ self.class_weights.t()
+        return (logits if self.bias is None else logits + self.bias), pooled
