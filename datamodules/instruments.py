@@ -121,6 +121,7 @@ class InstrumentDataModule(SplitLoaders, L.LightningDataModule):
         sample_rate: int = 16000,
         duration_s: float = 2.0,
         gain_db: tuple[float, float] = (-9.0, 0.0),
+        instruments: list[str] | None = None,
         seed: int = 0,
         batch_size: int = 32,
         cache_dir: str | None = None,
@@ -132,7 +133,8 @@ class InstrumentDataModule(SplitLoaders, L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.config = InstrumentConfig(sample_rate=sample_rate, duration_s=duration_s, num_classes=num_classes,
-                                       min_labels=min_labels, max_labels=max_labels, gain_db=tuple(gain_db))
+                                       min_labels=min_labels, max_labels=max_labels, gain_db=tuple(gain_db),
+                                       instruments=tuple(instruments) if instruments else None)
         self.sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
         for split, size in self.sizes.items():
             if size < 0:

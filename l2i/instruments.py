@@ -91,6 +91,7 @@ class InstrumentConfig:
     Args:
         sample_rate, duration_s: clip format (rendered at the renderer's rate, resampled).
         num_classes: use the first ``num_classes`` instruments of :data:`INSTRUMENTS` (2-10).
+        instruments: or name them (class order = this order; ``num_classes`` then follows it).
         min_labels, max_labels: instruments per clip (distinct), drawn uniformly in this range.
         gain_db: range of each stem's level, dB relative to RMS 0.1 (varied levels inside a clip).
         note_s: range of note durations (seconds); phrases are sequences of notes and short rests.
@@ -109,8 +110,15 @@ class InstrumentConfig:
     rest_prob: float = 0.15
     chord_prob: float = 0.3
     velocity: tuple[int, int] = (60, 120)
+    instruments: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.instruments is not None:
+            self.instruments = tuple(str(n) for n in self.instruments)
+            unknown = [n for n in self.instruments if n not in CLASS_NAMES]
+            if unknown or len(set(self.instruments)) != len(self.instruments):
+                raise ValueError(f"instruments: unknown or repeated names {unknown or list(self.instruments)}; known: {list(CLASS_NAMES)}")
+            self.num_classes = len(self.instruments)
         self.gain_db = tuple(float(g) for g in self.gain_db)
         self.note_s = tuple(float(s) for s in self.note_s)
         self.velocity = tuple(int(v) for v in self.velocity)
@@ -132,7 +140,11 @@ class InstrumentConfig:
 
     @property
     def class_names(self) -> list[str]:
-        return list(CLASS_NAMES[: self.num_classes])
+        return list(self.instruments) if self.instruments is not None else list(CLASS_NAMES[: self.num_classes])
+
+    def instrument(self, c: int) -> tuple[str, int, int, int]:
+        """``(name, GM program, lowest pitch, highest pitch)`` of class ``c``."""
+        return INSTRUMENTS[CLASS_NAMES.index(self.class_names[c])]
 
 
 @dataclass
@@ -155,7 +167,8 @@ def config_digest(config: InstrumentConfig, seed: int) -> str:
     except Exception:  # noqa: BLE001 - the digest only needs to change when the renderer does
         renderer = "unknown"
     sf = soundfont_path()
-    key = repr((sorted(asdict(config).items()), int(seed), renderer, sf.stat().st_size, "v1"))
+    fields = {k: v for k, v in asdict(config).items() if not (k == "instruments" and v is None)}  # keys of older caches
+    key = repr((sorted(fields.items()), int(seed), renderer, sf.stat().st_size, "v1"))
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -223,7 +236,7 @@ def generate_clip(config: InstrumentConfig, seed: int, split: str, index: int, s
     sources = np.zeros((config.max_labels, N), dtype=np.float32)
     source_labels = np.full(config.max_labels, -1, dtype=np.int64)
     for s, c in enumerate(labels):
-        name, program, low, high = INSTRUMENTS[c]
+        name, program, low, high = config.instrument(c)
         gain_db = float(rng.uniform(*config.gain_db))
         stem = _render(program, _phrase(name, low, high, config, rng), soundfont, config.sample_rate, N)
         rms = float(np.sqrt(np.mean(stem.astype(np.float64) ** 2)))

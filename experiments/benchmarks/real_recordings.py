@@ -67,6 +67,15 @@ INTERPRETERS = {
         "magnitude": {"threshold": 0.0, "mask_mode": "magnitude", "refine_iters": 50},
         "whole_block": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50, "block": True},
         "log1p_tau0.2": {"threshold": 0.2, "mask_mode": "log1p"},
+        "classifier_gate": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50, "refine_gate": "classifier"},
+        "classifier_gate_whole_block": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50,
+                                        "refine_gate": "classifier", "block": True},
+        "separation": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 150, "refine_gate": "classifier",
+                       "refine_init": "uniform", "block": True},
+        "separation_gate0.2": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 150, "refine_gate": "classifier",
+                               "refine_init": "uniform", "block": True, "class_threshold": 0.2},
+        "separation_gate0.05": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 150, "refine_gate": "classifier",
+                                "refine_init": "uniform", "block": True, "class_threshold": 0.05},
     }),
 }
 BYDESIGN = {
@@ -74,6 +83,8 @@ BYDESIGN = {
     "blocks": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True}, {
         "": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50},
         "no_refine": {"threshold": 0.0, "mask_mode": "share"},
+        "separation_gate0.2": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 150, "refine_gate": "classifier",
+                               "refine_init": "uniform", "block": True, "class_threshold": 0.2},
     }),
 }
 

@@ -282,7 +282,8 @@ class PostHocInterpreter(nn.Module):
         return interpreter_losses(out, self.task, self.theta.class_weights, evidence)
 
     @torch.no_grad()
-    def refine_activations(self, out: PostHocOutput, iters: int, class_threshold: float | Tensor = 0.5) -> Tensor:
+    def refine_activations(self, out: PostHocOutput, iters: int, class_threshold: float | Tensor = 0.5,
+                           gate: str = "interpreter", init: str = "interpreter") -> Tensor:
         """``H (B, K, T)`` after ``iters`` multiplicative updates on ``V`` (see ``refine_iters`` of
         :meth:`interpret`): ``H ← H ⊙ WᵀV / (WᵀW H + ε)``, which keeps a zero at zero, from Ψ's H (plus a
         floor of 1e-3 of its mean, so a component Ψ left at exactly 0 may still grow) on the allowed components."""
@@ -290,13 +291,19 @@ class PostHocInterpreter(nn.Module):
         B, K, _ = H.shape
         allowed = torch.ones(B, K, dtype=torch.bool, device=H.device)
         evidence = self.theta.evidence
+        if gate not in ("interpreter", "classifier"):
+            raise ValueError(f"refine_gate must be 'interpreter' or 'classifier', got {gate!r}")
         if self.task == "multilabel":
-            present = out.logits.sigmoid() > torch.as_tensor(class_threshold, dtype=out.logits.dtype, device=H.device)
+            decision = out.logits if gate == "interpreter" else out.classifier_logits
+            present = decision.sigmoid() > torch.as_tensor(class_threshold, dtype=decision.dtype, device=H.device)
             if evidence.dim() == 2:  # per-class blocks: the absent classes' blocks are off, the rest free
                 owned = evidence.any(0)
                 allowed = ~owned[None, :] | (present.float() @ evidence.float() > 0)
+        if init not in ("interpreter", "uniform"):
+            raise ValueError(f"refine_init must be 'interpreter' or 'uniform', got {init!r}")
         floor = 1e-3 * H.mean().clamp_min(1e-12)
-        H = (H + floor) * allowed[..., None].to(H.dtype)
+        start = H + floor if init == "interpreter" else torch.full_like(H, float(H.mean().clamp_min(1e-6)))
+        H = start * allowed[..., None].to(H.dtype)
         WtV = torch.einsum("fk,bft->bkt", W, V)
         G = W.t() @ W
         for _ in range(int(iters)):
@@ -317,6 +324,8 @@ class PostHocInterpreter(nn.Module):
         relevance_weighted: bool = False,
         components: Tensor | None = None,
         refine_iters: int = 0,
+        refine_gate: str = "interpreter",
+        refine_init: str = "interpreter",
     ) -> Interpretation:
         """Listenable interpretations of ``waveform (B, samples)``; see :class:`Interpretation` for shapes.
 
@@ -334,6 +343,12 @@ class PostHocInterpreter(nn.Module):
                 blocks, components without evidence stay free). Ψ decides which classes sound; the updates fit
                 how much of every bin each explains. Relevance, and so the chosen components, stay Ψ's.
                 Default 0: the authors' method.
+            refine_gate: whose decision holds the absent classes' components at zero: ``interpreter``
+                (Θ(H), default) or ``classifier`` (f's own decision, the one being explained; then the
+                interpretation of c is a separation conditioned on f's decisions, Ψ only initialising H).
+            refine_init: where the updates start: ``interpreter`` (Ψ's H) or ``uniform`` (every allowed
+                component at the same level: with ``refine_gate: classifier`` Ψ then plays no part, the
+                interpretation is the NMF of the clip on the blocks of the classes f detects).
         """
         was_training = self.training
         self.eval()
@@ -342,7 +357,7 @@ class PostHocInterpreter(nn.Module):
             classes = select_classes(out.classifier_logits, self.task, target, class_threshold)
             activations = out.activations
             if refine_iters > 0:
-                activations = self.refine_activations(out, int(refine_iters), class_threshold)
+                activations = self.refine_activations(out, int(refine_iters), class_threshold, refine_gate, refine_init)
             return build_interpretation(
                 frontend=self.frontend,
                 features=out.features,
