@@ -342,3 +342,6 @@ def test_refinement_keeps_the_absent_classes_blocks_silent_and_fits_v():
     it = net.interpret(x, target=torch.tensor([[1.0, 1.0], [1.0, 0.0]]), threshold=0.0, mask_mode="share", refine_iters=30)
     assert float(it.audio[0, 1].abs().max()) == 0.0  # class 1 asked for, but the interpreter hears none of it
     assert float(it.audio[:, 0].abs().max()) > 0
+    whole = net.interpret(x, target=torch.tensor([[1.0, 0.0], [1.0, 0.0]]), threshold=0.0, mask_mode="share",
+                          block_components=True)
+    assert torch.equal(whole.components, ev.expand(2, -1, -1))

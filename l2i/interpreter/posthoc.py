@@ -326,6 +326,7 @@ class PostHocInterpreter(nn.Module):
         refine_iters: int = 0,
         refine_gate: str = "interpreter",
         refine_init: str = "interpreter",
+        block_components: bool = False,
     ) -> Interpretation:
         """Listenable interpretations of ``waveform (B, samples)``; see :class:`Interpretation` for shapes.
 
@@ -349,6 +350,8 @@ class PostHocInterpreter(nn.Module):
             refine_init: where the updates start: ``interpreter`` (Ψ's H) or ``uniform`` (every allowed
                 component at the same level: with ``refine_gate: classifier`` Ψ then plays no part, the
                 interpretation is the NMF of the clip on the blocks of the classes f detects).
+            block_components: explain c with every component of c's block (Θ's per-class ``evidence``)
+                instead of the components above the relevance threshold.
         """
         was_training = self.training
         self.eval()
@@ -356,6 +359,10 @@ class PostHocInterpreter(nn.Module):
             out = self(waveform, sample_rate)
             classes = select_classes(out.classifier_logits, self.task, target, class_threshold)
             activations = out.activations
+            if block_components:
+                if self.theta.evidence.dim() != 2:
+                    raise ValueError("block_components needs Θ tied to class blocks (block_evidence: true)")
+                components = self.theta.evidence.expand(waveform.shape[0], -1, -1)
             if refine_iters > 0:
                 activations = self.refine_activations(out, int(refine_iters), class_threshold, refine_gate, refine_init)
             return build_interpretation(
