@@ -345,3 +345,38 @@ def test_refinement_keeps_the_absent_classes_blocks_silent_and_fits_v():
     whole = net.interpret(x, target=torch.tensor([[1.0, 0.0], [1.0, 0.0]]), threshold=0.0, mask_mode="share",
                           block_components=True)
     assert torch.equal(whole.components, ev.expand(2, -1, -1))
+
+
+@pytest.mark.slow
+def test_instrument_recipes_run_end_to_end(tmp_path, monkeypatch):
+    """experiments/instruments/*: classifier -> nmf (+ the blocks overlay) -> posthoc (+ blocks) -> bydesign
+    (+ blocks) through the ``l2i`` command, only sizes overridden."""
+    from pathlib import Path
+
+    from experiments.cli import main
+    from l2i.dictionary import DictionaryArtifact
+
+    monkeypatch.chdir(tmp_path)
+    cfg = Path(__file__).resolve().parents[1] / "experiments" / "instruments"
+    data = ["--data.init_args.num_train", "12", "--data.init_args.num_val", "4", "--data.init_args.num_test", "4",
+            "--data.init_args.duration_s", "1.0", "--data.init_args.batch_size", "4",
+            "--data.init_args.cache_dir", str(tmp_path / "cache")]
+    fit = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["fit", "--config", str(cfg / "classifier.yaml"), *data, *fit, "--trainer.default_root_dir", str(tmp_path / "clf")])
+        clf = tmp_path / "clf" / "checkpoints" / "last.ckpt"
+        for overlay, out in ((None, "plain.pt"), ("nmf_blocks.yaml", "blocks.pt")):
+            extra = ["--config", str(cfg / overlay), "--nmf.per_class_components", "2"] if overlay else ["--nmf.n_components", "8"]
+            assert main(["nmf", "--config", str(cfg / "nmf.yaml"), *extra, *data, "--nmf.epochs", "1", "--num_clips", "12",
+                         "--out", str(tmp_path / out), "--eval_clips", "2", "--wandb", "false", "--images", "false",
+                         "--progress", "false"]) in (0, None)
+        blocks = DictionaryArtifact.load(tmp_path / "blocks.pt")
+        assert set(blocks.labels) <= set(CLASS_NAMES[:8])
+        for stage in ("posthoc", "bydesign"):
+            for overlay, dictionary in ((None, "plain.pt"), (f"{stage}_blocks.yaml", "blocks.pt")):
+                configs = ["--config", str(cfg / f"{stage}.yaml")] + (["--config", str(cfg / overlay)] if overlay else [])
+                root = tmp_path / f"{stage}-{dictionary}"
+                main(["fit", *configs, *data, *fit, "--model.init_args.classifier_checkpoint", str(clf),
+                      "--model.init_args.dictionary_path", str(tmp_path / dictionary), "--trainer.default_root_dir", str(root)])
+                assert (root / "checkpoints" / "last.ckpt").is_file()
