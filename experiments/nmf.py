@@ -32,10 +32,13 @@ import torch
 from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
 from l2i.evaluation.ground_truth import class_sources
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
-from l2i.nmf import NMF, NMFResult, concat_dictionaries, nmf_objective
+from l2i.nmf import NMF, NMFResult, concat_dictionaries, fit_weak_labels, nmf_objective
 from l2i.storage import check_writable
 
-__all__ = ["NMFSettings", "learn_dictionary", "dictionary_stage", "main", "build_parser"]
+__all__ = ["NMFSettings", "learn_dictionary", "dictionary_stage", "main", "build_parser", "PER_CLASS_SOURCES"]
+
+#: what the class blocks of ``per_class_components`` learn from (see :class:`NMFSettings`)
+PER_CLASS_SOURCES = ("mixture", "sources", "single_label", "weak_labels")
 
 
 @dataclass
@@ -68,10 +71,16 @@ class NMFSettings:
         per_class_source: what each class block learns from: ``mixture`` (the clips of the class, as they
             are: works on any labelled data) or ``sources`` (the isolated events of the class, batch keys
             ``sources (B, S, N)`` + ``source_labels (B, S)``: data sets with known sources such as the
-            synthetic default; the blocks then do not model the other classes' events that share the clips).
-        per_class_clips: with ``mixture``, which clips of a class its block learns from: ``all`` or
-            ``single_label`` (only the clips where that class is the only one present: the authors' SONYC-UST
-            dictionary).
+            synthetic default; the blocks then do not model the other classes' events that share the clips),
+            ``single_label`` (the clips whose only label is the class: the authors' SONYC-UST dictionary, learnt
+            from labels alone; a class without such clips falls back to the clips that contain it, with a
+            warning) or ``weak_labels`` (one NMF of all clips whose activations of class c's block are held at
+            zero on clips without c, :func:`l2i.nmf.fit_weak_labels`; labels alone, multilabel clips welcome).
+            A class without any clip gets no block: a warning names it and ``meta["classes_without_block"]``
+            lists it.
+        shared_components: ``weak_labels`` only: columns every clip may use (what all classes share: room,
+            onsets, the common part of the spectra), labelled ``shared``, before the class blocks.
+        weak_label_iters: multiplicative-update passes of the ``weak_labels`` fit (all clips' frames in memory).
     """
 
     n_components: int = 64
@@ -89,20 +98,21 @@ class NMFSettings:
     noise_key: str = "background"
     per_class_components: int = 0
     per_class_source: str = "mixture"
-    per_class_clips: str = "all"
+    shared_components: int = 0
+    weak_label_iters: int = 150
 
     def build(self, device: torch.device | None = None, progress: bool = False, n_components: int | None = None) -> NMF:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"nmf.dtype must be float32 or float64, got {self.dtype!r}")
         if self.batch_frames < 1 or self.epochs < 1:
             raise ValueError(f"nmf.batch_frames and nmf.epochs must be >= 1, got {self.batch_frames}, {self.epochs}")
-        if self.per_class_source not in ("mixture", "sources"):
-            raise ValueError(f"nmf.per_class_source must be 'mixture' or 'sources', got {self.per_class_source!r}")
-        if self.per_class_clips not in ("all", "single_label"):
-            raise ValueError(f"nmf.per_class_clips must be 'all' or 'single_label', got {self.per_class_clips!r}")
-        if self.noise_components < 0 or self.per_class_components < 0:
-            raise ValueError(f"nmf.noise_components and nmf.per_class_components must be >= 0, got "
-                             f"{self.noise_components}, {self.per_class_components}")
+        if self.per_class_source not in PER_CLASS_SOURCES:
+            raise ValueError(f"nmf.per_class_source must be one of {list(PER_CLASS_SOURCES)}, got {self.per_class_source!r}")
+        if self.noise_components < 0 or self.per_class_components < 0 or self.shared_components < 0:
+            raise ValueError(f"nmf.noise_components, nmf.per_class_components and nmf.shared_components must be >= 0, "
+                             f"got {self.noise_components}, {self.per_class_components}, {self.shared_components}")
+        if self.shared_components and (self.per_class_source != "weak_labels" or not self.per_class_components):
+            raise ValueError("nmf.shared_components needs per_class_components > 0 and per_class_source: weak_labels")
         return NMF(
             self.n_components if n_components is None else n_components,
             beta=self.beta,
@@ -214,6 +224,10 @@ def _batch_spectra(batch: Any, frontend: AudioFrontEnd, device: torch.device, ke
         return frontend.nmf_spectrogram(wav)
 
 
+class NoClipsError(ValueError):
+    """A :class:`FrameStream` whose selection kept no clip (e.g. a class with no clip in the split)."""
+
+
 class FrameStream:
     """Re-iterable stream of NMF mini-batches ``(F, n)`` (``n ≈ batch_frames``) from clips.
 
@@ -282,7 +296,7 @@ class FrameStream:
             yield out
         if clips == 0:
             what = "" if self.select is None else " of the selected class"
-            raise ValueError(f"the data split yielded no clips{what} (check data settings / num_clips)")
+            raise NoClipsError(f"the data split yielded no clips{what} (check data settings / num_clips)")
         self.clips, self.frames = clips, frames
         if caching:
             self.cache = cached
@@ -292,8 +306,8 @@ class FrameStream:
 # the job
 # ---------------------------------------------------------------------------------------------------------
 def _class_mask(c: int, single_label: bool = False):
-    """batch -> bool mask of the clips of class ``c`` (multiclass index or multi-hot target); ``single_label``:
-    only those where ``c`` is the only class present."""
+    """batch -> bool mask of the clips of class ``c`` (multiclass index or multi-hot target); with
+    ``single_label`` only the clips whose one label is ``c``."""
 
     def select(batch) -> torch.Tensor:
         target = batch.get("target") if isinstance(batch, dict) else None
@@ -301,8 +315,8 @@ def _class_mask(c: int, single_label: bool = False):
             raise ValueError("per_class_components needs batches with a 'target'")
         if target.dim() != 2:
             return target == c
-        mask = target[:, c] > 0
-        return mask & ((target > 0).sum(-1) == 1) if single_label else mask
+        keep = target[:, c] > 0
+        return keep & ((target > 0).sum(-1) == 1) if single_label else keep
 
     return select
 
@@ -335,24 +349,89 @@ class _ClassSources:
                    "has_class": (labels == self.c).any(1)}
 
 
-def _fit_per_class(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, split, num_clips, cache_mb, progress):
-    """One streaming fit of ``per_class_components`` per class -> ``({class name: W_c (F, K_c)}, labels)``."""
+def _class_names(datamodule) -> list[str]:
     num_classes = getattr(datamodule, "num_classes", None)
     if not num_classes:
         raise ValueError(f"per_class_components needs a DataModule with num_classes ({type(datamodule).__name__} has none)")
-    names = list(getattr(datamodule, "class_names", None) or [str(c) for c in range(int(num_classes))])
+    return list(getattr(datamodule, "class_names", None) or [str(c) for c in range(int(num_classes))])
+
+
+def _fit_per_class(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, split, num_clips, cache_mb, progress):
+    """One streaming fit of ``per_class_components`` per class -> ``({class name: W_c (F, K_c)}, labels, notes)``.
+
+    ``notes``: ``classes_without_block`` (no clip of the class in the split: no block, warned) and, for
+    ``single_label``, ``single_label_fallback`` (no single-label clip: the block learnt on the clips that
+    contain the class, warned)."""
+    names = _class_names(datamodule)
     blocks: dict[str, torch.Tensor] = {}
+    missing, fallback = [], []
     for c, name in enumerate(names):
-        loader = clip_loader(datamodule, split, num_clips, seed=settings.seed)
-        select = _class_mask(c, single_label=settings.per_class_clips == "single_label")
-        if settings.per_class_source == "sources":
-            loader, select = _ClassSources(loader, c), (lambda batch: batch["has_class"])
-        st = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=num_clips, cache_mb=cache_mb / len(names),
-                         select=select)
-        model = settings.build(dev, progress=progress, n_components=settings.per_class_components)
-        blocks[name] = model.fit_stream(lambda st=st: st, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
-    labels = [n for n in names for _ in range(settings.per_class_components)]
-    return blocks, labels
+        tries = [True, False] if settings.per_class_source == "single_label" else [False]
+        for single in tries:
+            loader = clip_loader(datamodule, split, num_clips, seed=settings.seed)
+            select = _class_mask(c, single_label=single)
+            if settings.per_class_source == "sources":
+                loader, select = _ClassSources(loader, c), (lambda batch: batch["has_class"])
+            st = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=num_clips, cache_mb=cache_mb / len(names),
+                             select=select)
+            model = settings.build(dev, progress=progress, n_components=settings.per_class_components)
+            try:
+                blocks[name] = model.fit_stream(lambda st=st: st, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
+            except NoClipsError:
+                continue
+            if single is False and settings.per_class_source == "single_label":
+                fallback.append(name)
+                warnings.warn(f"nmf: class {name!r} has no single-label clip in split {split!r} (first {num_clips} clips); "
+                              "its block learns from the clips that contain it", stacklevel=2)
+            break
+        else:
+            missing.append(name)
+            warnings.warn(f"nmf: class {name!r} has no clip in split {split!r} (first {num_clips} clips): no block for it "
+                          "(its interpretation will have no class components)", stacklevel=2)
+    if not blocks:
+        raise ValueError(f"nmf: no class has a clip in split {split!r} (first {num_clips} clips): nothing to learn class blocks from")
+    labels = [n for n in blocks for _ in range(settings.per_class_components)]
+    notes = {"classes_without_block": missing}
+    if settings.per_class_source == "single_label":
+        notes["single_label_fallback"] = fallback
+    return blocks, labels, notes
+
+
+def _fit_weak_labels(datamodule, settings: NMFSettings, fe: AudioFrontEnd, dev, split, num_clips, W_noise):
+    """The ``weak_labels`` fit on the clips' frames held in memory -> ``(W, labels, notes)``."""
+    names = _class_names(datamodule)
+    spectra, targets, seen = [], [], 0
+    for batch in clip_loader(datamodule, split, num_clips, seed=settings.seed):
+        if not isinstance(batch, dict) or "target" not in batch:
+            raise ValueError("nmf.per_class_source 'weak_labels' needs batches with a 'target'")
+        V = _batch_spectra(batch, fe, dev)
+        keep = V.shape[0] if num_clips is None else min(V.shape[0], int(num_clips) - seen)
+        target = batch["target"][:keep]
+        if target.dim() == 1:
+            target = torch.nn.functional.one_hot(target.long(), len(names))
+        spectra.append(V[:keep])
+        targets.append(target.float().to(dev))
+        seen += keep
+        if num_clips is not None and seen >= int(num_clips):
+            break
+    if not spectra:
+        raise NoClipsError(f"the data split {split!r} yielded no clips (check data settings / num_clips)")
+    V, Y = torch.cat(spectra), torch.cat(targets)
+    present = (Y > 0.5).any(0)
+    missing = [n for n, p in zip(names, present.tolist()) if not p]
+    for name in missing:
+        warnings.warn(f"nmf: class {name!r} has no clip in split {split!r} (first {num_clips} clips): no block for it "
+                      "(its interpretation will have no class components)", stacklevel=2)
+    if not bool(present.any()):
+        raise ValueError(f"nmf: no clip of split {split!r} has a label: nothing to learn class blocks from")
+    kept = [n for n, p in zip(names, present.tolist()) if p]
+    res = fit_weak_labels(
+        V.to(getattr(torch, settings.dtype)), Y[:, present], kept, settings.per_class_components, settings.shared_components,
+        W_fixed=W_noise, fixed_label=NOISE_LABEL, beta=settings.beta, sparsity=settings.sparsity, solver="mu",
+        max_iter=settings.weak_label_iters, tol=1e-5, seed=settings.seed, dtype=getattr(torch, settings.dtype), device=dev,
+    )
+    K0 = 0 if W_noise is None else W_noise.shape[1]
+    return res.dictionary[:, K0:], res.labels[K0:], {"classes_without_block": missing}, (V.shape[0], V.shape[0] * V.shape[-1])
 
 
 def _evaluate(nmf: NMF, W: torch.Tensor, batches) -> dict:
@@ -590,9 +669,14 @@ def learn_dictionary(
         )
         W_noise = noise_model.fit_stream(lambda: noise_stream, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
     labels = None
+    block_notes: dict[str, Any] = {}
     if settings.per_class_components > 0:
-        blocks, labels = _fit_per_class(datamodule, settings, fe, dev, split, num_clips, cache_mb, progress)
-        W_cls = concat_dictionaries(blocks).dictionary.to(dev, getattr(torch, settings.dtype))
+        if settings.per_class_source == "weak_labels":
+            W_cls, labels, block_notes, _ = _fit_weak_labels(datamodule, settings, fe, dev, split, num_clips, W_noise)
+            W_cls = W_cls.to(dev, getattr(torch, settings.dtype))
+        else:
+            blocks, labels, block_notes = _fit_per_class(datamodule, settings, fe, dev, split, num_clips, cache_mb, progress)
+            W_cls = concat_dictionaries(blocks).dictionary.to(dev, getattr(torch, settings.dtype))
         W = W_cls if W_noise is None else torch.cat([W_noise, W_cls], dim=1)
         res = NMFResult(W, None, float("nan"), [], n_iter=settings.epochs)
     else:
@@ -640,6 +724,7 @@ def learn_dictionary(
         "device": str(dev),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **{k: v for k, v in figures.items() if k in ("relative_error", "activation_zeros", "class_purity")},
+        **block_notes,
         **(extra_meta or {}),
     }
     meta["n_components"] = int(W.shape[1])  # all columns (noise block and per-class blocks included)

@@ -274,3 +274,38 @@ class DictionaryArtifact:
             f"n_fft={self.frontend.get('n_fft')}, hop={self.frontend.get('hop_length')}, beta={m.get('beta')}, "
             f"objective={m.get('objective')})"
         )
+
+
+def class_evidence(dictionary: DictionaryArtifact, source: str) -> list[bool]:
+    """``(K,)``: True for the components that are not the dictionary's noise block (``noise_evidence: false``)."""
+    labels = dictionary.labels
+    if not labels or NOISE_LABEL not in labels:
+        raise ValueError(
+            f"noise_evidence: false needs a dictionary with noise components, but {source} has none "
+            "(learn it with nmf.noise_components > 0, or keep noise_evidence: true)"
+        )
+    return [label != NOISE_LABEL for label in labels]
+
+
+def block_evidence(dictionary: DictionaryArtifact, class_names: list[str], source: str) -> list[list[bool]]:
+    """``(C, K)``: row c is True on the dictionary columns labelled with class c's name (``block_evidence: true``:
+    Θ tied to the class blocks; noise / shared columns carry no evidence for any class)."""
+    labels = dictionary.labels
+    names = [str(n) for n in class_names]
+    if not labels or not set(labels) & set(names):
+        raise ValueError(
+            f"block_evidence: true needs a dictionary of class blocks whose labels are the class names {names}, but "
+            f"{source} has labels {sorted(set(labels or []))[:8]} (learn it with nmf.per_class_components > 0)"
+        )
+    return [[label == name for label in labels] for name in names]
+
+
+def theta_evidence(dictionary: "DictionaryArtifact", class_names, source: str, noise_evidence: bool = True,
+                   block: bool = False):
+    """Θ's ``evidence`` from the interpreter's two options (``block_evidence``, ``noise_evidence``) and the
+    dictionary's column labels: ``(C, K)`` tied to the class blocks, ``(K,)`` without the noise block, or None
+    (every component, the authors' method). Used by the Lightning modules and by the Lightning-free loader
+    (:func:`l2i.trained.build_interpreter`), so a model is rebuilt with the evidence it was trained with."""
+    if block:
+        return block_evidence(dictionary, list(class_names), source)
+    return None if noise_evidence else class_evidence(dictionary, source)

@@ -58,6 +58,8 @@ __all__ = [
     "normalize_columns",
     "concat_dictionaries",
     "fit_per_class",
+    "fit_weak_labels",
+    "SHARED_LABEL",
     "fit_with_noise",
 ]
 
@@ -1042,4 +1044,67 @@ def fit_with_noise(
     noise = NMF(n_noise, **nmf_kwargs).fit(check_nonnegative(V_noise, "V_noise"))
     res = NMF(n_components, **nmf_kwargs).fit(V, W_fixed=noise.dictionary)
     res.labels = [noise_label] * n_noise + [event_label] * n_components
+    return res
+
+
+#: label of the columns every clip may use in :func:`fit_weak_labels`
+SHARED_LABEL = "shared"
+
+
+def fit_weak_labels(
+    V: Any,
+    targets: Any,
+    class_names: Sequence[str],
+    n_components: int,
+    shared_components: int = 0,
+    *,
+    W_fixed: Tensor | None = None,
+    fixed_label: str = "noise",
+    **nmf_kwargs: Any,
+) -> NMFResult:
+    """Class-specific dictionary blocks learnt from clip labels alone (weak-label constrained NMF).
+
+    ``V (B, F, T)`` spectra of B clips, ``targets (B, C)`` their multi-hot labels (or ``(B,)`` class indices).
+    The dictionary has a block of ``n_components`` columns per class and ``shared_components`` columns every
+    clip may use; on a clip without class c the activations of c's block are **held at zero**, so c's block
+    only ever explains frames of clips that contain c, and what all clips share goes to the shared block.
+    Multiplicative updates (``solver="mu"``) keep an activation that starts at zero at zero, so the constraint
+    is the initialisation of H, nothing more. ``W_fixed`` (e.g. a noise block learnt first) comes first and
+    stays fixed.
+
+    Returns:
+        :class:`NMFResult` with ``dictionary (F, K0 + shared + C·n_components)`` (fixed, shared, then class
+        blocks in class order), ``activations (B, K, T)`` and ``labels`` naming each column's block.
+    """
+    V = check_nonnegative(V, "V")
+    if V.dim() != 3:
+        raise ValueError(f"fit_weak_labels: V must be (B, F, T) spectra of clips, got {tuple(V.shape)}")
+    B, F, T = V.shape
+    targets = torch.as_tensor(targets)
+    C = len(class_names)
+    if targets.dim() == 1:
+        targets = torch.nn.functional.one_hot(targets.long(), C)
+    if tuple(targets.shape) != (B, C):
+        raise ValueError(f"fit_weak_labels: targets must be (B={B}, C={C}) multi-hot, got {tuple(targets.shape)}")
+    if int(n_components) < 1 or int(shared_components) < 0:
+        raise ValueError(f"fit_weak_labels: n_components must be >= 1 and shared_components >= 0, got "
+                         f"{n_components}, {shared_components}")
+    present = (targets > 0.5).to(V.dtype)  # (B, C)
+    nmf_kwargs.setdefault("solver", "mu")
+    if nmf_kwargs["solver"] != "mu":
+        raise ValueError("fit_weak_labels needs solver='mu' (the multiplicative updates keep the zeros of H)")
+    K0 = 0 if W_fixed is None else int(W_fixed.shape[1])
+    K_free = int(shared_components) + C * int(n_components)
+    model = NMF(K_free, **nmf_kwargs)
+    Vf = model._prep(V)
+    frames, _ = _frames(Vf)
+    W, H = model._init(frames, K0 + K_free)  # H (K, B*T)
+    allowed = torch.ones(B, K0 + K_free, dtype=V.dtype, device=Vf.device)
+    allowed[:, K0 + int(shared_components):] = present.to(Vf.device).repeat_interleave(int(n_components), dim=1)
+    H = H * allowed.repeat_interleave(T, dim=0).t().to(H.dtype)
+    if W_fixed is not None:
+        W[:, :K0] = model._prep_dictionary(W_fixed, F, Vf.device, "W_fixed")
+    res = model.fit(Vf, W_fixed=W_fixed, W0=W, H0=H.reshape(K0 + K_free, B, T).permute(1, 0, 2))
+    res.labels = [fixed_label] * K0 + [SHARED_LABEL] * int(shared_components) + [
+        str(name) for name in class_names for _ in range(int(n_components))]
     return res

@@ -35,16 +35,17 @@ __all__ = ["TrainedInterpreter", "ClipInterpretation", "Timeline", "load_interpr
            "TrainedClassifier"]
 
 
-def _evidence(bundle: dict) -> list[bool] | None:
-    hp = bundle["interpreter"]
-    if hp.get("noise_evidence", True) is not False:
-        return None
-    from l2i.dictionary import NOISE_LABEL
+def _evidence(bundle: dict):
+    """Θ's evidence of the bundle's interpreter (see :func:`l2i.dictionary.theta_evidence`)."""
+    from l2i.dictionary import DictionaryArtifact, theta_evidence
 
-    labels = (bundle["dictionary"].get("meta") or {}).get("labels")
-    if not labels or NOISE_LABEL not in labels:
-        raise ValueError(f"{bundle.get('source')}: noise_evidence is false but its dictionary has no noise labels")
-    return [label != NOISE_LABEL for label in labels]
+    hp, d = bundle["interpreter"], bundle["dictionary"]
+    if hp.get("noise_evidence", True) is not False and not hp.get("block_evidence"):
+        return None
+    art = DictionaryArtifact(W=d["dictionary"], frontend=d["frontend"], meta=d.get("meta") or {})
+    return theta_evidence(art, bundle["classifier"].get("class_names") or hp.get("class_names") or [],
+                          str(bundle.get("source", "dictionary")), hp.get("noise_evidence", True) is not False,
+                          bool(hp.get("block_evidence")))
 
 
 def build_interpreter(bundle: dict) -> nn.Module:
@@ -68,7 +69,7 @@ def build_interpreter(bundle: dict) -> nn.Module:
     common = dict(num_classes=int(arch["num_classes"]), task=arch["task"], layers=hp.get("layers"),
                   hidden=int(hp.get("hidden", 128)), psi_dropout=float(hp.get("psi_dropout", 0.0)),
                   pooling=hp.get("pooling", "attention"), attention_dim=int(hp.get("attention_dim", 256)),
-                  finetune_dictionary=bool(hp.get("finetune_dictionary", False)))
+                  finetune_dictionary=bool(hp.get("finetune_dictionary", False)), theta_bias=bool(hp.get("theta_bias")))
     if bundle["kind"] == "posthoc":
         from l2i.interpreter.protocol import interpreter_options
 
@@ -76,7 +77,7 @@ def build_interpreter(bundle: dict) -> nn.Module:
             "psi_variant", "skip_last_layers", "attention_dropout", "top_k", "share_eps")})
         model = PostHocInterpreter(frontend, backbone, W, evidence=_evidence(bundle), **common, **options)
     else:
-        model = ByDesignModel(frontend, backbone, W, mode=hp.get("variant", "bottleneck"), **common)
+        model = ByDesignModel(frontend, backbone, W, mode=hp.get("variant", "bottleneck"), evidence=_evidence(bundle), **common)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{source}: the weights do not fit the model its settings describe "

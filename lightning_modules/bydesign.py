@@ -26,6 +26,7 @@ from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import LossSchedule, PostHocOutput
 from lightning_modules.classifier import ClassifierModule, OfficialMetricMixin, is_empty_batch, task_metrics
 from l2i.evaluation.fidelity import fidelity_metrics
+from l2i.dictionary import theta_evidence as _evidence
 
 __all__ = ["ByDesignModule", "ByDesignClassifier"]
 
@@ -72,6 +73,9 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
             from the backbone file ``pretrained``).
         layers, hidden, psi_dropout, pooling, attention_dim, finetune_dictionary: Ψ, Θ and W as in the post-hoc
             interpreter.
+        block_evidence: Θ tied to the dictionary's class blocks (as in the post-hoc interpreter): class c's
+            prediction, and so its interpretation, is by construction the share of c's block.
+        theta_bias: a per-class offset in Θ's logits, outside the relevance (as in the post-hoc interpreter).
         loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` (joint only) / ``reconstruction`` /
             ``sparsity``; the task loss has weight 1.
         lr, weight_decay, cosine: AdamW and cosine decay over ``max_epochs``.
@@ -97,6 +101,8 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         pooling: Literal["attention", "max", "mean"] = "attention",
         attention_dim: int = 256,
         finetune_dictionary: bool = False,
+        block_evidence: bool = False,
+        theta_bias: bool = False,
         loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -143,7 +149,9 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         self.schedule = LossSchedule(loss_weights)
         self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, mode=mode, layers=layers,
                                    hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
-                                   attention_dim=attention_dim, finetune_dictionary=finetune_dictionary)
+                                   attention_dim=attention_dim, finetune_dictionary=finetune_dictionary,
+                                   evidence=_evidence(dictionary, self.class_names, str(dictionary_path or "dictionary"),
+                                                      True, block_evidence), theta_bias=theta_bias)
         self.hparams["layers"] = list(self.model.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()
         metrics = task_metrics(task, num_classes)

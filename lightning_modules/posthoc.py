@@ -19,13 +19,13 @@ import torchmetrics
 from lightning.pytorch.utilities import rank_zero_warn
 
 from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
-from l2i.dictionary import NOISE_LABEL, DictionaryArtifact
+from l2i.dictionary import NOISE_LABEL, DictionaryArtifact, theta_evidence as _evidence
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
 from l2i.interpreter.protocol import get_protocol, interpreter_options
 
-__all__ = ["PostHocInterpreterModule", "collapsed"]
+__all__ = ["PostHocInterpreterModule", "collapsed", "block_evidence", "class_evidence"]
 
 
 #: Θ's logits within this of each other on a clip count as "no decision" (a collapsed interpreter)
@@ -39,17 +39,6 @@ def collapsed(logits: torch.Tensor, activations: torch.Tensor | None = None) -> 
     if activations is not None:
         flat = flat | (activations.flatten(1).abs().amax(-1) == 0)
     return flat
-
-
-def class_evidence(dictionary: DictionaryArtifact, source: str) -> list[bool]:
-    """``(K,)``: True for the components that are not the dictionary's noise block (``noise_evidence: false``)."""
-    labels = dictionary.labels
-    if not labels or NOISE_LABEL not in labels:
-        raise ValueError(
-            f"noise_evidence: false needs a dictionary with noise components, but {source} has none "
-            "(learn it with nmf.noise_components > 0, or keep noise_evidence: true)"
-        )
-    return [label != NOISE_LABEL for label in labels]
 
 
 class PostHocInterpreterModule(L.LightningModule):
@@ -69,6 +58,13 @@ class PostHocInterpreterModule(L.LightningModule):
             background. Not in the paper (it has no noise block). On the synthetic default it raises the
             interpretation's SI-SDR against the true target and the mask's sparseness (SPS) at the same fidelity;
             the measured figures, with their setting, are the README's (section "Headline figures").
+        block_evidence: Θ tied to the dictionary's class blocks (labels = the class names, from
+            ``nmf.per_class_components``): class c's logit comes from c's block only, so its relevance, chosen
+            components and interpretation stay inside c's block; noise and shared columns carry no evidence.
+            Not in the paper. See the README section "Real recordings" for what it buys.
+        theta_bias: a per-class offset in Θ's logits, outside the relevance. Not in the paper; with
+            ``block_evidence`` on multilabel data it lets a class be absent with its block silent instead of
+            through negative weights on its own components (which would drop them from its interpretation).
         loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` / ``reconstruction`` / ``sparsity`` and
             the optional ``theta_sparsity`` (L1 on Θ's class weights, see
             :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named)
@@ -101,6 +97,8 @@ class PostHocInterpreterModule(L.LightningModule):
         attention_dim: int = 256,
         finetune_dictionary: bool = False,
         noise_evidence: bool = True,
+        block_evidence: bool = False,
+        theta_bias: bool = False,
         loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
@@ -161,7 +159,9 @@ class PostHocInterpreterModule(L.LightningModule):
             pooling=pooling,
             attention_dim=attention_dim,
             finetune_dictionary=finetune_dictionary,
-            evidence=None if noise_evidence else class_evidence(dictionary, str(dictionary_path or "dictionary")),
+            evidence=_evidence(dictionary, classifier.class_names, str(dictionary_path or "dictionary"), noise_evidence,
+                               block_evidence),
+            theta_bias=theta_bias,
             **options,
         )
         self.hparams["layers"] = list(self.interpreter.layers)

@@ -25,6 +25,17 @@ def _verb(path: Path) -> str | None:
     return None
 
 
+def _configs(path: Path) -> list[str]:
+    """The ``--config`` files of the header's command when it names ``path`` among several (an overlay is read on
+    top of its base config), else ``[path]``."""
+    for line in (ROOT / path).read_text().splitlines()[:12]:
+        if re.match(r"#\s+l2i \w+ ", line):
+            named = re.findall(r"--config (\S+)", line)
+            if len(named) > 1 and str(path) in named:
+                return named
+    return [str(path)]
+
+
 def test_there_are_configs():
     assert Path("experiments/synthetic/classifier.yaml") in CONFIGS
     assert Path("experiments/demo.yaml") in CONFIGS
@@ -45,7 +56,7 @@ def test_every_config_parses(path, capsys, monkeypatch):
     assert verb is not None, f"{path}: header must say which command reads it ('#   l2i <verb> --config {path}')"
     assert verb in {"fit", "validate", "test", "predict"} | set(COMMANDS), f"{path}: unknown command {verb!r}"
     with pytest.raises(SystemExit) as exit_info:
-        main([verb, "--config", str(path), "--print_config"])
+        main([verb, *[arg for cfg in _configs(path) for arg in ("--config", cfg)], "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert isinstance(printed, dict) and printed, f"{path}: --print_config printed nothing"

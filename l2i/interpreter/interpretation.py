@@ -321,16 +321,24 @@ def magnitude_mask(share: Tensor, nmf_spectrum: Tensor, magnitude: Tensor, mode:
         nmf_spectrum: ``V = log1p|X|`` ``(B, F, T)``.
         magnitude: ``|X|`` ``(B, F, T)``.
         mode: ``log1p`` (docs/method.md: interpretation magnitude ``expm1(share * V)``, so
-            ``mask = expm1(share * V) / |X|``) or ``share`` (the share itself applied to |X|, a Wiener-like
-            mask).
+            ``mask = expm1(share * V) / |X|``), ``share`` (the share itself applied to |X|, a Wiener-like
+            mask) or ``magnitude`` (the share taken back to magnitudes: the chosen part ``share * V`` and the
+            rest ``(1 - share) * V`` of the log1p spectrum each through ``expm1``, ``mask = expm1(sV) /
+            (expm1(sV) + expm1((1 - s)V))``; log1p compresses, so a part that dominates a bin in magnitude gets
+            a share of V well below 1, and this mask gives it back its magnitude ratio).
 
     Returns:
         ``(B, C', F, T)`` in [0, 1].
     """
     if mode == "share":
         return share
+    if mode == "magnitude":
+        V = nmf_spectrum[:, None]
+        part, rest = torch.expm1(share * V), torch.expm1((1 - share) * V)
+        total = part + rest
+        return torch.where(total > 0, part / total.clamp_min(torch.finfo(total.dtype).tiny), share).clamp(0.0, 1.0)
     if mode != "log1p":
-        raise ValueError(f"mask mode must be 'log1p' or 'share', got {mode!r}")
+        raise ValueError(f"mask mode must be 'log1p', 'share' or 'magnitude', got {mode!r}")
     mag = magnitude[:, None]
     num = torch.expm1(share * nmf_spectrum[:, None])
     return torch.where(mag > 0, num / mag.clamp_min(torch.finfo(mag.dtype).tiny), torch.zeros_like(num)).clamp(0.0, 1.0)

@@ -165,13 +165,14 @@ class PostHocInterpreter(nn.Module):
         finetune_dictionary: train W too (kept ≥ 0 by a ReLU, columns normalised to unit L2 norm).
         probe_frames: frames of the dummy input used to size Ψ (default: the front-end's clip length, or 128).
         evidence: ``(K,)`` bool, the components that may carry class evidence in Θ and count in the sparsity
-            loss (default: all, the authors' method); see :class:`~l2i.interpreter.theta.Theta`.
+            loss (default: all, the authors' method), or ``(C, K)`` per class; see :class:`~l2i.interpreter.theta.Theta`.
         psi_variant: ``project`` (:class:`~l2i.interpreter.psi.Psi`) or ``authors``
             (:class:`~l2i.interpreter.psi.AuthorsPsi`, the authors' architecture).
         skip_last_layers: with ``layers`` unset, tap the three blocks before the last ``skip_last_layers`` ones.
         attention_dropout: dropout on Θ's attention-branch input (see :class:`~l2i.interpreter.theta.Theta`).
         top_k: default cap on the components of an interpretation (``None``: every one with r > τ).
         share_eps: floor of ``W H`` in each component's share (default 1e-8; the authors' 1e-6).
+        theta_bias: a per-class offset in Θ's logits, outside the relevance (default off: the authors' Θ).
     """
 
     def __init__(
@@ -194,6 +195,7 @@ class PostHocInterpreter(nn.Module):
         attention_dropout: float = 0.0,
         top_k: int | None = None,
         share_eps: float = EPS,
+        theta_bias: bool = False,
     ):
         super().__init__()
         if psi_variant not in ("project", "authors"):
@@ -254,7 +256,8 @@ class PostHocInterpreter(nn.Module):
             channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
             self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
-                           center=task == "multiclass", evidence=evidence, attention_dropout=attention_dropout)
+                           center=task == "multiclass", evidence=evidence, attention_dropout=attention_dropout,
+                           bias=theta_bias)
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)
@@ -303,7 +306,38 @@ class PostHocInterpreter(nn.Module):
 
     def losses(self, out: PostHocOutput) -> dict[str, Tensor]:
         evidence = None if self.theta.all_evidence else self.theta.evidence
+        if evidence is not None and evidence.dim() == 2:  # per-class evidence: the components of any class
+            evidence = evidence.any(0)
         return interpreter_losses(out, self.task, self.theta.class_weights, evidence)
+
+    @torch.no_grad()
+    def refine_activations(self, out: PostHocOutput, iters: int, class_threshold: float | Tensor = 0.5,
+                           gate: str = "interpreter", init: str = "interpreter") -> Tensor:
+        """``H (B, K, T)`` after ``iters`` multiplicative updates on ``V`` (see ``refine_iters`` of
+        :meth:`interpret`): ``H ← H ⊙ WᵀV / (WᵀW H + ε)``, which keeps a zero at zero, from Ψ's H (plus a
+        floor of 1e-3 of its mean, so a component Ψ left at exactly 0 may still grow) on the allowed components."""
+        W, V, H = self.dictionary, out.features.nmf, out.activations
+        B, K, _ = H.shape
+        allowed = torch.ones(B, K, dtype=torch.bool, device=H.device)
+        evidence = self.theta.evidence
+        if gate not in ("interpreter", "classifier"):
+            raise ValueError(f"refine_gate must be 'interpreter' or 'classifier', got {gate!r}")
+        if self.task == "multilabel":
+            decision = out.logits if gate == "interpreter" else out.classifier_logits
+            present = decision.sigmoid() > torch.as_tensor(class_threshold, dtype=decision.dtype, device=H.device)
+            if evidence.dim() == 2:  # per-class blocks: the absent classes' blocks are off, the rest free
+                owned = evidence.any(0)
+                allowed = ~owned[None, :] | (present.float() @ evidence.float() > 0)
+        if init not in ("interpreter", "uniform"):
+            raise ValueError(f"refine_init must be 'interpreter' or 'uniform', got {init!r}")
+        floor = 1e-3 * H.mean().clamp_min(1e-12)
+        start = H + floor if init == "interpreter" else torch.full_like(H, float(H.mean().clamp_min(1e-6)))
+        H = start * allowed[..., None].to(H.dtype)
+        WtV = torch.einsum("fk,bft->bkt", W, V)
+        G = W.t() @ W
+        for _ in range(int(iters)):
+            H = H * WtV / (torch.einsum("kj,bjt->bkt", G, H) + 1e-9)
+        return H
 
     # -- the one verb ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -319,6 +353,10 @@ class PostHocInterpreter(nn.Module):
         relevance_weighted: bool = False,
         components: Tensor | None = None,
         top_k: int | None = None,
+        refine_iters: int = 0,
+        refine_gate: str = "interpreter",
+        refine_init: str = "interpreter",
+        block_components: bool = False,
     ) -> Interpretation:
         """Listenable interpretations of ``waveform (B, samples)``; see :class:`Interpretation` for shapes.
 
@@ -331,6 +369,21 @@ class PostHocInterpreter(nn.Module):
             components: optional ``(B, C, K)`` bool component sets to use instead of the chosen ones.
             top_k: at most this many components per class, the most relevant among those above τ (default: the
                 interpreter's ``top_k``; 0 = no cap).
+            refine_iters: > 0: before the masks, that many multiplicative NMF updates of the activations on
+                the clip's own ``V`` (W fixed), starting from Ψ's H, with the components of the classes the
+                *interpreter* finds absent held at zero (Θ's own decision, never ``target``: multilabel,
+                ``sigmoid(Θ(H)) <= class_threshold``; with per-class ``evidence`` these are the absent classes'
+                blocks, components without evidence stay free). Ψ decides which classes sound; the updates fit
+                how much of every bin each explains. Relevance, and so the chosen components, stay Ψ's.
+                Default 0: the authors' method.
+            refine_gate: whose decision holds the absent classes' components at zero: ``interpreter``
+                (Θ(H), default) or ``classifier`` (f's own decision, the one being explained; then the
+                interpretation of c is a separation conditioned on f's decisions, Ψ only initialising H).
+            refine_init: where the updates start: ``interpreter`` (Ψ's H) or ``uniform`` (every allowed
+                component at the same level: with ``refine_gate: classifier`` Ψ then plays no part, the
+                interpretation is the NMF of the clip on the blocks of the classes f detects).
+            block_components: explain c with every component of c's block (Θ's per-class ``evidence``)
+                instead of the components above the relevance threshold.
         """
         top_k = self.top_k if top_k is None else (None if int(top_k) == 0 else int(top_k))
         was_training = self.training
@@ -338,11 +391,18 @@ class PostHocInterpreter(nn.Module):
         try:
             out = self(waveform, sample_rate)
             classes = select_classes(out.classifier_logits, self.task, target, class_threshold)
+            activations = out.activations
+            if block_components:
+                if self.theta.evidence.dim() != 2:
+                    raise ValueError("block_components needs Θ tied to class blocks (block_evidence: true)")
+                components = self.theta.evidence.expand(waveform.shape[0], -1, -1)
+            if refine_iters > 0:
+                activations = self.refine_activations(out, int(refine_iters), class_threshold, refine_gate, refine_init)
             return build_interpretation(
                 frontend=self.frontend,
                 features=out.features,
                 dictionary=self.dictionary,
-                activations=out.activations,
+                activations=activations,
                 pooled=out.pooled,
                 class_weights=self.theta.class_weights,
                 logits=out.logits,

@@ -19,6 +19,8 @@ classes", which is what the relevance needs. Sigmoid outputs (multilabel) have n
 ``evidence`` (optional, ``(K,)`` bool): the components allowed to carry class evidence. The others get
 ``θ_ck = 0`` for every class (after centring), so their relevance is 0 and they are never chosen: meant for a
 dictionary's *noise* components, learnt on the background to reconstruct it, which are not explanations.
+A ``(C, K)`` bool ties each class to its own components (``θ_ck = 0`` outside row c): with a dictionary of
+class blocks, class c's logit then rests on c's block alone, and so does its interpretation.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ class Theta(nn.Module):
         pooling: ``attention`` | ``max`` | ``mean``.
         attention_dim: width of the gated attention projections (authors: 256).
         center: centre the class weights over classes (multiclass; see the module docstring).
-        evidence: ``(K,)`` bool, the components that may carry class evidence (default: all; see the module
-            docstring).
+        evidence: ``(K,)`` bool, the components that may carry class evidence (default: all), or ``(C, K)``
+            bool, the components of each class (see the module docstring).
+        bias: add a per-class offset to the logits (not part of any component's relevance). The authors' Θ
+            has none (default).
         attention_dropout: dropout on the *input* of the two attention branches only (the authors' ESC-50
             setting: 0.4): the attention weights are computed from a dropped-out copy of H, while the pooled vector
             ``z = Σ_t α_t H[:, :, t]`` always uses H itself — so the relevance ``z_k θ_ck`` never sees dropout
@@ -57,6 +61,7 @@ class Theta(nn.Module):
         center: bool = False,
         evidence: Tensor | Sequence[bool] | None = None,
         attention_dropout: float = 0.0,
+        bias: bool = False,
     ):
         super().__init__()
         self.center = bool(center)
@@ -65,9 +70,14 @@ class Theta(nn.Module):
         self.attention_dropout = float(attention_dropout)
         if evidence is None:
             evidence = torch.ones(n_components, dtype=torch.bool)
-        evidence = torch.as_tensor(evidence, dtype=torch.bool).flatten()
-        if evidence.numel() != n_components:
-            raise ValueError(f"Theta evidence has {evidence.numel()} entries for K = {n_components} components")
+        evidence = torch.as_tensor(evidence, dtype=torch.bool)
+        if evidence.dim() == 2:
+            if tuple(evidence.shape) != (num_classes, n_components):
+                raise ValueError(f"Theta evidence per class must be (C={num_classes}, K={n_components}), got {tuple(evidence.shape)}")
+        else:
+            evidence = evidence.flatten()
+            if evidence.numel() != n_components:
+                raise ValueError(f"Theta evidence has {evidence.numel()} entries for K = {n_components} components")
         if not bool(evidence.any()):
             raise ValueError("Theta evidence excludes every component: no class could have any evidence")
         # not persistent: rebuilt from the configuration (older checkpoints load unchanged)
@@ -84,10 +94,14 @@ class Theta(nn.Module):
                 # a separate draw for each branch, as the authors' code applies its dropout twice
                 self.attention_input_dropout = nn.Dropout(self.attention_dropout)
         self.classifier = nn.Linear(n_components, num_classes, bias=False)
+        # a per-class offset outside the relevance: with non-negative pooled activations and θ tied to a block, a
+        # bias-free logit cannot go below 0 unless θ turns negative on the block's own components (which then
+        # drop out of the interpretation); the offset lets "class absent" be z = 0 on c's block
+        self.bias = nn.Parameter(torch.zeros(num_classes)) if bias else None
 
     @property
     def class_weights(self) -> Tensor:
-        """θ, ``(C, K)`` (centred over classes when ``center``; 0 for the components outside ``evidence``)."""
+        """θ, ``(C, K)`` (centred over classes when ``center``; 0 outside ``evidence``, ``(K,)`` or ``(C, K)``)."""
         w = self.classifier.weight
         w = w - w.mean(dim=0, keepdim=True) if self.center else w
         return w if self.all_evidence else w * self.evidence.to(w.dtype)
@@ -114,4 +128,5 @@ class Theta(nn.Module):
 
     def forward(self, activations: Tensor) -> tuple[Tensor, Tensor]:
         pooled = self.pool(activations)
-        return pooled @ self.class_weights.t(), pooled
+        logits = pooled @ self.class_weights.t()
+        return (logits if self.bias is None else logits + self.bias), pooled
