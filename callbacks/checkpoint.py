@@ -87,21 +87,6 @@ class RunCheckpoint(ModelCheckpoint):
         found = find_last_checkpoint(self.run_dirpath(trainer))
         return {os.path.normpath(found)} if found else set()
 
-    def _refresh_last(self, trainer: L.Trainer) -> None:
-        # after Lightning's own save of this step (if any): it sets _last_global_step_saved, so no second write
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
         n = self.last_every_n_train_steps
@@ -125,7 +110,8 @@ class RunCheckpoint(ModelCheckpoint):
             self._refresh_last(trainer)
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
-        """``last.ckpt`` at this step unless it was just written (Lightning writes it only with a top-k save)."""
+        """``last.ckpt`` at this step unless it was just written (Lightning writes it only with a top-k save; after
+        Lightning's own save of this step it sets ``_last_global_step_saved``, so there is no second write)."""
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
