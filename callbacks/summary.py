@@ -7,7 +7,6 @@
   ``index.html``;
 * :func:`print_summary` - the same block for the project's own verbs (``l2i nmf``, ``interpret``,
   ``evaluate``, ``demo``, ``benchmark``, ``crossval``), each calling it with what it wrote;
-* :func:`quiet_known_warnings` - silences the warnings a CPU run prints that say nothing about the run
   (deprecations inside Lightning's CLI and pytree helpers, the frozen classifier's eval-mode notice).
 
 The block looks like::
@@ -22,18 +21,16 @@ The block looks like::
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import lightning as L
 import torch
 
-__all__ = ["RunSummary", "print_summary", "format_summary", "wandb_lines", "latest_wandb_run", "quiet_known_warnings"]
+__all__ = ["RunSummary", "print_summary", "format_summary", "wandb_lines", "latest_wandb_run"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -247,28 +244,3 @@ class RunSummary(L.Callback):
         text = format_summary(verb, rows)
         self.texts.append(text)
         print(text, flush=True)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# warnings that say nothing about the run
-# ----------------------------------------------------------------------------------------------------------
-class _NoTips(logging.Filter):
-    """Drops Lightning's "💡 Tip: …" advertisements (for its cloud logger) from the terminal."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("\N{ELECTRIC LIGHT BULB} Tip")
-
-
-def quiet_known_warnings() -> None:
-    """Hide warnings a user cannot act on: jsonargparse deprecations raised inside Lightning's CLI, the
-    pytree ``LeafSpec`` deprecation inside Lightning, the notice that modules are in eval mode at the
-    start of training (the interpreters keep their frozen classifier in eval mode on purpose),
-    Lightning's tips advertising its cloud services, and W&B's banner and run-history table
-    (``WANDB_QUIET=true`` unless set: the summary gives the run folder and its ``wandb sync`` line)."""
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    os.environ.setdefault("WANDB_QUIET", "true")  # W&B's banner and history table: the summary names the run
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoTips) for f in rank_zero.filters):
-        rank_zero.addFilter(_NoTips())
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")

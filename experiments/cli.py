@@ -76,8 +76,12 @@ def quiet_frameworks() -> None:
     warnings.filterwarnings("ignore", message=r".*'pin_memory' argument is set as true but no accelerator is found")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*anonymous setting has no effect")
+    # the interpreters keep their frozen classifier in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     # jsonargparse's notices about its own API as Lightning calls it (nothing a user of l2i can change)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    # W&B's banner and run-history table: the end-of-run summary names the run folder and its sync line
+    os.environ.setdefault("WANDB_QUIET", "true")
 
 
 def resolve_config(path: str | os.PathLike) -> Path:
@@ -314,10 +318,9 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs):
     """Build the project's LightningCLI (subclass mode: configs name their model and data classes)."""
     import lightning as L
 
-    from callbacks.summary import RunSummary, quiet_known_warnings
+    from callbacks.summary import RunSummary
 
     quiet_frameworks()
-    quiet_known_warnings()
     return cli_class()(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,

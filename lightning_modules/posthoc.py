@@ -19,13 +19,13 @@ import torchmetrics
 from lightning.pytorch.utilities import rank_zero_warn
 
 from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
-from l2i.dictionary import NOISE_LABEL, DictionaryArtifact, theta_evidence as _evidence
+from l2i.dictionary import DictionaryArtifact, theta_evidence as _evidence
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
 from l2i.interpreter.protocol import get_protocol, interpreter_options
 
-__all__ = ["PostHocInterpreterModule", "collapsed", "block_evidence", "class_evidence"]
+__all__ = ["PostHocInterpreterModule", "collapsed"]
 
 
 #: Θ's logits within this of each other on a clip count as "no decision" (a collapsed interpreter)
