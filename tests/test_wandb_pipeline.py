@@ -245,7 +245,8 @@ def _tiny_config(src: str, dst: Path, data: dict) -> str:
 
 def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
     """The demo's seven stages, tiny, in one process: every stage (the trainer-less ``dictionary`` and ``evaluation``
-    too) makes one run with the pipeline's group and its own job_type, and names the artifacts it was given."""
+    too) makes one run with the pipeline's group and its own job_type, and names the artifacts it was given; the
+    post-hoc and by-design runs' galleries have the final model's ``test-final`` section."""
     from experiments.pipeline import STAGE_ORDER, run_pipeline
 
     monkeypatch.chdir(ROOT)
@@ -293,3 +294,7 @@ def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
     assert evaluation["config"]["l2i"]["artifacts"]["interpreter"] == ctx.artifacts["interpreter"]
     assert evaluation["folder"].is_relative_to(tmp_path / "demo" / "evaluation")
     assert evaluation["summary"]["fidelity.top1"] == pytest.approx(ctx.report["evaluation.fidelity.top1"])
+    # the post-hoc and by-design stages' galleries hold the final model on the test clips
+    for job in ("posthoc", "bydesign"):
+        final = by_job[job]["folder"] / "interpretations" / "test-final"
+        assert (final / "index.html").is_file() and list(final.glob("*_interpretation.wav")), job
