@@ -105,7 +105,8 @@ def offline_pipeline(artifacts, tmp_path_factory):  # noqa: F811
     proc = subprocess.run([sys.executable, "-m", "experiments.cli", "benchmark", "--config", str(cfg)], cwd=str(tmp),
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    runs = [read_run(f) for f in sorted((tmp / "run" / "wandb").glob("offline-run-*"))]
+    # each stage's run in its own folder (<out>/lmac/wandb/…, as every trained stage), the benchmark's in <out>/wandb
+    runs = [read_run(f) for f in sorted((tmp / "run").rglob("wandb/offline-run-*"))]
     return {"tmp": tmp, "home": home, "out": tmp / "run", "runs": runs, "stdout": proc.stdout}
 
 
@@ -277,7 +278,7 @@ def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
     import wandb
 
     wandb.finish()
-    folders = sorted((tmp_path / "demo").rglob("offline-run-*"))
+    folders = sorted((tmp_path / "demo").rglob("wandb/offline-run-*"))
     for folder in folders:  # W&B's service may still be writing a run's file after finish() returns
         path = next(folder.glob("run-*.wandb"))
         for _ in range(60):
