@@ -1,16 +1,17 @@
 """InterpretationLogger: listen to the interpretations while an interpreter trains — in W&B and without it.
 
-Every ``every_n_epochs`` validation epochs (and the last one) and at test, for a **fixed** set of clips (the
-first ``clips_per_class`` clips of every class of the validation / test set, chosen once, so the same clips
-are heard every epoch), the LightningModule's ``interpret(waveform, threshold=…)`` is called and, on rank zero
-only:
+Every ``every_n_epochs`` validation epochs (and the last one), for a **fixed** set of clips (the first
+``clips_per_class`` clips of every class of the validation set, chosen once, so the same clips are heard every
+epoch), and once for the **final model** on the test set's fixed clips — at the end of ``trainer.fit`` when the
+DataModule has a test split, and again at the end of ``trainer.test`` (which may have loaded the best
+checkpoint) — the LightningModule's ``interpret(waveform, threshold=…)`` is called and, on rank zero only:
 
-* a ``wandb.Table`` is logged under ``interpretations/<stage>`` with the columns :data:`COLUMNS` — id, true
+* a ``wandb.Table`` is logged under ``interpretations/<section>`` (``val-epoch<NNN>`` / ``test-final``) with the columns :data:`COLUMNS` — id, true
   label(s), classifier prediction, interpreter prediction, explained class, relevance bar chart, input / true
   source (where the data set knows it: the sum of the clip's sources of the explained class, else empty) /
   interpretation / residual audio (``wandb.Audio`` at the model's sample rate, clipped to [−1, 1], captions
   with the class and its relevance) and a spectrogram image (input | interpretation | activations);
-* the same clips are written into the run folder, ``<run>/interpretations/<stage>-epoch<NNN>/`` (16-bit WAVs,
+* the same clips are written into the run folder, ``<run>/interpretations/<section>/`` (16-bit WAVs,
   PNGs, ``index.html``: a static gallery, one section per clip and one card per column, that fits a 1,280 px
   screen, with audio players, images and metrics — no server needed), and
   ``<run>/interpretations/index.html`` links every gallery. ``<run>`` is ``out_dir`` if given, else the W&B run
@@ -36,7 +37,10 @@ from callbacks.gallery import STYLE, card, image, page, player
 from callbacks.safe_logging import wandb_run
 from callbacks.wandb_runs import staging_in
 
-__all__ = ["InterpretationLogger", "COLUMNS", "select_clips", "write_gallery_index"]
+__all__ = ["InterpretationLogger", "COLUMNS", "select_clips", "write_gallery_index", "FINAL_TEST"]
+
+#: the gallery section (and W&B table key ``interpretations/test-final``) of the final model on the test clips
+FINAL_TEST = "test-final"
 
 COLUMNS = [
     "id",
@@ -94,8 +98,9 @@ def _dataset_of(loaders) -> Any:
 
 
 def write_gallery_index(root: Path) -> Path:
-    """``root/index.html`` linking every ``<stage>-epoch<NNN>/index.html`` gallery below ``root``."""
-    pages = sorted(p.parent.name for p in root.glob("*/index.html"))
+    """``root/index.html`` linking every section's gallery below ``root`` (``val-epoch<NNN>/index.html``, …), the
+    final model's test section first."""
+    pages = sorted((p.parent.name for p in root.glob("*/index.html")), key=lambda n: (n != FINAL_TEST, n))
     items = "\n".join(f'<li><a href="{html.escape(p)}/index.html">{html.escape(p)}</a></li>' for p in pages)
     out = root / "index.html"
     out.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>interpretations</title>{_STYLE}</head>"
@@ -107,13 +112,15 @@ class InterpretationLogger(Callback):
     """Listenable interpretations of a fixed clip set, to W&B (table) and to a static HTML gallery.
 
     Args:
-        every_n_epochs: log every N validation epochs (and at the last epoch); at test always (``on_test``).
+        every_n_epochs: log every N validation epochs (and at the last epoch).
         clips_per_class: clips of each class in the fixed set.
         max_clips: upper bound on the fixed set.
         threshold: relevance threshold passed to ``interpret`` (default: the module's own default).
         out_dir: folder of the galleries (default: the run folder, see the module docstring).
         log_to_wandb: log the ``wandb.Table`` when a W&B run is usable.
-        on_test: also log at the end of ``trainer.test``.
+        on_test: log the final model on the test clips (section ``test-final``): at the end of ``trainer.fit``
+            when the DataModule has a test split, and at the end of ``trainer.test`` (the tested weights, e.g.
+            the best checkpoint, replace the section).
         images: draw the spectrogram / relevance PNGs (matplotlib).
         max_scan: clips looked at when choosing the fixed set (default: the whole split).
     """
@@ -144,6 +151,10 @@ class InterpretationLogger(Callback):
         if stage in self._clips:
             return self._clips[stage]
         dataset = _dataset_of(trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders)
+        if dataset is None and stage == "test":  # at the end of fit: the DataModule's test split, if it has one
+            dataset = self._test_dataset(trainer)
+            if dataset is None:
+                return None
         if dataset is None:
             warnings.warn(f"InterpretationLogger: no {stage} dataset to choose clips from", RuntimeWarning, stacklevel=2)
             return None
@@ -165,6 +176,24 @@ class InterpretationLogger(Callback):
                 clips["source_targets"] = [torch.as_tensor(it["source_targets"]) for it in items]
         self._clips[stage] = clips
         return clips
+
+    @staticmethod
+    def _test_dataset(trainer) -> Any:
+        """The test dataset of the trainer's DataModule, or ``None`` when it has no test split (a DataModule
+        without one, or a split that is not configured: nothing to show, said once as a warning)."""
+        dm = getattr(trainer, "datamodule", None)
+        if dm is None:
+            return None
+        stages = getattr(dm, "stages", None)
+        if stages is not None and "test" not in stages:
+            return None
+        try:
+            dm.setup("test")
+            return _dataset_of(dm.test_dataloader())
+        except Exception as err:  # noqa: BLE001 - the gallery never stops a finished fit
+            warnings.warn(f"InterpretationLogger: no test clips for the final model's gallery "
+                          f"({type(err).__name__}: {err})", RuntimeWarning, stacklevel=2)
+            return None
 
     @staticmethod
     def _class_names(trainer, pl_module) -> list[str]:
@@ -189,6 +218,10 @@ class InterpretationLogger(Callback):
             return
         self.log_interpretations(trainer, pl_module, "val")
 
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.on_test and not trainer.interrupted:
+            self.log_interpretations(trainer, pl_module, "test")
+
     def on_test_end(self, trainer, pl_module) -> None:
         if self.on_test:
             self.log_interpretations(trainer, pl_module, "test")
@@ -204,7 +237,8 @@ class InterpretationLogger(Callback):
 
     @torch.no_grad()
     def log_interpretations(self, trainer, pl_module, stage: str) -> Path | None:
-        """Interpret the fixed clips and write / log them; returns the gallery page (rank zero) or None."""
+        """Interpret the fixed clips of ``stage`` (``val``: section ``val-epoch<NNN>``; ``test``: the final model,
+        section ``test-final``) and write / log them; returns the gallery page (rank zero) or None."""
         if not trainer.is_global_zero:
             return None
         clips = self._fixed_clips(trainer, pl_module, stage)
@@ -221,16 +255,19 @@ class InterpretationLogger(Callback):
         interp = interp.detach().to("cpu")
         names = self._class_names(trainer, pl_module)
         epoch = int(trainer.current_epoch)
-        folder = self.run_dir(trainer) / "interpretations" / f"{stage}-epoch{epoch:03d}"
+        section = FINAL_TEST if stage == "test" else f"{stage}-epoch{epoch:03d}"
+        folder = self.run_dir(trainer) / "interpretations" / section
         folder.mkdir(parents=True, exist_ok=True)
         frontend = getattr(pl_module, "frontend", None)
         rows = self._write_files(folder, clips, interp, names, frontend, wave.cpu())
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-        page = self._write_page(folder, rows, stage, epoch, metrics)
+        title = (f"the final model (after {epoch} epoch(s)) on the test clips" if stage == "test"
+                 else f"{stage}, epoch {epoch}")
+        page = self._write_page(folder, rows, title, metrics)
         write_gallery_index(folder.parent)
         self.galleries.append(page)
         if self.log_to_wandb:
-            self._log_wandb(trainer, stage, rows, interp.sample_rate)
+            self._log_wandb(trainer, section, rows, interp.sample_rate)
         return page
 
     def _label(self, names: list[str], c: int) -> str:
@@ -361,7 +398,7 @@ class InterpretationLogger(Callback):
         return path.name
 
     @staticmethod
-    def _write_page(folder: Path, rows: list[dict], stage: str, epoch: int, metrics: dict[str, float]) -> Path:
+    def _write_page(folder: Path, rows: list[dict], title: str, metrics: dict[str, float]) -> Path:
         """One section per clip and explained class: what the models said, then one card per column (input,
         true source where known, interpretation with its spectrogram, residual, relevance)."""
         esc = html.escape
@@ -384,16 +421,16 @@ class InterpretationLogger(Callback):
                 f" · interpreter {esc(r['interpreter_prediction'])}</div><div class='cards'>{''.join(cards)}</div></div>")
         body = "\n".join(sections)
         if metrics:
-            body += ("<h2>Metrics</h2><details open><summary>trainer metrics at this epoch</summary>"
+            body += ("<h2>Metrics</h2><details open><summary>the trainer's latest metrics</summary>"
                      "<table><tr><th>metric</th><th>value</th></tr>"
                      + "".join(f"<tr><td>{esc(k)}</td><td>{v:.4g}</td></tr>" for k, v in sorted(metrics.items()))
                      + "</table></details>")
         out = folder / "index.html"
-        out.write_text(page(f"Interpretations — {stage}, epoch {epoch}", body))
+        out.write_text(page(f"Interpretations — {title}", body))
         (folder / "rows.json").write_text(json.dumps([{k: v for k, v in r.items() if k not in ("input", "source", "interpretation", "residual")} for r in rows], indent=1))
         return out
 
-    def _log_wandb(self, trainer, stage: str, rows: list[dict], sample_rate: int | None) -> None:
+    def _log_wandb(self, trainer, section: str, rows: list[dict], sample_rate: int | None) -> None:
         run = wandb_run(trainer)
         if run is None:
             return
@@ -407,16 +444,16 @@ class InterpretationLogger(Callback):
                 folder_files = r["files"]
                 table.add_data(
                     r["id"], r["true_label"], r["classifier_prediction"], r["interpreter_prediction"], r["explained_class"],
-                    wandb.Image(str(self._gallery_file(trainer, stage, folder_files.get("relevance")))) if "relevance" in folder_files else None,
+                    wandb.Image(str(self._gallery_file(trainer, section, folder_files.get("relevance")))) if "relevance" in folder_files else None,
                     wandb.Audio(np.clip(r["input"], -1, 1), sample_rate=sr, caption=f"input · true {r['true_label']}"),
                     None if r["source"] is None else wandb.Audio(np.clip(r["source"], -1, 1), sample_rate=sr,
                                                                  caption=f"true source · {r['explained_class']}"),
                     wandb.Audio(np.clip(r["interpretation"], -1, 1), sample_rate=sr, caption=f"interpretation · {cap}"),
                     wandb.Audio(np.clip(r["residual"], -1, 1), sample_rate=sr, caption=f"residual · {cap}"),
-                    wandb.Image(str(self._gallery_file(trainer, stage, folder_files.get("spectrogram")))) if "spectrogram" in folder_files else None,
+                    wandb.Image(str(self._gallery_file(trainer, section, folder_files.get("spectrogram")))) if "spectrogram" in folder_files else None,
                 )
             with staging_in(run):  # the table's WAVs and PNGs are staged in the run's own folder
-                run.log({f"interpretations/{stage}": table, "trainer/global_step": trainer.global_step})
+                run.log({f"interpretations/{section}": table, "trainer/global_step": trainer.global_step})
         except Exception as err:  # W&B must never stop training
             from callbacks.safe_logging import SafeWandbLogger
 
@@ -426,5 +463,5 @@ class InterpretationLogger(Callback):
                     return
             warnings.warn(f"InterpretationLogger: W&B table not logged ({type(err).__name__}: {err})", RuntimeWarning, stacklevel=2)
 
-    def _gallery_file(self, trainer, stage: str, name: str | None) -> Path:
+    def _gallery_file(self, trainer, section: str, name: str | None) -> Path:
         return self.galleries[-1].parent / name if name else Path()

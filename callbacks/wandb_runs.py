@@ -12,7 +12,9 @@ runs) make one W&B run per stage. Every run started inside :func:`pipeline_stage
   stage was given.
 
 :class:`~callbacks.safe_logging.SafeWandbLogger` reads these when it is built (:func:`current_stage`); a
-standalone ``l2i fit`` names its ``job_type`` after the LightningModule (:func:`job_type_of`).
+standalone ``l2i fit`` names its ``job_type`` after the LightningModule (:func:`job_type_of`). Work done outside
+a Lightning trainer (``l2i nmf``, the demo's ``dictionary`` and ``evaluation`` stages) opens its run with
+:func:`stage_run`, which takes the same identity.
 
 **Self-contained offline runs.** W&B stores a table's media (its WAVs and images) in the table's artifact,
 staged under ``$WANDB_DATA_DIR/artifacts/staging`` — by default in the user's home (``~/.local/share/wandb``),
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["PipelineStage", "pipeline_group", "pipeline_stage", "nested_stage", "current_stage", "staging_in", "run_folder",
-           "local_cache", "job_type_of", "used_artifacts"]
+           "local_cache", "job_type_of", "used_artifacts", "stage_run"]
 
 #: folder of a run's staged W&B media, inside the run folder (``…/wandb/offline-run-…/staging``)
 STAGING = "staging"
@@ -150,3 +152,43 @@ def used_artifacts(hparams: Any) -> dict[str, str]:
             except OSError:
                 continue
     return found
+
+
+@contextlib.contextmanager
+def stage_run(save_dir: str | os.PathLike, name: str, job_type: str, config: dict[str, Any] | None = None,
+              project: str = "listen-to-interpret") -> Iterator[Any]:
+    """A W&B run for work done outside a Lightning trainer, finished on leaving; yields the run, or ``None`` when
+    W&B cannot start one (a warning; the work goes on without it).
+
+    Offline unless ``WANDB_MODE`` says otherwise; the run folder is ``<save_dir>/wandb/offline-run-…`` (W&B's cache
+    beside it, :func:`local_cache`). Inside a :func:`pipeline_stage` the run takes the stage's ``group``,
+    ``job_type`` and ``config["l2i"]`` (the artifacts it was given); outside, ``job_type`` (and W&B's own
+    ``WANDB_RUN_GROUP``)."""
+    import warnings
+
+    stage = current_stage()
+    run = None
+    try:
+        import wandb
+
+        folder = Path(save_dir).resolve()  # absolute: W&B's service resolves paths against its own folder
+        folder.mkdir(parents=True, exist_ok=True)
+        local_cache(folder)
+        kwargs: dict[str, Any] = {"project": project, "name": name, "dir": str(folder), "job_type": job_type,
+                                  "config": dict(config or {}), "mode": os.environ.get("WANDB_MODE") or "offline",
+                                  "reinit": "finish_previous"}
+        if stage is not None:
+            kwargs.update(group=stage.group, job_type=stage.job_type, config={**stage.config(), **kwargs["config"]})
+        run = wandb.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - W&B is a convenience, never a reason to fail the job
+        warnings.warn(f"W&B run not started ({type(exc).__name__}: {exc}); continuing without it", RuntimeWarning,
+                      stacklevel=3)
+        run = None
+    try:
+        yield run
+    finally:
+        if run is not None:
+            try:
+                run.finish()
+            except Exception:  # noqa: BLE001
+                pass

@@ -15,6 +15,13 @@ comparable.
 A listening table (:mod:`experiments.listening`): every interpreter's interpretation of the same clips, with
 the mixture and the true source, in ``<out_dir>/benchmark/listening/index.html`` and as the W&B table ``listening``.
 
+``protocol: authors`` (``--protocol authors``): the post-hoc row interprets as the authors' preset does
+(:func:`l2i.interpreter.protocol.get_protocol`: at most the top 5 components above τ, in the suite and the
+listening table), and every row of an NMF interpreter (:data:`AUTHORS_KINDS`: post-hoc and by-design) also gets
+the authors' figures (:func:`l2i.evaluation.authors.evaluate_authors_protocol`: top-1/3/5 or 11-threshold AUPRC
+fidelity, median drops against random components, L-MAC's table on 0.8 / 0.2 mixtures) under ``authors.*`` in
+its ``results`` (``benchmark.json``, ``report.json``) and in an "Authors' protocol" table in ``benchmark.md``.
+
 Rows (``benchmark.interpreters``, name -> settings; ``kind`` defaults to the name):
 
 * ``posthoc`` — L2I's post-hoc interpreter (``ctx.artifacts["interpreter"]``) of the classifier f;
@@ -108,6 +115,9 @@ ROW_KINDS = {
     "oracle_components": "interpreter",
     "ideal_ratio_mask": "classifier",
 }
+#: row kinds the authors' protocol applies to (interpreters of NMF components ranked by relevance)
+AUTHORS_KINDS = {"posthoc", "bydesign"}
+
 #: row kinds that need the clips' true sources (they observe each batch before interpreting it)
 SOURCE_KINDS = {"oracle_components", "ideal_ratio_mask"}
 
@@ -157,6 +167,22 @@ class _TimedComponents(_Timed):
     def interpret(self, waveform, target=None, threshold=0.2, components=None):
         kw = {} if components is None else {"components": components}
         return self._call(waveform, target=target, threshold=threshold, **kw)
+
+
+class _TopK:
+    """Forwards every attribute to ``inner``; its ``interpret`` caps each interpretation at ``top_k`` components
+    unless the caller gives its own ``top_k`` (the authors' faithfulness passes 0: every component above τ).
+    Leaves the shared model as it is (the component baselines use the same post-hoc interpreter)."""
+
+    def __init__(self, inner, top_k: int):
+        self.inner, self.top_k = inner, int(top_k)
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["inner"], name)
+
+    def interpret(self, waveform, target=None, threshold=None, **kwargs):
+        kwargs.setdefault("top_k", self.top_k)
+        return self.inner.interpret(waveform, target, threshold, **kwargs)
 
 
 def _timed(interpreter) -> _Timed:
@@ -219,9 +245,11 @@ class _Loaded:
         return self.cache[key]
 
 
-def build_row(name: str, spec: dict, loaded: _Loaded, seed: int):
-    """``(interpreter, explained classifier, explained-model key, settings)`` of one benchmark row."""
+def build_row(name: str, spec: dict, loaded: _Loaded, seed: int, protocol: str = "project"):
+    """``(interpreter, explained classifier, explained-model key, settings)`` of one benchmark row. ``protocol``:
+    the interpretation details of the post-hoc row (``authors``: the preset's ``top_k``)."""
     from l2i.baselines import ATTRIBUTIONS, SOURCE_ORACLES, build_baseline
+    from l2i.interpreter.protocol import get_protocol
 
     spec = dict(spec or {})
     kind = spec.pop("kind", name)
@@ -236,7 +264,12 @@ def build_row(name: str, spec: dict, loaded: _Loaded, seed: int):
     if kind == "posthoc":
         if spec:
             raise ValueError(f"benchmark.interpreters.{name}: the posthoc row takes no settings, got {sorted(spec)}")
-        return loaded.get("interpreter", name), classifier, "classifier", {"kind": kind}
+        model = loaded.get("interpreter", name)
+        preset = get_protocol(protocol)
+        if preset.top_k is not None:
+            return _TopK(model, preset.top_k), classifier, "classifier", {"kind": kind, "protocol": preset.name,
+                                                                          "top_k": preset.top_k}
+        return model, classifier, "classifier", {"kind": kind}
     if kind == "lmac":
         model = loaded.get("lmac", name)
         if "mask" in spec:
@@ -411,9 +444,11 @@ def write_tables(out: Path, rows: list[dict], columns: list[str], title: str, re
         + f", τ {r['threshold']}, settings {json.dumps(r['settings'], default=str)}, artifact {r.get('artifact')}"
         for r in rows)
     extra = record.get("notes") or []
+    authors = authors_markdown(rows)
     (out / "benchmark.md").write_text(md + note + "\n" + "\n".join(extra + [""]) + "Bold: the best interpreter per "
                                       "column (the reference rows all_components / oracle_components left out).\n\n"
-                                      + legend + "\n\nRows:\n\n" + row_notes + "\n")
+                                      + legend + "\n\nRows:\n\n" + row_notes + "\n"
+                                      + (f"\n{authors}" if authors else ""))
     with open(out / "benchmark.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         stds = any("std" in r for r in rows)
@@ -536,15 +571,17 @@ def benchmark_stage(ctx, settings: dict) -> dict:
         wandb: log the W&B table (default true).
         listening_clips: rows of the listening table (default 8; 0: no listening table).
         rows: names of the interpreters to run (list or comma-separated; default all).
+        protocol: ``project`` (default) or ``authors`` (see the module docstring).
         config: a benchmark YAML whose ``benchmark`` section is the default of all the above (see
             :func:`resolve_settings`).
-    Returns flat figures ``<row>.<column>`` plus ``table`` (markdown path).
+    Returns flat figures ``<row>.<column>`` (and ``<row>.authors.<figure>`` under ``protocol: authors``) plus
+    ``table`` (markdown path).
     """
     from l2i.evaluation import evaluate_interpreter
 
     settings = resolve_settings(settings)
     known = {"interpreters", "data", "data_config", "batch_size", "split", "max_batches", "threshold", "lmac", "device",
-             "wandb", "wandb_project", "title", "rows", "listening_clips"}
+             "wandb", "wandb_project", "title", "rows", "listening_clips", "protocol"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"benchmark settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -557,6 +594,12 @@ def benchmark_stage(ctx, settings: dict) -> dict:
         if missing:
             raise ValueError(f"benchmark rows {missing} are not in the config's interpreters; it has {list(interpreters)}")
         interpreters = {r: interpreters[r] for r in wanted if r}
+    from l2i.interpreter.protocol import get_protocol
+
+    try:
+        protocol = get_protocol(settings.get("protocol")).name
+    except ValueError as err:
+        raise ValueError(f"benchmark.protocol: {err}") from None
     device = settings.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     tau = float(settings.get("threshold", 0.2))
     seed = int(ctx.seed)
@@ -576,7 +619,8 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     loaded = _Loaded(ctx, device)
 
     title = settings.get("title", f"benchmark ({data_record['class_path'].rsplit('.', 1)[-1]}, {settings.get('split', 'test')} split, {int(sum(b['waveform'].shape[0] for b in batches))} clips, seed {seed})")
-    record = {"settings": settings, "data": data_record, "seed": seed, "artifacts": dict(ctx.artifacts)}
+    record = {"settings": settings, "data": data_record, "seed": seed, "artifacts": dict(ctx.artifacts),
+              "protocol": protocol}
     mask_mean = ctx.report.get("lmac.val_mask_mean")
     if "lmac" in kinds.values() and isinstance(mask_mean, (int, float)) and mask_mean >= ALL_PASS:
         record["notes"] = [f"The lmac row is an all-pass mask (mean mask {mask_mean:.3f} on the validation clips): its "
@@ -588,7 +632,7 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     accuracy_cache: dict[str, float] = {}
     for name, spec in interpreters.items():
         torch.manual_seed(seed)
-        interp, classifier, model_key, row_settings = build_row(name, spec, loaded, seed)
+        interp, classifier, model_key, row_settings = build_row(name, spec, loaded, seed, protocol)
         task = getattr(classifier, "task", None) or getattr(interp, "task", "multiclass")
         if model_key not in accuracy_cache:
             thr = getattr(getattr(interp, "hparams", {}), "get", lambda *_: None)("class_threshold") or 0.5
@@ -602,6 +646,9 @@ def benchmark_stage(ctx, settings: dict) -> dict:
         start = time.perf_counter()
         results = evaluate_interpreter(timed, classifier, loader, task=task, threshold=tau, noise_snr_db=None, seed=seed,
                                        device=device)
+        if protocol == "authors" and kinds[name] in AUTHORS_KINDS:
+            results.update(_authors_figures(interp, classifier, batches, task, seed, device))
+            row_settings = {**row_settings, "protocol": protocol}
         eval_seconds = time.perf_counter() - start
         train = _train_seconds(ctx, kinds[name])
         row = {
@@ -638,6 +685,10 @@ def benchmark_stage(ctx, settings: dict) -> dict:
         for c in columns:
             figures[f"{r['name']}.{c}"] = r["columns"][c]
             ctx.descriptions[f"benchmark.{r['name']}.{c}"] = descriptions[c]
+        for k, v in r["results"].items():
+            if k.startswith("authors."):
+                figures[f"{r['name']}.{k}"] = v
+                ctx.descriptions[f"benchmark.{r['name']}.{k}"] = "the authors' protocol (l2i.evaluation.authors)"
     figures["table"] = str(out / "benchmark.md")
     figures["csv"] = str(out / "benchmark.csv")
     figures["latex"] = str(out / "benchmark.tex")
@@ -649,6 +700,45 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     ctx.descriptions["benchmark.table"] = "the benchmark table (markdown; CSV, LaTeX and JSON beside it)"
     ctx.descriptions["benchmark.clips"] = "clips every interpreter was scored on"
     return figures
+
+
+def _authors_figures(interp, classifier, batches: list[dict], task: str, seed: int, device: str) -> dict[str, float]:
+    """The authors' figures of one row on the benchmark's clips, as ``authors.<figure>`` (the same as ``l2i evaluate
+    --protocol authors``: :func:`l2i.evaluation.authors.evaluate_authors_protocol` with its per-task defaults)."""
+    from l2i.evaluation.authors import evaluate_authors_protocol
+
+    hp = getattr(interp, "hparams", None) or {}
+    class_threshold = hp.get("class_threshold") if hasattr(hp, "get") else None
+    num_classes = int(getattr(interp, "num_classes", 0) or getattr(classifier, "num_classes", 0) or 0)
+    figures = evaluate_authors_protocol(interp, classifier, batches, task=task, num_classes=num_classes,
+                                        classifier_thresholds=0.5 if class_threshold is None else class_threshold,
+                                        seed=seed, device=device)
+    bad = [k for k, v in figures.items() if not math.isfinite(float(v))]
+    if bad:
+        raise ValueError(f"the authors' protocol gave non-finite figure(s) {bad}")
+    return {f"authors.{k}": float(v) for k, v in figures.items()}
+
+
+def authors_markdown(rows: list[dict]) -> str:
+    """The rows' authors' figures (``results["authors.*"]``) as a Markdown table, or ``""`` when none has them.
+    Counts, thresholds and the per-class random counts stay in the JSON."""
+    keyed = [r for r in rows if any(k.startswith("authors.") for k in r.get("results", {}))]
+    if not keyed:
+        return ""
+    keys: list[str] = []
+    for r in keyed:
+        keys += [k for k in r["results"] if k.startswith("authors.") and k not in keys
+                 and not k.endswith((".count", ".threshold")) and ".random_count." not in k]
+    heads = [k[len("authors."):] for k in keys]
+    lines = ["## Authors' protocol", "",
+             "The authors' figures on the same clips (`l2i evaluate --protocol authors`): fidelity, median drops when "
+             "every component above their τ is removed vs random components, L-MAC's table on 0.8 / 0.2 mixtures. "
+             "Rows of other kinds: not applicable (no relevance-ranked NMF components).", "",
+             "| interpreter | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for r in keyed:
+        lines.append(f"| {r['name']} | " + " | ".join(_fmt(float(r['results'][k])) if k in r["results"] else "—"
+                                                      for k in keys) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _listening(out: Path, entries: list[tuple], batch: dict, dm, tau: float, settings: dict, device: str) -> dict | None:
@@ -775,7 +865,7 @@ def run_seeds(config: dict, seeds: int, out_dir: str | Path | None = None, stage
 
 def main(argv: list[str]) -> int:
     """``l2i benchmark --config experiments/benchmark/synthetic.yaml [--out_dir DIR] [--stages a,b] [--rows a,b]
-    [--max_batches N] [--seeds N] [--device auto] [--classifier PATH] [--dictionary PATH] [--interpreter PATH]
+    [--max_batches N] [--seeds N] [--device auto] [--protocol authors] [--classifier PATH] [--dictionary PATH] [--interpreter PATH]
     [--bydesign PATH] [--lmac PATH]``."""
     from jsonargparse import ArgumentParser
 
@@ -793,6 +883,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds seed, seed+1, … and report mean ± std per "
                    "cell (each seed in <out_dir>/seed-<s>)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1 …")
+    p.add_argument("--protocol", default=None, choices=["project", "authors"],
+                   help="authors: the post-hoc row interprets with the authors' preset (top 5 components above τ) and "
+                        "the post-hoc and by-design rows also get the authors' figures (authors.*; default: the "
+                        "config's benchmark.protocol, else project)")
     for key in sorted(set(STAGE_ARTIFACT.values())):
         p.add_argument(f"--{key}", default=None, help=f"reuse this {key} artifact (path) instead of training it")
     p.add_argument("--group", default=None, help="W&B group of the runs (default: $WANDB_RUN_GROUP, else <out_dir name>-<start time>)")
@@ -808,6 +902,8 @@ def main(argv: list[str]) -> int:
         bench["rows"] = args.rows
     if args.device and args.device != "auto":
         bench["device"] = args.device
+    if args.protocol is not None:
+        bench["protocol"] = args.protocol
     config["benchmark"] = bench
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     given = {k: getattr(args, k) for k in set(STAGE_ARTIFACT.values()) if getattr(args, k)}

@@ -16,6 +16,7 @@ from the classifier checkpoint so dictionary and classifier always match.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import shutil
@@ -784,26 +785,17 @@ def build_parser():
 def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
     init = parser.instantiate(cfg) if hasattr(parser, "instantiate") else parser.instantiate_classes(cfg)
     out = Path(cfg.out_dir) / "dictionary.pt" if cfg.get("out_dir") else Path(cfg.out)
-    run = None
     shard = distributed_shard()  # torchrun / SLURM with several processes: one dictionary, statistics summed
     if shard is not None and shard[0] != 0:
         wandb_run = False
+    run_context = contextlib.nullcontext()
     if wandb_run and cfg.wandb:
-        try:
-            import os
+        from callbacks.wandb_runs import stage_run
 
-            import wandb
-
-            from callbacks.wandb_runs import local_cache
-
-            os.environ.setdefault("WANDB_MODE", "offline")
-            local_cache(out.parent)  # W&B's cache (service logs) beside the run, not in the home folder
-            run = wandb.init(project=cfg.wandb_project, job_type="nmf", dir=str(out.parent), name=out.parent.name,
-                             config=_plain_cfg(cfg, parser), reinit=True)
-        except Exception as exc:  # noqa: BLE001
-            warnings.warn(f"W&B run not started ({type(exc).__name__}: {exc}); continuing without it", stacklevel=2)
-            run = None
-    try:
+        # offline unless WANDB_MODE says otherwise, in <out folder>/wandb; job_type "nmf", or the pipeline stage's
+        # (the demo's "dictionary") with its group
+        run_context = stage_run(out.parent, out.parent.name, "nmf", _plain_cfg(cfg, parser), cfg.wandb_project)
+    with run_context as run:
         plain = not getattr(init.nmf, "per_class_components", 0)
         art, figures = learn_dictionary(
             init.data, init.frontend, init.nmf, out, split=cfg.split, num_clips=cfg.num_clips, device=cfg.device,
@@ -817,12 +809,6 @@ def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
         if run is not None:
             try:
                 run.summary.update({k: v for k, v in figures.items() if isinstance(v, (int, float))})
-            except Exception:  # noqa: BLE001
-                pass
-    finally:
-        if run is not None:
-            try:
-                run.finish()
             except Exception:  # noqa: BLE001
                 pass
     return art, figures
@@ -912,7 +898,7 @@ def dictionary_stage(ctx, settings: dict) -> dict:
     merged.setdefault("progress", False)
     parser = build_parser()
     cfg = parser.parse_object(merged)
-    art, figures = _run(cfg, parser, wandb_run=False)  # inside the pipeline: log to a run only if one is active
+    art, figures = _run(cfg, parser, wandb_run=True)  # the stage's own W&B run (job_type "dictionary"), unless wandb: false
     ctx.artifacts["dictionary"] = figures["dictionary"]
     out = {k: v for k, v in figures.items() if isinstance(v, (int, float, str)) and k != "images_logged"}
     out["frontend_from"] = source

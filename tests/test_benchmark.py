@@ -5,6 +5,7 @@ decoder trains through Lightning and reloads from its checkpoint; missing artifa
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 import os
@@ -292,3 +293,66 @@ def test_an_all_pass_lmac_row_is_called_one_in_the_table(artifacts, tmp_path):
     ctx.report["lmac.val_mask_mean"] = 0.44
     benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "wandb": False, "interpreters": {"lmac": {}}})
     assert "all-pass" not in (tmp_path / "benchmark" / "benchmark.md").read_text()
+
+
+def test_the_authors_protocol_on_a_tiny_benchmark(artifacts, tmp_path, monkeypatch):
+    """``l2i benchmark --protocol authors``: the post-hoc row interprets with the preset's top 5 (the shared model,
+    which the component baselines also use, is left as it is); the post-hoc and by-design rows carry the authors'
+    figures — the same numbers as evaluate_authors_protocol on the same clips — in benchmark.json, report.json and
+    benchmark.md; other rows have none; an unknown protocol is named."""
+    from experiments.benchmark import _Loaded, _batches, _datamodule, benchmark_stage, build_row
+    from experiments.cli import main
+    from experiments.pipeline import PipelineContext
+    from l2i.evaluation.authors import evaluate_authors_protocol
+    from l2i.interpreter.protocol import PROTOCOLS
+
+    rows = ["posthoc", "bydesign", "saliency", "random_components"]
+    cfg = _config(artifacts, tmp_path / "run", wandb=False, listening_clips=0)
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert main(["benchmark", "--config", str(path), "--rows", ",".join(rows), "--protocol", "authors"]) == 0
+    record = json.loads((tmp_path / "run" / "benchmark" / "benchmark.json").read_text())
+    assert record["protocol"] == "authors" and [r["name"] for r in record["rows"]] == rows
+    by_name = {r["name"]: r for r in record["rows"]}
+    assert by_name["posthoc"]["settings"] == {"kind": "posthoc", "protocol": "authors", "top_k": 5}
+    assert by_name["bydesign"]["settings"] == {"kind": "bydesign", "protocol": "authors"}
+    for name in ("saliency", "random_components"):
+        assert not [k for k in by_name[name]["results"] if k.startswith("authors.")], name
+
+    # the same figures as the authors' evaluation called directly on the benchmark's clips
+    ctx = PipelineContext(out_dir=tmp_path / "direct", artifacts={k: artifacts[k] for k in ("classifier", "dictionary",
+                                                                                            "interpreter", "bydesign")})
+    loaded = _Loaded(ctx, "cpu")
+    batches = _batches(_datamodule({"data": DATA})[0], "test", 1)
+    for name in ("posthoc", "bydesign"):
+        interp, classifier, _, _ = build_row(name, {}, loaded, 0, "authors")
+        direct = evaluate_authors_protocol(interp, classifier, batches, task="multiclass", num_classes=4, seed=0)
+        got = {k[len("authors."):]: v for k, v in by_name[name]["results"].items() if k.startswith("authors.")}
+        assert set(got) == set(direct) and {"fidelity.top1", "fidelity.top5", "faithfulness.relevant_prob_drop_median",
+                                            "faithfulness.random_prob_drop_median", "lmac.FF", "lmac.COMP"} <= set(got)
+        for k, v in direct.items():
+            assert got[k] == pytest.approx(v, abs=1e-6), (name, k)
+            assert math.isfinite(got[k])
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["benchmark.posthoc.authors.fidelity.top1"] == by_name["posthoc"]["results"]["authors.fidelity.top1"]
+    md = (tmp_path / "run" / "benchmark" / "benchmark.md").read_text()
+    section = md[md.index("## Authors' protocol"):]
+    assert "| posthoc |" in section and "| bydesign |" in section and "| saliency |" not in section
+
+    # the post-hoc row takes the preset's top_k (here a preset capped at 3, fewer than the components this tiny
+    # interpreter finds relevant); the shared model itself (and so the component baselines) stays uncapped
+    monkeypatch.setitem(PROTOCOLS, "authors", dataclasses.replace(PROTOCOLS["authors"], top_k=3))
+    interp, classifier, _, settings = build_row("posthoc", {}, loaded, 0, "authors")
+    plain, _, _, _ = build_row("posthoc", {}, loaded, 0, "project")
+    assert settings["top_k"] == 3
+    wav = batches[0]["waveform"].float()
+    with torch.no_grad():  # Θ weighs every component for the explained classes
+        weight = plain.interpreter.theta.classifier.weight
+        weight.zero_()
+        weight[classifier(wav).argmax(-1).unique()] = 1.0
+    capped, every = interp.interpret(wav, threshold=0.0), plain.interpret(wav, threshold=0.0)
+    assert int(every.explained("components")[every.valid].sum(-1).min()) > 3
+    assert int(capped.explained("components")[capped.valid].sum(-1).max()) == 3
+    assert plain.interpreter.top_k is None
+    with pytest.raises(ValueError, match="benchmark.protocol: protocol must be one of"):
+        benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "protocol": "paper", "interpreters": {"posthoc": {}}})

@@ -64,8 +64,8 @@ def wandb_records(path: Path):
 
 
 def read_run(folder: Path) -> dict:
-    """group, job_type, config and artifact manifests (name -> {path in artifact: local file}) of a run."""
-    out = {"folder": folder, "config": {}, "artifacts": {}}
+    """group, job_type, config, summary and artifact manifests (name -> {path in artifact: local file}) of a run."""
+    out = {"folder": folder, "config": {}, "artifacts": {}, "summary": {}}
     for rec in wandb_records(next(folder.glob("run-*.wandb"))):
         kind = rec.WhichOneof("record_type")
         if kind == "run":
@@ -73,6 +73,9 @@ def read_run(folder: Path) -> dict:
             out["config"].update({item.key: json.loads(item.value_json) for item in rec.run.config.update})
         elif kind == "config":
             out["config"].update({item.key: json.loads(item.value_json) for item in rec.config.update})
+        elif kind == "summary":
+            out["summary"].update({item.key or ".".join(item.nested_key): json.loads(item.value_json)
+                                   for item in rec.summary.update})
         elif kind == "artifact":
             out["artifacts"][rec.artifact.name] = {e.path: e.local_path for e in rec.artifact.manifest.contents}
     return out
@@ -102,8 +105,8 @@ def offline_pipeline(artifacts, tmp_path_factory):  # noqa: F811
     proc = subprocess.run([sys.executable, "-m", "experiments.cli", "benchmark", "--config", str(cfg)], cwd=str(tmp),
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    # each stage's W&B run lives in its own folder (the stage's default_root_dir), the benchmark's in out_dir
-    runs = [read_run(f) for f in sorted((tmp / "run").rglob("offline-run-*")) if f.is_dir() and f.parent.name == "wandb"]
+    # each stage's run in its own folder (<out>/lmac/wandb/…, as every trained stage), the benchmark's in <out>/wandb
+    runs = [read_run(f) for f in sorted((tmp / "run").rglob("wandb/offline-run-*"))]
     return {"tmp": tmp, "home": home, "out": tmp / "run", "runs": runs, "stdout": proc.stdout}
 
 
@@ -231,3 +234,68 @@ def test_listening_table_without_sources_has_no_source_column(artifacts, tmp_pat
     assert listening_columns(record) == ["id", "true_label", "explained_class", "mixture", "mixture_spectrogram",
                                          "posthoc", "posthoc_spectrogram", "posthoc_prob_drop"]
     assert "data-col='source'" not in (tmp_path / "listening" / "index.html").read_text()
+
+
+def _tiny_config(src: str, dst: Path, data: dict) -> str:
+    """``src`` (a fit config) with tiny data, written to ``dst``."""
+    cfg = yaml.safe_load((ROOT / src).read_text())
+    cfg["data"]["init_args"].update(data)
+    dst.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return str(dst)
+
+
+def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
+    """The demo's seven stages, tiny, in one process: every stage (the trainer-less ``dictionary`` and ``evaluation``
+    too) makes one run with the pipeline's group and its own job_type, and names the artifacts it was given; the
+    post-hoc and by-design runs' galleries have the final model's ``test-final`` section."""
+    from experiments.pipeline import STAGE_ORDER, run_pipeline
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    data = {"num_train": 8, "num_val": 4, "num_test": 4, "duration_s": 1.0, "batch_size": 4}
+    tiny = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+            "--trainer.limit_test_batches", "1", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    posthoc = _tiny_config("experiments/synthetic/posthoc.yaml", tmp_path / "posthoc.yaml", data)
+    bench_data = {"class_path": "datamodules.SyntheticDataModule", "init_args": {**data, "num_classes": 8}}
+    stages = {
+        "classifier": {"config": "experiments/synthetic/classifier.yaml",
+                       "overrides": tiny + [f"--data.init_args.{k}={v}" for k, v in data.items()]},
+        "dictionary": {"config": "experiments/synthetic/nmf.yaml", "num_clips": 8, "eval_clips": 4, "images": False,
+                       "data": {"init_args": data}, "nmf": {"n_components": 8, "epochs": 1}},
+        "posthoc": {"config": posthoc, "overrides": tiny + ["--model.init_args.noise_evidence", "true"],
+                    "examples": 1, "max_batches": 1},
+        "evaluation": {"config": posthoc, "max_batches": 1, "noise_snr_db": [], "overlap": None},
+        "bydesign": {"config": _tiny_config("experiments/synthetic/bydesign.yaml", tmp_path / "bydesign.yaml", data),
+                     "overrides": tiny, "max_batches": 1},
+        "lmac": {"config": "experiments/synthetic/lmac.yaml",
+                 "overrides": tiny + [f"--data.init_args.{k}={v}" for k, v in data.items()]},
+        "benchmark": {"data": bench_data, "max_batches": 1, "listening_clips": 1,
+                      "interpreters": {"posthoc": {}, "saliency": {}}},
+    }
+    assert tuple(stages) == STAGE_ORDER
+    ctx = run_pipeline(stages, tmp_path / "demo", group="tiny-demo")
+    import wandb
+
+    wandb.finish()
+    folders = sorted((tmp_path / "demo").rglob("wandb/offline-run-*"))
+    for folder in folders:  # W&B's service may still be writing a run's file after finish() returns
+        path = next(folder.glob("run-*.wandb"))
+        for _ in range(60):
+            if any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+                break
+            time.sleep(0.5)
+    runs = [read_run(f) for f in folders]
+    assert sorted(r["job_type"] for r in runs) == sorted(STAGE_ORDER)  # one run per stage, none without a job_type
+    assert {r["group"] for r in runs} == {"tiny-demo"}
+    by_job = {r["job_type"]: r for r in runs}
+    assert by_job["dictionary"]["config"]["l2i"]["artifacts"]["classifier"] == ctx.artifacts["classifier"]
+    assert by_job["dictionary"]["folder"].is_relative_to(tmp_path / "demo" / "dictionary")
+    evaluation = by_job["evaluation"]
+    assert evaluation["config"]["l2i"]["artifacts"]["interpreter"] == ctx.artifacts["interpreter"]
+    assert evaluation["folder"].is_relative_to(tmp_path / "demo" / "evaluation")
+    assert evaluation["summary"]["fidelity.top1"] == pytest.approx(ctx.report["evaluation.fidelity.top1"])
+    # the post-hoc and by-design stages' galleries hold the final model on the test clips
+    for job in ("posthoc", "bydesign"):
+        final = by_job[job]["folder"] / "interpretations" / "test-final"
+        assert (final / "index.html").is_file() and list(final.glob("*_interpretation.wav")), job
