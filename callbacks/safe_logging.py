@@ -192,7 +192,10 @@ def _with_pipeline_identity(kwargs: dict) -> dict:
     the caller gave none."""
     stage = current_stage()
     if stage is None:
-        return kwargs
+        group = os.environ.get("WANDB_RUN_GROUP")
+        # passed explicitly: W&B reads its variables once per process (at its first setup), so a variable set
+        # later in the same process (a notebook, a test) would be ignored
+        return {**kwargs, "group": group} if group and not kwargs.get("group") else kwargs
     out = dict(kwargs)
     if not out.get("group"):
         out["group"] = stage.group
