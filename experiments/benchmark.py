@@ -866,10 +866,10 @@ def run_seeds(config: dict, seeds: int, out_dir: str | Path | None = None, stage
 def main(argv: list[str]) -> int:
     """``l2i benchmark --config experiments/benchmark/synthetic.yaml [--out_dir DIR] [--stages a,b] [--rows a,b]
     [--max_batches N] [--seeds N] [--device auto] [--protocol authors] [--classifier PATH] [--dictionary PATH] [--interpreter PATH]
-    [--bydesign PATH] [--lmac PATH]``."""
+    [--bydesign PATH] [--lmac PATH] [--data.init_args.KEY VALUE …]``."""
     from jsonargparse import ArgumentParser
 
-    from experiments.cli import resolve_config
+    from experiments.cli import apply_overrides, resolve_config, split_overrides
 
     p = ArgumentParser(prog="l2i benchmark", description="Post-hoc vs by-design vs baseline interpreters on the same "
                        "clips: one table (<out_dir>/benchmark/benchmark.{md,csv,tex,json}), rows written as they finish.")
@@ -890,9 +890,13 @@ def main(argv: list[str]) -> int:
     for key in sorted(set(STAGE_ARTIFACT.values())):
         p.add_argument(f"--{key}", default=None, help=f"reuse this {key} artifact (path) instead of training it")
     p.add_argument("--group", default=None, help="W&B group of the runs (default: $WANDB_RUN_GROUP, else <out_dir name>-<start time>)")
+    # dotted overrides as for `l2i fit`: --data.init_args.root DIR sets the benchmark's data, any other
+    # --a.b.c VALUE the config's key a.b.c (e.g. --benchmark.threshold 0.3)
+    argv, overrides = split_overrides(argv)
     args = p.parse_args(argv)
     path = resolve_config(args.config)
-    config = yaml.safe_load(path.read_text()) or {}
+    config = apply_overrides(yaml.safe_load(path.read_text()) or {},
+                             [(f"benchmark.{k}" if k.startswith("data.") else k, v) for k, v in overrides])
     bench = dict(config.get("benchmark") or {})
     if args.max_batches is not None:
         if args.max_batches < 1:

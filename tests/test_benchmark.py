@@ -356,3 +356,18 @@ def test_the_authors_protocol_on_a_tiny_benchmark(artifacts, tmp_path, monkeypat
     assert plain.interpreter.top_k is None
     with pytest.raises(ValueError, match="benchmark.protocol: protocol must be one of"):
         benchmark_stage(ctx, {"data": DATA, "max_batches": 1, "protocol": "paper", "interpreters": {"posthoc": {}}})
+
+
+def test_dotted_overrides_set_the_benchmarks_data_as_for_fit(artifacts, tmp_path):
+    """``l2i benchmark --data.init_args.batch_size 2``: the override reaches the benchmark's data (as
+    ``--data.init_args.root`` does for a user's copy of a data set); other dotted keys address the config."""
+    from experiments.cli import main
+
+    cfg = _config(artifacts, tmp_path / "run", max_batches=3, wandb=False)
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert main(["benchmark", "--config", str(path), "--rows", "posthoc", "--max_batches", "1",
+                 "--data.init_args.batch_size", "2", "--benchmark.threshold", "0.3"]) == 0
+    record = json.loads((tmp_path / "run" / "benchmark" / "benchmark.json").read_text())
+    row = record["rows"][0]
+    assert row["results"]["clips"] == 2.0 and row["threshold"] == 0.3
