@@ -101,10 +101,21 @@ def write_gallery_index(root: Path) -> Path:
     """``root/index.html`` linking every section's gallery below ``root`` (``val-epoch<NNN>/index.html``, …), the
     final model's test section first."""
     pages = sorted((p.parent.name for p in root.glob("*/index.html")), key=lambda n: (n != FINAL_TEST, n))
-    items = "\n".join(f'<li><a href="{html.escape(p)}/index.html">{html.escape(p)}</a></li>' for p in pages)
+
+    def describe(name: str) -> str:
+        clips = len(list((root / name).glob("*_input.wav")))
+        what = ("the trained model on fixed test clips" if name == FINAL_TEST
+                else f"fixed validation clips after epoch {int(name.rsplit('epoch', 1)[-1])}" if "epoch" in name else name)
+        return f"{what}, {clips} clip(s)"
+
+    items = "\n".join(f'<li><a href="{html.escape(p)}/index.html">{html.escape(p)}</a>: {html.escape(describe(p))}</li>'
+                      for p in pages)
+    intro = ("<p>Each page plays, for a fixed set of clips, the input, the interpretation of the explained class (the "
+             "chosen components' share of the input, inverted with the input's phase) and the residual (the rest), "
+             "with the spectrograms and each component's relevance. Sections:</p>")
     out = root / "index.html"
     out.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>interpretations</title>{_STYLE}</head>"
-                   f"<body><h1>Interpretations</h1><ul>{items}</ul></body></html>\n")
+                   f"<body><h1>Interpretations</h1>{intro}<ul>{items}</ul></body></html>\n")
     return out
 
 
@@ -318,7 +329,8 @@ class InterpretationLogger(Callback):
                     sf.write(path, np.clip(audio.numpy(), -1, 1), sr, subtype="PCM_16")
                     files[key] = path.name
                 if self.images:
-                    files["spectrogram"] = self._spectrogram_png(folder / f"{tag}_spectrogram.png", magnitude, interp, i, j, cname)
+                    files["spectrogram"] = self._spectrogram_png(folder / f"{tag}_spectrogram.png", magnitude, interp, i, j, cname,
+                                                                 sr, getattr(getattr(frontend, "config", None), "hop_length", None))
                     files["relevance"] = self._relevance_png(folder / f"{tag}_relevance.png", rel, chosen, cname)
                 top = torch.argsort(rel, descending=True)[:3]
                 rows.append({
@@ -352,7 +364,10 @@ class InterpretationLogger(Callback):
         return src if float(src.pow(2).sum()) > 0 else None
 
     @staticmethod
-    def _spectrogram_png(path: Path, magnitude, interp, i: int, j: int, cname: str) -> str:
+    def _spectrogram_png(path: Path, magnitude, interp, i: int, j: int, cname: str, sample_rate: int | None = None,
+                         hop_length: int | None = None) -> str:
+        """Input, interpretation and activations side by side; time in seconds and frequency in kHz when the
+        rate and hop are known (as the example PNGs), else frames and bins."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -370,9 +385,15 @@ class InterpretationLogger(Callback):
         panels.append(("activations H", interp.activations[i]))
         fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), dpi=80)
         for ax, (title, img) in zip(np.atleast_1d(axes), panels):
-            ax.imshow(img.numpy(), origin="lower", aspect="auto", cmap="magma")
+            frames = img.shape[-1]
+            seconds = frames * hop_length / sample_rate if sample_rate and hop_length else None
+            spectral = title != "activations H"
+            top = (sample_rate / 2000.0) if (seconds is not None and spectral) else img.shape[0]
+            extent = None if seconds is None else (0.0, seconds, 0.0, top)
+            ax.imshow(img.numpy(), origin="lower", aspect="auto", cmap="magma", extent=extent)
             ax.set_title(title, fontsize=9)
-            ax.set_xlabel("frame")
+            ax.set_xlabel("time (s)" if seconds is not None else "frame")
+            ax.set_ylabel("frequency (kHz)" if (seconds is not None and spectral) else ("component k" if not spectral else "bin"))
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)

@@ -480,8 +480,11 @@ def class_purity(nmf: NMF, W: torch.Tensor, loader, frontend: AudioFrontEnd, dev
     return float(mass.max(dim=1).values.sum() / total)
 
 
-def _save_figures(W: torch.Tensor, examples: torch.Tensor | None, nmf: NMF, frontend: FrontEndConfig, folder: Path, title: str) -> list[Path]:
-    """``dictionary.png`` (frequency × component) and ``reconstructions.png`` (V, W H per example)."""
+def _save_figures(W: torch.Tensor, examples: torch.Tensor | None, nmf: NMF, frontend: FrontEndConfig, folder: Path, title: str,
+                  labels: list[str] | None = None) -> list[Path]:
+    """``dictionary.png`` (frequency × component; with ``labels``, each block of columns — a class's, the noise
+    block, the shared one — named above the image and separated by a line) and ``reconstructions.png``
+    (V, W H per example)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -495,6 +498,16 @@ def _save_figures(W: torch.Tensor, examples: torch.Tensor | None, nmf: NMF, fron
     ax.set_xlabel("component k")
     ax.set_ylabel("frequency (kHz)")
     ax.set_title(f"dictionary W ({Wc.shape[0]} × {Wc.shape[1]}), {title}")
+    if labels and len(labels) == Wc.shape[1] and len(set(labels)) > 1:
+        start = 0
+        for k in range(1, len(labels) + 1):
+            if k == len(labels) or labels[k] != labels[start]:
+                if k < len(labels):
+                    ax.axvline(k - 0.5, color="white", linewidth=0.8)
+                ax.text((start + k - 1) / 2, 1.01, str(labels[start]), transform=ax.get_xaxis_transform(),
+                        ha="center", va="bottom", fontsize=7, rotation=90 if k - start < 4 else 0)
+                start = k
+        ax.set_title(ax.get_title(), pad=30)
     fig.colorbar(im, ax=ax, label="weight (unit-norm columns)")
     fig.tight_layout()
     paths.append(folder / "dictionary.png")
@@ -740,7 +753,8 @@ def learn_dictionary(
     figures["dictionary"] = str(out)
     if save_images:
         try:
-            paths = _save_figures(W, stream.examples, model, fe_cfg, out.parent, f"{name}/{split}, K={W.shape[1]}")
+            paths = _save_figures(W, stream.examples, model, fe_cfg, out.parent, f"{name}/{split}, K={W.shape[1]}",
+                                  labels=meta.get("labels"))
             figures["images_logged"] = log_images_to_wandb(paths)
         except Exception as exc:  # noqa: BLE001 - pictures are a convenience; the artifact is written
             warnings.warn(f"dictionary figures failed: {type(exc).__name__}: {exc}", stacklevel=2)

@@ -79,3 +79,18 @@ def test_bydesign_fit_then_test_refreshes_the_one_final_section(tmp_path):
     _check_final_section(tmp_path, dm)
     # written at the end of fit, then again by trainer.test into the same section (no second test gallery)
     assert [p.parent.name for p in gallery.galleries] == ["val-epoch000", FINAL_TEST, FINAL_TEST]
+
+
+def test_the_gallery_index_says_what_each_section_holds(tmp_path):
+    """The top page explains what a page plays and names each section with its clips (not two bare links)."""
+    from callbacks.interpretation_logger import FINAL_TEST, write_gallery_index
+
+    for name, clips in ((FINAL_TEST, 2), ("val-epoch002", 3)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.html").write_text("<html></html>")
+        for i in range(clips):
+            (tmp_path / name / f"c{i}_input.wav").write_bytes(b"")
+    text = write_gallery_index(tmp_path).read_text()
+    assert "the trained model on fixed test clips, 2 clip(s)" in text
+    assert "fixed validation clips after epoch 2, 3 clip(s)" in text
+    assert text.index(FINAL_TEST) < text.index("val-epoch002") and "residual" in text
