@@ -284,7 +284,7 @@ def test_class_blocks_beat_the_authors_settings_on_ground_truth(tmp_path):
         L.seed_everything(0, verbose=False)
         model = PostHocInterpreterModule(classifier=clf, dictionary=art, hidden=32, lr=5e-3, loss_weights=schedule, **options)
         trainer(4).fit(model, datamodule=dm)
-        results[name] = summary(score(_interpret_fn(model.eval(), kw), clf.frontend, dm.test_dataloader(), 2))
+        results[name] = summary(score(_interpret_fn(model.eval(), kw), clf.frontend, dm.test_dataloader()))
     a, b = results["authors"], results["blocks"]
     assert a["pairs"] == b["pairs"] >= 20
     assert b["specificity"] > a["specificity"], results
