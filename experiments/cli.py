@@ -93,6 +93,25 @@ def resolve_config(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"config file not found: {path} (looked in ., {EXPERIMENTS_DIR.parent}, {EXPERIMENTS_DIR})")
 
 
+def load_configs(paths: str | os.PathLike | list) -> dict:
+    """One config dict from one or several YAML files (``--config base.yaml --config overlay.yaml``), each later
+    one merged into the ones before as ``l2i fit`` merges them: mappings key by key, any other value replaced."""
+    import yaml
+
+    def merge(base, over):
+        if isinstance(base, dict) and isinstance(over, dict):
+            return {**base, **{k: merge(base.get(k), v) if k in base else v for k, v in over.items()}}
+        return over
+
+    out: dict = {}
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or []):
+        loaded = yaml.safe_load(resolve_config(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must hold a mapping (sections such as model:, data:)")
+        out = merge(out, loaded)
+    return out
+
+
 def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Separate dotted overrides (``--data.init_args.root /data``, ``--model.init_args.threshold=0.3``) from the
     other arguments of a verb: ``(other arguments, [(dotted key, value text)])``, in order. The project's own

@@ -78,7 +78,8 @@ def load_evaluated(config: dict, ckpt: str, device: str = "cpu", classifier: str
 
     A post-hoc interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
     :func:`l2i.checkpoints.read_interpreter` from any folder, whatever the config's ``model.init_args`` say
-    (a config naming another model class is refused). Any other checkpoint is loaded with the config's
+    (a config naming another model class is refused) but for a post-hoc ``interpret_options``: the config's,
+    when it names them, replace the checkpoint's (they choose how it interprets, not what it learnt). Any other checkpoint is loaded with the config's
     ``<class>.load_from_checkpoint`` after the same safe read, when its stored class is the config's; a
     classifier's checkpoint is refused with what evaluate needs."""
     from l2i.checkpoints import (INTERPRETER_KINDS, KIND_CLASSES, CheckpointKindError, checkpoint_kind, read_interpreter,
@@ -99,6 +100,9 @@ def load_evaluated(config: dict, ckpt: str, device: str = "cpu", classifier: str
             raise CheckpointKindError(f"--config's model is {class_path} but {ckpt} is a {expected} checkpoint: give the "
                                       f"config it was trained with (its data section is what evaluate reads)")
         bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="evaluate")
+        options = (model_sec.get("init_args") or {}).get("interpret_options") if isinstance(model_sec, dict) else None
+        if options is not None and kind == "posthoc":
+            bundle["interpreter"]["interpret_options"] = options  # interpretation settings, not weights
         return TrainedInterpreter(bundle).to(device).eval()
     stored = str(((state.get("hyper_parameters") or {}).get("_class_path")) or "")
     if stored and class_path and stored.rpartition(".")[2] != class_path.rpartition(".")[2]:
@@ -228,13 +232,15 @@ def main(argv: list[str]) -> int:
 def _main(argv: list[str]) -> int:
     from jsonargparse import ArgumentParser
 
-    from experiments.cli import apply_overrides, default_device, resolve_config, split_overrides
+    from experiments.cli import apply_overrides, default_device, load_configs, split_overrides
 
     p = ArgumentParser(prog="l2i evaluate", description="The evaluation suite of a trained interpreter (post-hoc or "
                        "by-design) -> JSON + markdown. Dotted overrides of the config work as for l2i fit, e.g. "
                        "--data.init_args.root /data/ESC-50-master.")
-    p.add_argument("--config", required=True, help="the interpreter's fit config: its data section is the data evaluated "
-                   "on (its model section must name the checkpoint's class)")
+    p.add_argument("--config", required=True, action="append",
+                   help="the interpreter's fit config: its data section is the data evaluated on (its model section must "
+                        "name the checkpoint's class); repeat it for overlays (--config base.yaml --config overlay.yaml), "
+                        "merged as l2i fit merges them")
     p.add_argument("--ckpt", default=None, help="required: the trained interpreter's checkpoint or self-contained file (l2i export)")
     p.add_argument("--classifier", default=None, help="the classifier checkpoint of an old interpreter checkpoint, when "
                    "the recorded path is not found")
@@ -259,7 +265,7 @@ def _main(argv: list[str]) -> int:
                         "vs random components, L-MAC's table on 0.8/0.2 mixtures) under authors.*")
     argv, overrides = split_overrides(argv)
     args = p.parse_args(argv)
-    config = apply_overrides(yaml.safe_load(resolve_config(args.config).read_text()) or {}, overrides)
+    config = apply_overrides(load_configs(args.config), overrides)
     snrs = [float(s) for s in str(args.noise_snr_db).split(",") if s.strip()] if args.noise_snr_db else []
     device = default_device(args.device)
     _section(config, "model"), _section(config, "data")  # a config without them is named first

@@ -170,12 +170,13 @@ def write_interpretations(model, waveform: torch.Tensor, names: Sequence[str], o
 
 #: the keys of a config's ``model.init_args`` that may differ from an interpreter checkpoint's: where its
 #: artifacts are now, and the settings of interpretation (not of the model)
-_FREE_KEYS = ("classifier_checkpoint", "dictionary_path", "threshold", "class_threshold", "num_classes", "task", "class_names")
+_FREE_KEYS = ("classifier_checkpoint", "dictionary_path", "threshold", "class_threshold", "num_classes", "task", "class_names",
+              "interpret_options")
 
 
 def config_model_args(config: dict | None, ckpt: str | Path, bundle: dict) -> dict:
     """The ``model.init_args`` of ``config`` (a fit config as a dict) that may be applied to the interpreter of
-    ``bundle``: ``threshold`` / ``class_threshold``. Refused with one message: a config whose model is another
+    ``bundle``: ``threshold`` / ``class_threshold`` / ``interpret_options`` (interpretation settings). Refused with one message: a config whose model is another
     class than the checkpoint's, or whose architecture values differ ("drop --config")."""
     from l2i.checkpoints import KIND_CLASSES, CheckpointKindError
 
@@ -200,7 +201,7 @@ def config_model_args(config: dict | None, ckpt: str | Path, bundle: dict) -> di
     if diff:
         raise CheckpointKindError(f"your --config's model differs from the checkpoint's ({'; '.join(diff[:4])}"
                                   f"{' …' if len(diff) > 4 else ''}): drop --config — {ckpt} holds its own settings")
-    return {k: init[k] for k in ("threshold", "class_threshold") if init.get(k) is not None}
+    return {k: init[k] for k in ("threshold", "class_threshold", "interpret_options") if init.get(k) is not None}
 
 
 def load_interpreter(ckpt: str | Path, config: str | Path | dict | None = None, overrides: dict | None = None,
@@ -245,11 +246,11 @@ SCORE_DESCRIPTIONS = {
 
 
 @torch.no_grad()
-def score_posthoc(model, classifier_checkpoint: str, batches, *, threshold: float | None = None, mask_mode: str = "log1p",
+def score_posthoc(model, classifier_checkpoint: str, batches, *, threshold: float | None = None, mask_mode: str | None = None,
                   seed: int = 0, max_batches: int | None = None) -> dict:
     """The post-hoc interpreter ``model`` scored by :func:`l2i.evaluation.evaluate_interpreter` (no noise
-    experiment), explaining the classifier of ``classifier_checkpoint``; ``mask_mode`` is passed to every
-    ``interpret``. Returns the suite's flat ``family.key`` figures (but ``seconds``) plus ``threshold``."""
+    experiment), explaining the classifier of ``classifier_checkpoint``; ``mask_mode`` (default: the model's
+    ``interpret_options``, else log1p) is passed to every ``interpret``. Returns the suite's flat ``family.key`` figures (but ``seconds``) plus ``threshold``."""
     from l2i.evaluation import evaluate_interpreter
     from lightning_modules.classifier import ClassifierModule
 
@@ -259,7 +260,7 @@ def score_posthoc(model, classifier_checkpoint: str, batches, *, threshold: floa
     cls_thr = float(model.hparams.class_threshold)
     scores = evaluate_interpreter(model, classifier, batches, threshold=tau, thresholds=cls_thr, classifier_thresholds=cls_thr,
                                   noise_snr_db=None, seed=seed, max_batches=max_batches, device=device,
-                                  interpret_kwargs={"mask_mode": mask_mode})
+                                  interpret_kwargs={} if mask_mode is None else {"mask_mode": mask_mode})
     scores.pop("seconds", None)  # the stage reports its own eval_seconds
     scores["threshold"] = tau
     return scores
@@ -275,7 +276,7 @@ def posthoc_stage(ctx, settings: dict) -> dict:
         config: posthoc LightningCLI config (default ``experiments/synthetic/posthoc.yaml``).
         overrides: extra CLI arguments (list).
         threshold: relevance threshold τ for the evaluation (default: the model's).
-        mask_mode: ``log1p`` (default) or ``share``.
+        mask_mode: ``log1p`` or ``share`` (default: the model's ``interpret_options``, else ``log1p``).
         max_batches: test batches scored (default all).
         examples: number of test clips whose interpretations are written (WAV/JSON/PNG), default 4.
         dictionary: when ``ctx.artifacts`` has no ``dictionary``: settings of :func:`learn_dictionary`
@@ -332,7 +333,7 @@ def posthoc_stage(ctx, settings: dict) -> dict:
     dm.setup("test")
     start = time.perf_counter()
     scores = score_posthoc(model, ctx.artifacts["classifier"], dm.test_dataloader(), threshold=settings.get("threshold"),
-                           mask_mode=settings.get("mask_mode", "log1p"), seed=ctx.seed, max_batches=settings.get("max_batches"))
+                           mask_mode=settings.get("mask_mode"), seed=ctx.seed, max_batches=settings.get("max_batches"))
     figures["eval_seconds"] = round(time.perf_counter() - start, 2)
     n_examples = int(settings.get("examples", 4))
     if n_examples > 0:
@@ -462,7 +463,8 @@ def _parser():
                         "self-contained file (l2i export)")
     parser.add_argument("--input", nargs="+", required=True, help="audio files to interpret (any rate, mono or multichannel)")
     parser.add_argument("--out_dir", required=True, help="output folder (created; see the files below)")
-    parser.add_argument("--config", default=None, help="optional: the interpreter's fit config, only to say where an old "
+    parser.add_argument("--config", default=None, action="append", help="optional, repeatable (overlays): the "
+                        "interpreter's fit config, for its threshold / class_threshold / interpret_options and where an old "
                         "checkpoint's classifier / dictionary are now; a config of another model is refused")
     parser.add_argument("--classifier", default=None, help="optional: the classifier checkpoint of an old interpreter "
                         "checkpoint, when the recorded path is not found")
@@ -470,9 +472,10 @@ def _parser():
     parser.add_argument("--threshold", type=float, default=None, help="relevance threshold τ (default: the model's)")
     parser.add_argument("--target", default=None,
                         help="comma-separated class names or indices to explain (default: the classifier's prediction)")
-    parser.add_argument("--mask_mode", default="log1p", choices=["log1p", "share"],
+    parser.add_argument("--mask_mode", default=None, choices=["log1p", "share"],
                         help="how the chosen components' share becomes a mask on |X|: log1p (the chosen part of "
-                        "log1p|X|, the default) or share (their share of W H times |X|)")
+                        "log1p|X|) or share (their share of W H times |X|); default: the model's interpret_options, "
+                        "else log1p")
     parser.add_argument("--window_s", type=float, default=None, help="interpret a long recording window by window "
                         "(seconds; a timeline) instead of as one clip")
     parser.add_argument("--hop_s", type=float, default=None, help="hop between windows (default: --window_s)")
@@ -487,7 +490,7 @@ def _parser():
 
 
 def _main(argv: list[str]) -> int:
-    from experiments.cli import apply_overrides, default_device, resolve_config, split_overrides
+    from experiments.cli import apply_overrides, default_device, load_configs, split_overrides
     from l2i.trained import TrainedInterpreter
 
     argv = ["--out_dir" if a == "--out" else ("--out_dir=" + a[6:] if a.startswith("--out=") else a) for a in argv]
@@ -498,7 +501,7 @@ def _main(argv: list[str]) -> int:
         raise ValueError(f"--{bad[0]}: interpret reads no data set; only --model.init_args.* overrides "
                          "(e.g. --model.init_args.threshold 0.3) apply")
     check_inputs(args.input)
-    config = yaml.safe_load(resolve_config(args.config).read_text()) or {} if args.config else {}
+    config = load_configs(args.config) if args.config else {}
     config = apply_overrides(config, overrides)
     init = ((config.get("model") or {}).get("init_args")) or {}
     from l2i.checkpoints import CheckpointError, read_interpreter

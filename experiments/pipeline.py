@@ -50,6 +50,7 @@ LAZY_STAGES: dict[str, str] = {
     "evaluation": "experiments.evaluate:evaluation_stage",
     "lmac": "experiments.benchmark:lmac_stage",
     "benchmark": "experiments.benchmark:benchmark_stage",
+    "instruments": "experiments.instruments_stage:instruments_stage",
 }
 
 
@@ -457,7 +458,8 @@ def demo_main(argv: list[str]) -> int:
     parser.add_argument("--out_dir", default=None, help="where the report and every stage's folder go "
                         "(default: the config's out_dir, runs/demo)")
     parser.add_argument("--stages", default=None, help="comma-separated subset of the config's stages, among "
-                        f"{', '.join(STAGE_ORDER)}; the others' artifacts and figures are reused from out_dir")
+                        f"{', '.join(STAGE_ORDER)}; the others' artifacts and figures are reused from out_dir (optional "
+                        "stage, in its own config: instruments, experiments/demo_instruments.yaml)")
     parser.add_argument("--group", default=None, help="W&B group of the stages' runs (default: $WANDB_RUN_GROUP, else "
                         "<out_dir name>-<start time>)")
     args = parser.parse_args(argv)

@@ -359,7 +359,8 @@ class TrainedInterpreter(nn.Module):
     """A trained post-hoc interpreter or by-design model, ready to explain audio (see the module docstring).
 
     Attributes: ``model`` (the pure-torch model), ``kind`` (``posthoc`` | ``bydesign``), ``class_names``,
-    ``task``, ``threshold`` (relevance τ), ``class_threshold`` (multilabel decision), ``frontend``,
+    ``task``, ``threshold`` (relevance τ), ``class_threshold`` (multilabel decision), ``interpret_options`` (a
+    post-hoc interpreter's stored interpretation options, the defaults of :meth:`interpret`), ``frontend``,
     ``classifier`` (:class:`TrainedClassifier`), ``source`` (the file it came from), ``settings`` (the
     interpreter's hyper-parameters), ``dictionary`` (the artifact's dict: W, front-end, labels).
     """
@@ -374,6 +375,13 @@ class TrainedInterpreter(nn.Module):
         self.threshold = float(hp.get("threshold", 0.2))
         self.class_threshold = float(hp.get("class_threshold", 0.5))
         self.source = bundle.get("source")
+        self.interpret_options: dict[str, Any] = {}
+        if self.kind == "posthoc":
+            from l2i.interpreter.posthoc import check_interpret_options
+
+            self.interpret_options = check_interpret_options(hp.get("interpret_options"),
+                                                             f"{self.source or 'interpreter'}: interpret_options",
+                                                             bool(hp.get("block_evidence")))
         self.settings = dict(hp)
         self.dictionary = bundle["dictionary"]
         self.classifier = TrainedClassifier(self.model, self.kind)
@@ -427,23 +435,36 @@ class TrainedInterpreter(nn.Module):
     # -- the batched verb --------------------------------------------------------------------------------
     @torch.no_grad()
     def interpret(self, waveform: Tensor, target=None, threshold: float | None = None, *, sample_rate: int | None = None,
-                  class_threshold: float | None = None, mask_mode: str = "log1p", relevance_weighted: bool = False,
-                  components: Tensor | None = None, top_k: int | None = None) -> Interpretation:
+                  class_threshold: float | None = None, mask_mode: str | None = None, relevance_weighted: bool | None = None,
+                  components: Tensor | None = None, top_k: int | None = None, **options) -> Interpretation:
         """``waveform (B, N)`` -> :class:`~l2i.interpreter.interpretation.Interpretation` (the tensor verb; the
         clips of a batch must have one length). ``threshold`` defaults to the model's τ; ``top_k`` caps the
-        chosen components (post-hoc interpreters; default the model's own, 0 = no cap)."""
-        extra = {} if top_k is None else {"top_k": top_k}
-        if extra and self.kind != "posthoc":
-            raise ValueError(f"top_k applies to post-hoc interpreters; this is a {self.kind} model")
-        return self.model.interpret(
-            waveform, target, self.threshold if threshold is None else float(threshold), sample_rate=sample_rate,
-            class_threshold=self.class_threshold if class_threshold is None else class_threshold,
-            mask_mode=mask_mode, relevance_weighted=relevance_weighted, components=components, **extra)
+        chosen components (post-hoc interpreters; default the model's own, 0 = no cap). A post-hoc interpreter's
+        further ``options`` (``refine_iters``, ``refine_gate``, ``refine_init``, ``block_components``) and every
+        argument left ``None`` come from its stored ``interpret_options``, else the method's defaults
+        (``mask_mode`` ``log1p``)."""
+        if self.kind != "posthoc" and (top_k is not None or options):
+            raise ValueError(f"{', '.join(['top_k'] * (top_k is not None) + list(options))} apply to post-hoc "
+                             f"interpreters; this is a {self.kind} model")
+        kw = dict(class_threshold=class_threshold, mask_mode=mask_mode, relevance_weighted=relevance_weighted,
+                  components=components, top_k=top_k, **options)
+        if self.kind == "posthoc":
+            from l2i.interpreter.posthoc import merge_interpret_options
+
+            kw = merge_interpret_options(self.interpret_options, kw)
+        kw = {k: v for k, v in kw.items() if v is not None}
+        kw.setdefault("class_threshold", self.class_threshold)
+        return self.model.interpret(waveform, target, self.threshold if threshold is None else float(threshold),
+                                    sample_rate=sample_rate, **kw)
+
+    def effective_mask_mode(self, mask_mode: str | None = None) -> str:
+        """The mask mode an :meth:`interpret` call with ``mask_mode`` uses."""
+        return mask_mode or self.interpret_options.get("mask_mode") or "log1p"
 
     # -- one clip --------------------------------------------------------------------------------------
     @torch.no_grad()
     def explain(self, audio: Any, sample_rate: int | None = None, *, target: Sequence[str | int] | str | int | None = None,
-                threshold: float | None = None, mask_mode: str = "log1p", name: str | None = None,
+                threshold: float | None = None, mask_mode: str | None = None, name: str | None = None,
                 top_k: int | None = None) -> ClipInterpretation:
         """Interpret one clip: a file path, or a waveform ``(N,)`` / ``(channels, N)`` / ``(N, channels)`` with its
         ``sample_rate``. ``target``: class names or indices to explain (default: the classifier's prediction).
@@ -485,7 +506,8 @@ class TrainedInterpreter(nn.Module):
             audio=it.audio[0][valid][:, :n].cpu(), residual=it.residual[0][valid][:, :n].cpu(),
             relevance=it.relevance[0][classes].cpu(), chosen=it.components[0][classes].cpu(),
             mask=it.mask[0][valid][..., :frames].cpu(), magnitude=feats.magnitude[0][..., :frames].cpu(),
-            activations=it.activations[0][..., :frames].cpu(), threshold=float(it.threshold), mask_mode=mask_mode,
+            activations=it.activations[0][..., :frames].cpu(), threshold=float(it.threshold),
+            mask_mode=self.effective_mask_mode(mask_mode),
             kind=self.kind, hop_length=cfg.hop_length, padded_from=n if length != n else None, task=self.task,
         )
 

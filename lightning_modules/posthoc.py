@@ -22,7 +22,8 @@ from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact, theta_evidence as _evidence
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
-from l2i.interpreter.posthoc import PostHocInterpreter, LossSchedule, PostHocOutput
+from l2i.interpreter.posthoc import (LossSchedule, PostHocInterpreter, PostHocOutput, check_interpret_options,
+                                    merge_interpret_options)
 from l2i.interpreter.protocol import get_protocol, interpreter_options
 
 __all__ = ["PostHocInterpreterModule", "collapsed"]
@@ -84,6 +85,13 @@ class PostHocInterpreterModule(L.LightningModule):
         attention_dropout: dropout on Θ's attention-branch input (the authors: 0.4 on ESC-50, 0 on SONYC-UST).
         top_k: at most this many components per interpretation (0: no cap).
         share_eps: floor of ``W H`` in each component's share.
+        interpret_options: keyword arguments :meth:`interpret` uses by default (an explicit argument wins; kept in
+            the checkpoint, so ``l2i evaluate`` / ``l2i interpret`` / :func:`l2i.load_interpreter` use them too):
+            ``mask_mode``, ``relevance_weighted``, ``top_k``, ``refine_iters``, ``refine_gate``, ``refine_init``,
+            ``block_components``, ``class_threshold`` (see :meth:`PostHocInterpreter.interpret`). Default empty:
+            the authors' interpretation. The real-recording recipe (``experiments/instruments/posthoc_blocks.yaml``)
+            sets ``{mask_mode: share, refine_iters: 150, refine_gate: classifier, refine_init: uniform,
+            class_threshold: 0.2, block_components: true}``. Not used in training.
     """
 
     def __init__(
@@ -115,9 +123,13 @@ class PostHocInterpreterModule(L.LightningModule):
         attention_dropout: float | None = None,
         top_k: int | None = None,
         share_eps: float | None = None,
+        interpret_options: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["classifier", "dictionary"])
+        self.interpret_options = check_interpret_options(interpret_options, "model.init_args.interpret_options",
+                                                         block_evidence)
+        self.hparams["interpret_options"] = dict(self.interpret_options)
         preset = get_protocol(protocol)
         if loss_weights is None:
             loss_weights = preset.loss_weights
@@ -230,8 +242,10 @@ class PostHocInterpreterModule(L.LightningModule):
 
         ``waveform (B, N)`` is B clips of one length at the model's rate; keyword arguments: ``sample_rate`` (the
         waveform's rate when it differs: resampled), ``mask_mode`` (``log1p`` | ``share``), ``relevance_weighted``,
-        ``class_threshold``, ``components``. For one clip of any length, rate and channel layout use
-        :meth:`l2i.trained.TrainedInterpreter.explain` (``l2i.load_interpreter``)."""
+        ``class_threshold``, ``components``, the refinement options; unset ones come from ``interpret_options``.
+        For one clip of any length, rate and channel layout use :meth:`l2i.trained.TrainedInterpreter.explain`
+        (``l2i.load_interpreter``)."""
+        kwargs = merge_interpret_options(self.interpret_options, kwargs)
         kwargs.setdefault("class_threshold", self.hparams.class_threshold)
         return self.interpreter.interpret(
             waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs

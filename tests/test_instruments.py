@@ -284,7 +284,7 @@ def test_class_blocks_beat_the_authors_settings_on_ground_truth(tmp_path):
         L.seed_everything(0, verbose=False)
         model = PostHocInterpreterModule(classifier=clf, dictionary=art, hidden=32, lr=5e-3, loss_weights=schedule, **options)
         trainer(4).fit(model, datamodule=dm)
-        results[name] = summary(score(_interpret_fn(model.eval(), kw), clf.frontend, dm.test_dataloader(), 2))
+        results[name] = summary(score(_interpret_fn(model.eval(), kw), clf.frontend, dm.test_dataloader()))
     a, b = results["authors"], results["blocks"]
     assert a["pairs"] == b["pairs"] >= 20
     assert b["specificity"] > a["specificity"], results
@@ -380,3 +380,12 @@ def test_instrument_recipes_run_end_to_end(tmp_path, monkeypatch):
                 main(["fit", *configs, *data, *fit, "--model.init_args.classifier_checkpoint", str(clf),
                       "--model.init_args.dictionary_path", str(tmp_path / dictionary), "--trainer.default_root_dir", str(root)])
                 assert (root / "checkpoints" / "last.ckpt").is_file()
+        # the recipe of posthoc_blocks.yaml (its interpret_options, kept in the checkpoint) scored by l2i evaluate:
+        # every class explained by its whole 2-component block
+        import json
+
+        ckpt = tmp_path / "posthoc-blocks.pt" / "checkpoints" / "last.ckpt"
+        assert main(["evaluate", "--config", str(cfg / "posthoc.yaml"), "--config", str(cfg / "posthoc_blocks.yaml"), *data,
+                     "--ckpt", str(ckpt), "--noise_snr_db", "", "--device", "cpu", "--out_dir", str(tmp_path / "e")]) == 0
+        res = json.loads((tmp_path / "e" / "evaluation.json").read_text())["results"]
+        assert res["components_mean"] == 2.0 and res["ground_truth.all.pairs"] > 0

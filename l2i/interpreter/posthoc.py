@@ -10,7 +10,7 @@ batch-norm statistics never move, whatever ``.train()`` is called with), the NMF
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,9 @@ from l2i.interpreter.interpretation import EPS, Interpretation, build_interpreta
 from l2i.interpreter.psi import AuthorsPsi, Psi, map_to_grid, map_to_sequence
 from l2i.interpreter.theta import Theta
 
-__all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers"]
+__all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers",
+           "INTERPRET_OPTIONS", "check_interpret_options",
+           "merge_interpret_options"]
 
 #: λ per loss as ``{loss: {first epoch: weight}}``, the project's default: the authors' ESC-50 weights
 #: (reconstruction 5.0, fidelity 0.5 then 1.0 from epoch 20, sparsity 0.4) after one reconstruction-only epoch 0
@@ -148,6 +150,60 @@ def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None
     skip = min(int(skip_last), len(names) - 1)
     names = names[: len(names) - skip]
     return names[-count:]
+
+
+#: the interpretation options a trained post-hoc interpreter may carry (``interpret_options``) and their kinds:
+#: a tuple lists the allowed values
+INTERPRET_OPTIONS: dict[str, Any] = {
+    "mask_mode": ("log1p", "share"),
+    "relevance_weighted": bool,
+    "top_k": int,
+    "refine_iters": int,
+    "refine_gate": ("interpreter", "classifier"),
+    "refine_init": ("interpreter", "uniform"),
+    "block_components": bool,
+    "class_threshold": float,
+}
+
+
+def check_interpret_options(options: Mapping[str, Any] | None, where: str = "interpret_options",
+                            block_evidence: bool | None = None) -> dict[str, Any]:
+    """``options`` (keyword arguments of :meth:`PostHocInterpreter.interpret` kept with a trained interpreter)
+    checked and normalised: a plain dict; ``None`` -> ``{}`` (the authors' interpretation). A wrong key or value
+    raises one ``ValueError`` naming ``where``; ``block_components`` needs ``block_evidence`` (when known)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{where} must be a mapping of interpretation options, got {type(options).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        kind = INTERPRET_OPTIONS.get(str(key))
+        if kind is None:
+            extra = " (the relevance threshold τ is the model's own `threshold`)" if key == "threshold" else ""
+            raise ValueError(f"{where}.{key}: unknown interpretation option{extra}; known: {', '.join(INTERPRET_OPTIONS)}")
+        if isinstance(kind, tuple):
+            if value not in kind:
+                raise ValueError(f"{where}.{key} must be one of {', '.join(kind)}, got {value!r}")
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}.{key} must be true or false, got {value!r}")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{where}.{key} must be a non-negative integer, got {value!r}")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
+                raise ValueError(f"{where}.{key} must be a number in [0, 1], got {value!r}")
+            value = float(value)
+        out[str(key)] = value
+    if out.get("block_components") and block_evidence is False:
+        raise ValueError(f"{where}.block_components needs Θ tied to class blocks (block_evidence: true)")
+    return out
+
+
+def merge_interpret_options(options: Mapping[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of one ``interpret`` call: ``kwargs`` over the stored ``options`` (an argument given
+    as ``None`` means "the model's own" and leaves a stored option in place)."""
+    return {**options, **{k: v for k, v in kwargs.items() if v is not None or k not in options}}
 
 
 class PostHocInterpreter(nn.Module):
@@ -383,7 +439,7 @@ class PostHocInterpreter(nn.Module):
                 component at the same level: with ``refine_gate: classifier`` Ψ then plays no part, the
                 interpretation is the NMF of the clip on the blocks of the classes f detects).
             block_components: explain c with every component of c's block (Θ's per-class ``evidence``)
-                instead of the components above the relevance threshold.
+                instead of the components above the relevance threshold (``components``, when given, wins).
         """
         top_k = self.top_k if top_k is None else (None if int(top_k) == 0 else int(top_k))
         was_training = self.training
@@ -392,7 +448,7 @@ class PostHocInterpreter(nn.Module):
             out = self(waveform, sample_rate)
             classes = select_classes(out.classifier_logits, self.task, target, class_threshold)
             activations = out.activations
-            if block_components:
+            if block_components and components is None:  # an explicit set (e.g. a random baseline's) wins
                 if self.theta.evidence.dim() != 2:
                     raise ValueError("block_components needs Θ tied to class blocks (block_evidence: true)")
                 components = self.theta.evidence.expand(waveform.shape[0], -1, -1)

@@ -1,0 +1,180 @@
+"""A post-hoc interpreter's stored interpretation options (``interpret_options``): the class-block recipe of the
+real-recording set reachable from configs, ``l2i evaluate`` / ``l2i interpret`` and the Lightning-free loader.
+
+Untrained models on tiny clips (a second or two each): the options' plumbing does not depend on training."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from l2i.dictionary import DictionaryArtifact
+from l2i.instruments import CLASS_NAMES
+from lightning_modules.classifier import ClassifierModule
+from lightning_modules.posthoc import PostHocInterpreterModule
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 8000
+FE = dict(sample_rate=SR, n_fft=256, hop_length=128, n_mels=32, top_db=80.0)
+NAMES = list(CLASS_NAMES[:8])
+BLOCK = 2  # components per class
+#: the recipe as experiments/instruments/posthoc_blocks.yaml sets it
+RECIPE = yaml.safe_load((REPO / "experiments/instruments/posthoc_blocks.yaml").read_text())["model"]["init_args"]["interpret_options"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _save(module, path: Path) -> Path:
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu", devices=1, max_epochs=0,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """A multilabel classifier of the 8 instruments and a block dictionary (2 components per class)."""
+    root = tmp_path_factory.mktemp("opts")
+    torch.manual_seed(0)
+    clf = ClassifierModule(backbone_kwargs={"channels": [4, 8, 8, 16]}, frontend=FE, num_classes=8, task="multilabel",
+                           class_names=NAMES)
+    clf_path = _save(clf, root / "classifier.ckpt")
+    W = torch.rand(129, 8 * BLOCK) + 0.01
+    dict_path = DictionaryArtifact(W=W, frontend=clf.frontend.config,
+                                   meta={"labels": [c for c in NAMES for _ in range(BLOCK)]}).save(root / "blocks.pt")
+    blocks = dict(classifier_checkpoint=str(clf_path), dictionary_path=str(dict_path), hidden=8, pooling="max",
+                  block_evidence=True, theta_bias=True, threshold=0.0)
+    torch.manual_seed(1)
+    recipe = PostHocInterpreterModule(**blocks, interpret_options=RECIPE).eval()
+    ckpt = _save(recipe, root / "recipe.ckpt")
+    torch.manual_seed(1)
+    plain = PostHocInterpreterModule(**blocks).eval()  # same weights, no options: the authors' interpretation
+    plain_ckpt = _save(plain, root / "plain.ckpt")
+    x = torch.randn(2, SR) * 0.1
+    return {"root": root, "recipe": recipe, "plain": plain, "ckpt": ckpt, "plain_ckpt": plain_ckpt, "x": x}
+
+
+def test_the_recipe_file_is_the_readme_recipe():
+    assert RECIPE == {"mask_mode": "share", "refine_iters": 150, "refine_gate": "classifier", "refine_init": "uniform",
+                      "class_threshold": 0.2, "block_components": True}
+
+
+def test_stored_options_are_interpret_defaults_and_an_argument_wins(artifacts):
+    recipe, plain, x = artifacts["recipe"], artifacts["plain"], artifacts["x"]
+    target = torch.zeros(2, 8)
+    target[:, [0, 3]] = 1.0
+    got = recipe.interpret(x, target)
+    want = plain.interpret(x, target, threshold=0.0, **RECIPE)
+    torch.testing.assert_close(got.audio, want.audio)
+    assert torch.equal(got.components, recipe.interpreter.theta.evidence.expand(2, -1, -1))  # c's whole block
+    assert int(got.num_chosen[got.valid].min()) == BLOCK
+    authors = plain.interpret(x, target)  # no options: log1p mask, Ψ's own H, relevance > τ
+    assert not torch.allclose(authors.audio, got.audio)
+    # an explicit argument wins: the log1p mask, and given components (a random baseline's) over the blocks
+    torch.testing.assert_close(recipe.interpret(x, target, mask_mode="log1p").audio,
+                               plain.interpret(x, target, threshold=0.0, **{**RECIPE, "mask_mode": "log1p"}).audio)
+    one = torch.zeros(2, 8, 8 * BLOCK, dtype=torch.bool)
+    one[..., 5] = True
+    assert torch.equal(recipe.interpret(x, target, components=one).components, one)
+
+
+def test_a_checkpoint_reloads_with_its_options_without_lightning(artifacts, tmp_path):
+    from l2i import load_interpreter
+    from l2i.checkpoints import export_interpreter
+
+    recipe, x = artifacts["recipe"], artifacts["x"]
+    loaded = load_interpreter(artifacts["ckpt"])
+    assert loaded.interpret_options == RECIPE
+    torch.testing.assert_close(loaded.interpret(x).audio, recipe.interpret(x).audio)
+    assert loaded.effective_mask_mode() == "share" and loaded.effective_mask_mode("log1p") == "log1p"
+    exported = load_interpreter(export_interpreter(artifacts["ckpt"], tmp_path / "recipe.pt"))
+    assert exported.interpret_options == RECIPE
+    assert load_interpreter(artifacts["plain_ckpt"]).interpret_options == {}
+    again = PostHocInterpreterModule.load_from_checkpoint(str(artifacts["ckpt"]))
+    assert again.interpret_options == RECIPE
+    clip = loaded.explain(x[0], SR)
+    assert clip.mask_mode == "share" and clip.chosen.sum(-1).tolist() == [BLOCK] * len(clip.classes)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"refine_iter": 3}, r"model.init_args.interpret_options.refine_iter: unknown interpretation option"),
+    ({"threshold": 0.1}, r"interpret_options.threshold: unknown .* the model's own `threshold`"),
+    ({"mask_mode": "hard"}, r"interpret_options.mask_mode must be one of log1p, share, got 'hard'"),
+    ({"refine_iters": -1}, r"interpret_options.refine_iters must be a non-negative integer"),
+    ({"class_threshold": 2}, r"interpret_options.class_threshold must be a number in \[0, 1\]"),
+])
+def test_a_wrong_option_is_named_in_one_line(artifacts, options, message):
+    with pytest.raises(ValueError, match=message):
+        PostHocInterpreterModule(classifier_checkpoint=str(artifacts["root"] / "classifier.ckpt"),
+                                 dictionary_path=str(artifacts["root"] / "blocks.pt"), block_evidence=True,
+                                 interpret_options=options)
+
+
+def test_block_components_need_block_evidence(artifacts):
+    with pytest.raises(ValueError, match="block_components needs Θ tied to class blocks"):
+        PostHocInterpreterModule(classifier_checkpoint=str(artifacts["root"] / "classifier.ckpt"),
+                                 dictionary_path=str(artifacts["root"] / "blocks.pt"), interpret_options=RECIPE)
+
+
+def test_evaluate_scores_the_recipe_of_the_config_with_the_ground_truth_table(artifacts, tmp_path, capsys):
+    """``l2i evaluate`` with the instrument recipes on the real-recording set: the config's interpret_options
+    are what is scored (each class explained by its 2-component block), and the report opens with the
+    ground-truth table (mixture, interpretation, other class, random, all components, oracle IRM; single vs
+    multi-source clips); ``interpret_options {}`` scores the authors' interpretation instead."""
+    from experiments.cli import main
+
+    cfg = REPO / "experiments/instruments"
+    data = ["--data.init_args.num_train", "2", "--data.init_args.num_val", "2", "--data.init_args.num_test", "6",
+            "--data.init_args.sample_rate", str(SR), "--data.init_args.duration_s", "1.0", "--data.init_args.batch_size", "6",
+            "--data.init_args.cache_dir", str(tmp_path / "cache")]
+    common = ["--config", str(cfg / "posthoc.yaml"), "--config", str(cfg / "posthoc_blocks.yaml"), *data,
+              "--noise_snr_db", "", "--device", "cpu"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["evaluate", *common, "--ckpt", str(artifacts["plain_ckpt"]), "--out_dir", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("## ground truth"):]
+    assert "| estimate of class c | all clips | single-source clips | multi-source clips |" in table
+    for row in ("the mixture itself", "interpretation of c", "interpretation of another class present", "random active",
+                "all components", "ideal ratio mask (oracle)", "specificity"):
+        assert row in table, row
+    res = json.loads((tmp_path / "e/evaluation.json").read_text())["results"]
+    assert res["clips"] == 6 and res["components_mean"] == BLOCK  # the config's recipe: c's whole block
+    assert res["ground_truth.single.pairs"] + res["ground_truth.multi.pairs"] == res["ground_truth.all.pairs"] > 6
+    assert res["ground_truth.all.oracle_median"] > res["ground_truth.all.mixture_median"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["evaluate", *common, "--ckpt", str(artifacts["plain_ckpt"]), "--out_dir", str(tmp_path / "a"),
+                     "--model.init_args.interpret_options", "{}"]) == 0
+    authors = json.loads((tmp_path / "a/evaluation.json").read_text())["results"]
+    assert authors["ground_truth.all.pairs"] == res["ground_truth.all.pairs"]
+    assert authors["ground_truth.all.interpretation_median"] != res["ground_truth.all.interpretation_median"]
+
+
+def test_interpret_plays_the_stored_recipe(artifacts, tmp_path):
+    import soundfile as sf
+
+    from experiments.cli import main
+
+    clip = tmp_path / "c.wav"
+    sf.write(clip, artifacts["x"][0].numpy(), SR)
+    assert main(["interpret", "--ckpt", str(artifacts["ckpt"]), "--input", str(clip), "--out_dir", str(tmp_path / "o"),
+                 "--no_plots", "--target", "piano,violin"]) == 0
+    recs = {r["class"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "o").glob("*.json"))}
+    assert set(recs) == {"piano", "violin"}
+    assert all(r["mask_mode"] == "share" and len(r["chosen_components"]) == BLOCK for r in recs.values())
+    assert recs["piano"]["chosen_components"] == [0, 1]
