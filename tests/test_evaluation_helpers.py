@@ -130,9 +130,6 @@ class OracleInterpreter:
             rel[:, c] = frac
         peak = rel.amax(-1, keepdim=True)
         rel = torch.where(peak > 0, rel / peak.clamp_min(1e-12), torch.zeros_like(rel))
-        # on a 1e-6 grid: the STFT / matmul sums behind ``rel`` may differ in the last bits from one call to the
-        # next (BLAS kernels follow the buffers' alignment), which must not flip a component across τ
-        rel = torch.round(rel * 1e6) / 1e6
         chosen_all = rel > threshold if components is None else components.bool()
         classes = select_classes(clf_logits, "multiclass", target)
         idx = classes.clamp_min(0)[..., None].expand(*classes.shape, K)

@@ -90,9 +90,16 @@ def test_suite_on_overlap_mixtures_and_reproducible(setup):
     it = OracleInterpreter(clf, W)
     for b in loader:
         it.register(b)
-    with one_thread():
-        a = evaluate_interpreter(it, clf, loader, noise_snr_db=None, seed=1)
-        b = evaluate_interpreter(it, clf, loader, noise_snr_db=None, seed=1)
+    # a classifier handed over in train mode (dropout, batch statistics): the suite evaluates in eval mode and
+    # gives each model its own mode back (a shared model left in train mode made two calls differ)
+    clf.train()
+    try:
+        with one_thread():
+            a = evaluate_interpreter(it, clf, loader, noise_snr_db=None, seed=1)
+            b = evaluate_interpreter(it, clf, loader, noise_snr_db=None, seed=1)
+        assert clf.training and all(m.training for m in clf.modules())
+    finally:
+        clf.eval()
     a.pop("seconds"), b.pop("seconds")
     assert a == b
     # both clips' classes are present in every overlap mixture: 16 multi-source clips, 32 pairs, none single

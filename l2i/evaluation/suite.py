@@ -27,6 +27,7 @@ benchmark all call :func:`evaluate_interpreter`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Iterable, Sequence
@@ -136,6 +137,35 @@ def evaluate_interpreter(
         interpret_kwargs: extra keyword arguments of every ``interpret`` call (e.g. the post-hoc interpreter's
             ``mask_mode='share'``, ``relevance_weighted=True``).
     """
+    with _eval_mode(interpreter, classifier):
+        return _evaluate(interpreter, classifier, dataloader, task=task, threshold=threshold, top_k=top_k,
+                         thresholds=thresholds, classifier_thresholds=classifier_thresholds,
+                         random_baseline=random_baseline, mask_domain=mask_domain, ground_truth=ground_truth,
+                         noise_snr_db=noise_snr_db, max_batches=max_batches, seed=seed, device=device,
+                         frontend=frontend, interpret_kwargs=interpret_kwargs)
+
+
+@contextlib.contextmanager
+def _eval_mode(*models):
+    """Every ``nn.Module`` among ``models`` in eval mode for the evaluation (batch norm on its running
+    statistics, no dropout: a clip's figures must not depend on its batch or on the random state), each
+    restored to its own mode afterwards."""
+    modules = [m for m in models if isinstance(m, torch.nn.Module)]
+    states = [[(sub, sub.training) for sub in m.modules()] for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for state in states:
+            for sub, training in state:
+                sub.training = training
+
+
+def _evaluate(interpreter, classifier, dataloader, *, task, threshold, top_k, thresholds, classifier_thresholds,
+              random_baseline, mask_domain, ground_truth, noise_snr_db, max_batches, seed, device, frontend,
+              interpret_kwargs) -> dict[str, float]:
+    """The body of :func:`evaluate_interpreter` (models already in eval mode)."""
     start = time.perf_counter()
     task = _task_of(interpreter, classifier, task)
     device = _device_of(classifier, device)
