@@ -9,7 +9,6 @@ import json
 import warnings
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import yaml
@@ -27,22 +26,9 @@ BLOCK = 2  # components per class
 #: the recipe as experiments/instruments/posthoc_blocks.yaml sets it
 RECIPE = yaml.safe_load((REPO / "experiments/instruments/posthoc_blocks.yaml").read_text())["model"]["init_args"]["interpret_options"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_interpret_portable import _one_thread, _save  # noqa: E402,F401 - one thread (autouse) and saving as training does
 
 
-def _save(module, path: Path) -> Path:
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu", devices=1, max_epochs=0,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.strategy.connect(module)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,18 @@ def read_run(folder: Path) -> dict:
     return out
 
 
+def finished_runs(folders) -> list[dict]:
+    """:func:`read_run` of each offline run folder once its ``.wandb`` file holds the exit record (W&B's service
+    may still be writing it after ``wandb.finish()`` returns)."""
+    for folder in folders:
+        path = next(folder.glob("run-*.wandb"))
+        for _ in range(60):
+            if any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
+                break
+            time.sleep(0.5)
+    return [read_run(f) for f in folders]
+
+
 @pytest.fixture(scope="module")
 def offline_pipeline(artifacts, tmp_path_factory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("wandb-pipeline")
@@ -195,14 +207,7 @@ def test_a_plain_fit_names_its_job_type_group_and_artifacts(tmp_path, monkeypatc
     import wandb
 
     wandb.finish()
-    folders = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    for folder in folders:  # W&B's service may still be writing the run's file after finish() returns
-        path = next(folder.glob("run-*.wandb"))
-        for _ in range(60):
-            if any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
-                break
-            time.sleep(0.5)
-    runs = [read_run(f) for f in folders]
+    runs = finished_runs(sorted((tmp_path / "wandb").glob("offline-run-*")))
     assert [(r["group"], r["job_type"]) for r in runs] == [("exp1", "classifier")]
     assert runs[0]["config"]["l2i"]["artifacts"] == {}
 
@@ -278,14 +283,7 @@ def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
     import wandb
 
     wandb.finish()
-    folders = sorted((tmp_path / "demo").rglob("wandb/offline-run-*"))
-    for folder in folders:  # W&B's service may still be writing a run's file after finish() returns
-        path = next(folder.glob("run-*.wandb"))
-        for _ in range(60):
-            if any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)):
-                break
-            time.sleep(0.5)
-    runs = [read_run(f) for f in folders]
+    runs = finished_runs(sorted((tmp_path / "demo").rglob("wandb/offline-run-*")))
     assert sorted(r["job_type"] for r in runs) == sorted(STAGE_ORDER)  # one run per stage, none without a job_type
     assert {r["group"] for r in runs} == {"tiny-demo"}
     by_job = {r["job_type"]: r for r in runs}
