@@ -632,7 +632,7 @@ def learn_dictionary(
     ``n_components``, ``n_freq``, ``frames``, ``clips``, ``epochs``, ``fit_seconds``.
 
     ``threads`` sets torch's CPU threads for the job (restored afterwards); 1 is fastest for these
-    many small products on a busy shared CPU (measured 3-7x faster than 2 threads at load 5 on 2 cores).
+    many small products on a busy shared CPU (README's measured notes).
 
     ``state_path``: the streaming state (W, sufficient statistics, counters) is written there after every
     epoch; with ``resume`` an existing state is loaded and only the remaining epochs run (a killed job loses

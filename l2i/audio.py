@@ -102,11 +102,11 @@ class PolyphaseResampler:
     Here the ``new`` output phases are cut into groups of ``phases`` consecutive ones; a group's non-zero taps
     lie in a window of ``L`` input samples (``L = 75`` for 44.1 -> 16 kHz with 16 phases), so one batched
     product ``(groups, blocks, L) @ (groups, L, phases)`` over strided views of the padded input does all the
-    work with no copy of the input. A 5 s clip 44.1 -> 16 kHz on one thread: 0.18-0.24 ms instead of
-    0.85-0.88 ms (soxr's HQ resampler, librosa's default: 0.76 ms). With few phases (``new`` < 16, e.g. 2:1 decimation)
+    work with no copy of the input, several times faster than torchaudio's convolution on a CPU (timings in
+    the README's measured notes). With few phases (``new`` < 16, e.g. 2:1 decimation)
     ``m`` blocks are taken as one (``m * new`` phases), so that the product is a matrix product, not a
     matrix-vector one. The group size minimises the products done, weighted for the efficiency of narrow
-    products (measured: 16 phases for 44.1 -> 16 and 22.05 -> 16 kHz, 48-64 for 16 -> 44.1 kHz).
+    products (the sizes it picks are in the README's measured notes).
 
     CPU only (the strided views and the kernel live on the CPU); :func:`resample` is the device-agnostic one.
     """
@@ -302,9 +302,9 @@ def _read_mono(fh: sf.SoundFile, frames: int, channels: int, dest: np.ndarray | 
     given (a float32 ``(frames,)`` array); ``None`` when a float file holds a non-finite sample.
 
     16-bit PCM is read as stored and scaled here (:func:`_pcm16_to_float`); channels are averaged in
-    float32. Only 16-bit: measured per 5 s 44.1 kHz clip, reading as integers and scaling is bit-equal for
-    24/32-bit too but no faster for 24-bit WAV (0.84 vs 0.77 ms) or any FLAC (decoding dominates), and
-    32-bit integer files are rare."""
+    float32. Only 16-bit: reading as integers and scaling is bit-equal for 24/32-bit too but was no faster
+    for 24-bit WAV or any FLAC (decoding dominates; README's measured notes), and 32-bit integer files are
+    rare."""
     pcm16 = fh.subtype == "PCM_16"
     if channels == 1:
         if pcm16:

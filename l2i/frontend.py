@@ -110,8 +110,8 @@ class Features:
     ``(B, F, T)``; ``logmel (B, n_mels, T)``.
 
     ``phase`` and ``nmf`` are computed on first use (then kept): a classifier needs only ``logmel``, and the
-    phase (an ``atan2`` over every bin) was ~30 % of the front-end's time on a CPU (32 x 5 s at 16 kHz:
-    11.6 of 37 ms).
+    phase (an ``atan2`` over every bin) is a large share of the front-end's time on a CPU (figure in the
+    README's measured notes).
     """
 
     waveform: torch.Tensor
