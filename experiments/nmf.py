@@ -641,62 +641,95 @@ def learn_dictionary(
     so every process holds the same dictionary; only rank 0 writes files. Both need the plain streaming fit
     (no ``per_class_components``).
     """
-    if threads is not None and int(threads) > 0:
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(threads))
-        try:
-            return learn_dictionary(
-                datamodule, frontend, nmf, out, split=split, num_clips=num_clips, device=device, cache_mb=cache_mb,
-                eval_split=eval_split, eval_clips=eval_clips, save_images=save_images, progress=progress,
-                dataset=dataset, extra_meta=extra_meta, threads=None, state_path=state_path, resume=resume,
-                shard=shard,
-            )
-        finally:
-            torch.set_num_threads(before)
-    fe_cfg = FrontEndConfig.from_any(frontend)
-    settings = nmf if isinstance(nmf, NMFSettings) else NMFSettings(**(nmf or {}))
-    dev = resolve_device(device)
-    n_freq = fe_cfg.n_fft // 2 + 1
-    _check_components(settings, n_freq)
-    if shard is None or shard[0] == 0:  # a read-only or full folder found now, not after the first epoch
-        k_total = settings.noise_components + max(settings.n_components, settings.per_class_components)
-        check_writable(Path(out).parent, need_bytes=n_freq * k_total * 4 * 8 + (1 << 20), what="NMF output folder",
-                       hint="choose another --out")
-    fe = AudioFrontEnd(fe_cfg).to(dev)
-    model = settings.build(dev, progress=progress)
-    if (state_path or shard) and settings.per_class_components > 0:
-        raise ValueError("resume (state_path) and distributed learning need the plain streaming fit; "
-                         "nmf.per_class_components must be 0")
-    rank0 = shard is None or shard[0] == 0
-    loader = clip_loader(datamodule, split, num_clips, seed=settings.seed, shard=shard)
-    per_process = max(1, int(num_clips) // shard[1]) if (shard is not None and num_clips) else num_clips
-    stream = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=per_process, cache_mb=cache_mb)
-    start = time.perf_counter()
-    W_noise = None
-    if settings.noise_components:
-        noise_model = settings.build(dev, progress=progress, n_components=settings.noise_components)
-        unlabelled = settings.noise_key == "unlabelled"
-        noise_stream = FrameStream(
-            clip_loader(datamodule, split, num_clips, seed=settings.seed), fe, dev, settings.batch_frames,
-            max_clips=num_clips, cache_mb=cache_mb, key="waveform" if unlabelled else settings.noise_key,
-            select=_unlabelled if unlabelled else None,
-        )
-        W_noise = noise_model.fit_stream(lambda: noise_stream, epochs=settings.epochs, forget_factor=settings.forget_factor).dictionary
-    labels = None
-    block_notes: dict[str, Any] = {}
-    if settings.per_class_components > 0:
-        if settings.per_class_source == "weak_labels":
-            W_cls, labels, block_notes, _ = _fit_weak_labels(datamodule, settings, fe, dev, split, num_clips, W_noise)
-            W_cls = W_cls.to(dev, getattr(torch, settings.dtype))
+    with _torch_threads(threads):
+        fe_cfg = FrontEndConfig.from_any(frontend)
+        settings = nmf if isinstance(nmf, NMFSettings) else NMFSettings(**(nmf or {}))
+        dev = resolve_device(device)
+        n_freq = fe_cfg.n_fft // 2 + 1
+        _check_components(settings, n_freq)
+        rank0 = shard is None or shard[0] == 0
+        if rank0:  # a read-only or full folder found now, not after the first epoch
+            k_total = settings.noise_components + max(settings.n_components, settings.per_class_components)
+            check_writable(Path(out).parent, need_bytes=n_freq * k_total * 4 * 8 + (1 << 20),
+                           what="NMF output folder", hint="choose another --out")
+        fe = AudioFrontEnd(fe_cfg).to(dev)
+        model = settings.build(dev, progress=progress)
+        if (state_path or shard) and settings.per_class_components > 0:
+            raise ValueError("resume (state_path) and distributed learning need the plain streaming fit; "
+                             "nmf.per_class_components must be 0")
+        loader = clip_loader(datamodule, split, num_clips, seed=settings.seed, shard=shard)
+        per_process = max(1, int(num_clips) // shard[1]) if (shard is not None and num_clips) else num_clips
+        stream = FrameStream(loader, fe, dev, settings.batch_frames, max_clips=per_process, cache_mb=cache_mb)
+        start = time.perf_counter()
+        W_noise = _noise_block(datamodule, settings, fe, dev, split, num_clips, cache_mb, progress)
+        labels, block_notes = None, {}
+        if settings.per_class_components > 0:
+            W, labels, block_notes = _class_blocks(datamodule, settings, fe, dev, split, num_clips, cache_mb, progress,
+                                                   W_noise)
+            res = NMFResult(W, None, float("nan"), [], n_iter=settings.epochs)
         else:
-            blocks, labels, block_notes = _fit_per_class(datamodule, settings, fe, dev, split, num_clips, cache_mb, progress)
-            W_cls = concat_dictionaries(blocks).dictionary.to(dev, getattr(torch, settings.dtype))
-        W = W_cls if W_noise is None else torch.cat([W_noise, W_cls], dim=1)
-        res = NMFResult(W, None, float("nan"), [], n_iter=settings.epochs)
+            res = _fit_stream_resumable(model, stream, settings, W_noise, state_path, resume, shard, rank0)
+            W = res.dictionary
+        fit_seconds = time.perf_counter() - start
+        figures = _dictionary_figures(datamodule, settings, model, W, res, stream, fe, dev, eval_split, eval_clips)
+        figures["fit_seconds"] = round(fit_seconds, 2)
+        name = dataset or getattr(datamodule, "name", None) or type(datamodule).__name__
+        meta = _dictionary_meta(settings, model, W, res, figures, stream, W_noise, labels,
+                                {"dataset": str(name), "split": split, "device": str(dev)}, {**block_notes, **(extra_meta or {})})
+        art = DictionaryArtifact(W=W.detach().float().cpu(), frontend=fe_cfg.spectral_params(), meta=meta)
+        if rank0:  # distributed: every rank holds the same W; only rank 0 writes the one artifact
+            _write_dictionary(art, Path(out), figures, save_images, W, stream, model, fe_cfg, f"{name}/{split}")
+        return art, figures
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside the block (left alone when None or <= 0), then restored."""
+    if threads is None or int(threads) <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _noise_block(datamodule, settings: NMFSettings, fe, dev, split: str, num_clips, cache_mb: float,
+                 progress: bool) -> torch.Tensor | None:
+    """The noise block ``W_noise (F, noise_components)``, streamed from the noise material (or None)."""
+    if not settings.noise_components:
+        return None
+    noise_model = settings.build(dev, progress=progress, n_components=settings.noise_components)
+    unlabelled = settings.noise_key == "unlabelled"
+    noise_stream = FrameStream(
+        clip_loader(datamodule, split, num_clips, seed=settings.seed), fe, dev, settings.batch_frames,
+        max_clips=num_clips, cache_mb=cache_mb, key="waveform" if unlabelled else settings.noise_key,
+        select=_unlabelled if unlabelled else None,
+    )
+    return noise_model.fit_stream(lambda: noise_stream, epochs=settings.epochs,
+                                  forget_factor=settings.forget_factor).dictionary
+
+
+def _class_blocks(datamodule, settings: NMFSettings, fe, dev, split: str, num_clips, cache_mb: float, progress: bool,
+                  W_noise: torch.Tensor | None) -> tuple[torch.Tensor, list[str], dict[str, Any]]:
+    """The per-class dictionary (``nmf.per_class_components`` columns per class, after the noise block if
+    any): ``(W (F, K), the class label of each class column, notes for the artifact's meta)``."""
+    if settings.per_class_source == "weak_labels":
+        W_cls, labels, block_notes, _ = _fit_weak_labels(datamodule, settings, fe, dev, split, num_clips, W_noise)
+        W_cls = W_cls.to(dev, getattr(torch, settings.dtype))
     else:
-        res = _fit_stream_resumable(model, stream, settings, W_noise, state_path, resume, shard, rank0)
-        W = res.dictionary
-    fit_seconds = time.perf_counter() - start
+        blocks, labels, block_notes = _fit_per_class(datamodule, settings, fe, dev, split, num_clips, cache_mb, progress)
+        W_cls = concat_dictionaries(blocks).dictionary.to(dev, getattr(torch, settings.dtype))
+    W = W_cls if W_noise is None else torch.cat([W_noise, W_cls], dim=1)
+    return W, labels, block_notes
+
+
+def _dictionary_figures(datamodule, settings: NMFSettings, model: NMF, W: torch.Tensor, res: NMFResult, stream,
+                        fe, dev, eval_split: str | None, eval_clips: int) -> dict[str, Any]:
+    """:func:`learn_dictionary`'s figures but ``fit_seconds``: the objective (exact when the frames were cached or
+    the dictionary was learnt by blocks, else the last epoch's streaming estimate), the class purity, the sizes."""
     figures: dict[str, Any] = {}
     if settings.per_class_components > 0:  # no streaming estimate of the objective: one evaluation pass
         figures.update(_evaluate(model, W, stream if stream.cache is None else stream.cache))
@@ -704,16 +737,16 @@ def learn_dictionary(
         figures.update(_evaluate(model, W, stream.cache))
     else:
         figures.update(objective=res.objective, objective_per_frame=res.objective / max(stream.frames, 1))
-    purity = None
     num_classes = getattr(datamodule, "num_classes", None)
     if eval_split and num_classes and getattr(datamodule, "task", "multiclass") == "multiclass":
         try:
             ev_loader = clip_loader(datamodule, eval_split, eval_clips, seed=settings.seed)
             purity = class_purity(model, W, ev_loader, fe, dev, int(num_classes), eval_clips)
         except Exception as exc:  # noqa: BLE001 - a diagnostic, not the product
-            warnings.warn(f"class purity on split {eval_split!r} skipped: {type(exc).__name__}: {exc}", stacklevel=2)
-    if purity is not None:
-        figures["class_purity"] = purity
+            warnings.warn(f"class purity on split {eval_split!r} skipped: {type(exc).__name__}: {exc}", stacklevel=3)
+        else:
+            if purity is not None:
+                figures["class_purity"] = purity
     figures.update(
         n_components=int(W.shape[1]),
         noise_components=int(settings.noise_components),
@@ -721,9 +754,16 @@ def learn_dictionary(
         frames=int(stream.frames),
         clips=int(stream.clips),
         epochs=int(res.n_iter),
-        fit_seconds=round(fit_seconds, 2),
     )
-    name = dataset or getattr(datamodule, "name", None) or type(datamodule).__name__
+    return figures
+
+
+def _dictionary_meta(settings: NMFSettings, model: NMF, W: torch.Tensor, res: NMFResult, figures: dict[str, Any],
+                     stream, W_noise: torch.Tensor | None, labels: list[str] | None, where: dict[str, str],
+                     extra: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's ``meta``: the settings, the objective and its history, where it was learnt (``where``:
+    dataset, split, device), the diagnostic figures, ``extra`` (block notes, the caller's), and the label of
+    every column when the dictionary has a noise block or class blocks."""
     meta = {
         **asdict(settings),
         "solver": model.solver,
@@ -731,34 +771,35 @@ def learn_dictionary(
         "objective_per_frame": float(figures["objective_per_frame"]),
         "objective_definition": "0.5*||V - W H||_F^2 + sparsity*sum(H)" if model.beta == 2 else "KL(V|WH) + sparsity*sum(H)",
         "history": [float(h) for h in res.history],
-        "dataset": str(name),
-        "split": split,
+        "dataset": where["dataset"],
+        "split": where["split"],
         "clips": int(stream.clips),
         "frames": int(stream.frames),
-        "device": str(dev),
+        "device": where["device"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **{k: v for k, v in figures.items() if k in ("relative_error", "activation_zeros", "class_purity")},
-        **block_notes,
-        **(extra_meta or {}),
+        **extra,
     }
     meta["n_components"] = int(W.shape[1])  # all columns (noise block and per-class blocks included)
     if W_noise is not None or labels is not None:
         noise = [NOISE_LABEL] * (0 if W_noise is None else W_noise.shape[1])
         meta["labels"] = noise + (labels if labels is not None else ["event"] * settings.n_components)
-    art = DictionaryArtifact(W=W.detach().float().cpu(), frontend=fe_cfg.spectral_params(), meta=meta)
-    out = Path(out)
-    if not rank0:  # distributed: every rank holds the same W; only rank 0 writes the one artifact
-        return art, figures
+    return meta
+
+
+def _write_dictionary(art: DictionaryArtifact, out: Path, figures: dict[str, Any], save_images: bool, W, stream,
+                      model: NMF, fe_cfg: FrontEndConfig, title: str) -> None:
+    """Save the artifact at ``out`` and, when asked, its figures beside it (logged to W&B when a run is open);
+    records ``dictionary`` (and ``images_logged``) in ``figures``."""
     art.save(out)
     figures["dictionary"] = str(out)
     if save_images:
         try:
-            paths = _save_figures(W, stream.examples, model, fe_cfg, out.parent, f"{name}/{split}, K={W.shape[1]}",
-                                  labels=meta.get("labels"))
+            paths = _save_figures(W, stream.examples, model, fe_cfg, out.parent, f"{title}, K={W.shape[1]}",
+                                  labels=art.meta.get("labels"))
             figures["images_logged"] = log_images_to_wandb(paths)
         except Exception as exc:  # noqa: BLE001 - pictures are a convenience; the artifact is written
-            warnings.warn(f"dictionary figures failed: {type(exc).__name__}: {exc}", stacklevel=2)
-    return art, figures
+            warnings.warn(f"dictionary figures failed: {type(exc).__name__}: {exc}", stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------------------
