@@ -23,7 +23,7 @@ from callbacks.interpretation_logger import COLUMNS, InterpretationLogger, selec
 from callbacks.metrics import MetricsCallback
 from callbacks.safe_logging import SafeWandbLogger
 from browser_helpers import dump_dom, layout, screenshot
-from test_evaluation_helpers import NUM_CLASSES, SR, OracleInterpreter, datamodule, dictionary, one_thread, trained_classifier
+from evaluation_helpers import NUM_CLASSES, SR, OracleInterpreter, datamodule, dictionary, one_thread, trained_classifier
 
 pytestmark = pytest.mark.slow
 

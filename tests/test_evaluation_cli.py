@@ -13,7 +13,7 @@ from torch import nn
 
 from l2i.interpreter.interpretation import build_interpretation, select_classes
 from lightning_modules.classifier import ClassifierModule
-from test_evaluation_helpers import NUM_CLASSES, SR, dictionary, one_thread, trained_classifier
+from evaluation_helpers import NUM_CLASSES, SR, dictionary, one_thread, trained_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def test_l2i_evaluate_a_posthoc_interpreter_checkpoint(tmp_path):
 
 def test_l2i_evaluate_multilabel_with_tuned_thresholds(tmp_path):
     from experiments.evaluate import main
-    from test_evaluation_helpers import FRONTEND
+    from evaluation_helpers import FRONTEND
 
     torch.manual_seed(0)
     clf = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 16]}, frontend=FRONTEND,

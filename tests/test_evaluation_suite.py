@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from l2i.evaluation import OverlapMixtures, evaluate_interpreter, results_markdown
-from test_evaluation_helpers import OracleInterpreter, datamodule, dictionary, one_thread, make_loader, trained_classifier
+from evaluation_helpers import OracleInterpreter, datamodule, dictionary, one_thread, make_loader, trained_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,7 @@ def test_suite_runs_on_multilabel_mixtures():
     """Multilabel path: F1/accuracy fidelity with per-class thresholds, several explained classes per clip,
     ground truth per present class (untrained classifier: only the contract and finiteness are checked)."""
     from lightning_modules.classifier import ClassifierModule
-    from test_evaluation_helpers import FRONTEND, NUM_CLASSES, SimpleNMFInterpreter
+    from evaluation_helpers import FRONTEND, NUM_CLASSES, SimpleNMFInterpreter
 
     torch.manual_seed(0)
     clf = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 16]}, frontend=FRONTEND,
@@ -153,7 +153,7 @@ def test_suite_runs_on_multilabel_mixtures():
 def test_tuned_thresholds_do_not_lower_multilabel_fidelity():
     from l2i.evaluation import tune_interpreter_thresholds
     from lightning_modules.classifier import ClassifierModule
-    from test_evaluation_helpers import FRONTEND, NUM_CLASSES, SimpleNMFInterpreter
+    from evaluation_helpers import FRONTEND, NUM_CLASSES, SimpleNMFInterpreter
 
     torch.manual_seed(0)
     clf = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [4, 8, 8, 16]}, frontend=FRONTEND,

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from callbacks.interpretation_logger import FINAL_TEST, InterpretationLogger, select_clips
-from test_evaluation_helpers import FRONTEND, NUM_CLASSES, SR, datamodule, dictionary, one_thread, trained_classifier
+from evaluation_helpers import FRONTEND, NUM_CLASSES, SR, datamodule, dictionary, one_thread, trained_classifier
 
 
 def _posthoc():

@@ -108,6 +108,48 @@ def _module_prefixes(names) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names)
 
 
+def _unfit_message(path: str, backbone: nn.Module, missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
+    """The strict refusal: the file, then the missing keys, the unexpected keys and the shape mismatches."""
+    lines = [f"{path}: checkpoint does not fit {type(backbone).__name__}"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {missing}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {unexpected}")
+    if mismatched:
+        lines.append(f"  shape mismatches ({len(mismatched)}):")
+        lines.extend(f"    {m}" for m in mismatched)
+    return "\n".join(lines)
+
+
+def _map_checkpoint_keys(source, target, head_prefixes, skip_prefixes, aliases, load_head, report: LoadReport
+                         ) -> tuple[dict[str, str], list[str]]:
+    """Which model key each checkpoint key fills (``{checkpoint key: model key}``, head aliases resolved when
+    ``load_head``) and the checkpoint keys the model lacks; the head and the allowed left-out keys are recorded
+    in ``report.skipped`` with the reason."""
+    mapping: dict[str, str] = {}
+    unexpected: list[str] = []
+    for key in source:
+        if key in target and not key.startswith(head_prefixes):
+            mapping[key] = key
+            continue
+        alias = next((a for a in aliases if key.startswith(a)), None)
+        if load_head and (key.startswith(head_prefixes) or alias is not None):
+            model_key = key if alias is None else aliases[alias] + key[len(alias):]
+            if model_key in target:
+                mapping[key] = model_key
+                continue
+            unexpected.append(key)
+            continue
+        if key.startswith(head_prefixes) or alias is not None:
+            report.skipped[key] = "head (replaced by the new head; load_head=False)"
+            continue
+        if key.startswith(skip_prefixes):
+            report.skipped[key] = "allowed left-out key (front-end replaced by l2i.frontend / dataset head)"
+            continue
+        unexpected.append(key)
+    return mapping, unexpected
+
+
 def load_pretrained(
     backbone: nn.Module,
     path: str | os.PathLike,
@@ -142,37 +184,13 @@ def load_pretrained(
     aliases: dict[str, str] = dict(getattr(backbone, "pretrained_head_aliases", {}))
 
     report = LoadReport(path=path)
-    # checkpoint key -> model key
-    mapping: dict[str, str] = {}
-    unexpected: list[str] = []
-    for key in source:
-        if key in target and not key.startswith(head_prefixes):
-            mapping[key] = key
-            continue
-        alias = next((a for a in aliases if key.startswith(a)), None)
-        if load_head and (key.startswith(head_prefixes) or alias is not None):
-            model_key = key if alias is None else aliases[alias] + key[len(alias):]
-            if model_key in target:
-                mapping[key] = model_key
-                continue
-            unexpected.append(key)
-            continue
-        if key.startswith(head_prefixes) or alias is not None:
-            report.skipped[key] = "head (replaced by the new head; load_head=False)"
-            continue
-        if key.startswith(skip_prefixes):
-            report.skipped[key] = "allowed left-out key (front-end replaced by l2i.frontend / dataset head)"
-            continue
-        unexpected.append(key)
-
+    mapping, unexpected = _map_checkpoint_keys(source, target, head_prefixes, skip_prefixes, aliases, load_head, report)
     mapped_targets = set(mapping.values())
     missing: list[str] = []
     for key in target:
         if key in mapped_targets:
             continue
-        if key.startswith(head_prefixes) and not load_head:
-            report.kept.append(key)
-        elif key.endswith("num_batches_tracked"):
+        if (key.startswith(head_prefixes) and not load_head) or key.endswith("num_batches_tracked"):
             report.kept.append(key)
         else:
             missing.append(key)
@@ -184,15 +202,7 @@ def load_pretrained(
     ]
 
     if strict_backbone and (missing or unexpected or mismatched):
-        lines = [f"{path}: checkpoint does not fit {type(backbone).__name__}"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {missing}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {unexpected}")
-        if mismatched:
-            lines.append(f"  shape mismatches ({len(mismatched)}):")
-            lines.extend(f"    {m}" for m in mismatched)
-        raise PretrainedLoadError("\n".join(lines))
+        raise PretrainedLoadError(_unfit_message(path, backbone, missing, unexpected, mismatched))
 
     for key in unexpected:
         report.skipped[key] = "not in the model"

@@ -24,7 +24,7 @@ FF in % and computes SPS / COMP on the magnitude-domain mask.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -271,26 +271,13 @@ def evaluate_authors_protocol(
     ``lmac.{AI,AD,AG,FF,FidIn,SPS,COMP}`` (on the 0.8 / 0.2 mixtures of each clip with the batch's next one;
     multiclass) and ``count`` keys. Defaults (``None``) follow :data:`AUTHORS_SETTINGS`.
     """
-    if task not in AUTHORS_SETTINGS:
-        raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
-    cfg = AUTHORS_SETTINGS[task]
-    tau_f = cfg["faithfulness_threshold"] if faithfulness_threshold is None else float(faithfulness_threshold)
-    tau_i = cfg["interpretation_threshold"] if interpretation_threshold is None else float(interpretation_threshold)
-    rand_spec = cfg["random_count"] if random_count is None else random_count
-    if rand_spec != "class_average" and not (isinstance(rand_spec, int) and rand_spec >= 1):
-        raise ValueError(f"random_count must be a positive number of components or 'class_average', got {rand_spec!r}")
+    tau_f, tau_i, rand_spec = _settings(task, faithfulness_threshold, interpretation_threshold, random_count)
     gen = torch.Generator().manual_seed(int(seed))
     fe = classifier.frontend
 
-    def take(it):
-        for i, batch in enumerate(it):
-            if max_batches is not None and i >= max_batches:
-                return
-            yield batch["waveform"].to(device).float()
-
     int_logits, clf_logits, orig_all, rel_all, rnd_all, cls_all, chosen_all, slot_cls = ([] for _ in range(8))
     lmac_rows: dict[str, list[Tensor]] = {}
-    for wav in take(batches):
+    for wav in _waveforms(batches, max_batches, device):
         it = interpreter.interpret(wav, threshold=tau_f, top_k=0)  # faithfulness: every component with r > τ
         int_logits.append(it.logits.float().cpu())
         clf_logits.append(it.classifier_logits.float().cpu())
@@ -309,21 +296,14 @@ def evaluate_authors_protocol(
             _lmac_batch(interpreter, classifier, fe, wav, tau_i, lmac_rows)
     if not orig_all:
         raise ValueError("evaluate_authors_protocol: no batches")
-    out: dict[str, float] = {}
-    il, cl = torch.cat(int_logits), torch.cat(clf_logits)
-    if task == "multiclass":
-        out.update({f"fidelity.{k}": v for k, v in topk_fidelity(il, cl).items()})
-    else:
-        thr = torch.as_tensor(classifier_thresholds, dtype=torch.float32)
-        res = multilabel_fidelity_auprc(il.sigmoid(), cl.sigmoid() > thr)
-        out.update({f"fidelity.{k}": v for k, v in res.items() if k != "per_class"})
+    out = _fidelity_figures(torch.cat(int_logits), torch.cat(clf_logits), task, classifier_thresholds)
     orig, rel, classes = torch.cat(orig_all), _cat_padded(rel_all), _cat_padded(cls_all, fill=-1)
     chosen_slots, classes_slots = torch.cat(chosen_all), torch.cat(slot_cls)
     if rand_spec == "class_average":  # a second pass, once the per-class counts are known
         counts = class_average_counts(chosen_slots, classes_slots, num_classes)
         for c, n in enumerate(counts.tolist()):
             out[f"faithfulness.random_count.{c}"] = float(n)
-        for wav, c in zip(take(batches), cls_all):
+        for wav, c in zip(_waveforms(batches, max_batches, device), cls_all):
             c = c.to(device)
             per_slot = torch.where(c >= 0, counts.to(device)[c.clamp_min(0)], torch.zeros_like(c))
             rnd_all.append(_random_removal(interpreter, classifier, fe, wav, c, per_slot, tau_f, gen, None,
@@ -339,12 +319,52 @@ def evaluate_authors_protocol(
         "faithfulness.count": r["count"],
         "faithfulness.threshold": tau_f,
     })
-    if lmac_rows:
-        for k, rows in lmac_rows.items():
-            out[f"lmac.{k}"] = float(torch.cat(rows).mean())
-        out["lmac.count"] = float(torch.cat(lmac_rows["AI"]).numel())
-        out["lmac.threshold"] = tau_i
+    out.update(_lmac_figures(lmac_rows, tau_i))
     return out
+
+
+def _lmac_figures(lmac_rows: dict[str, list[Tensor]], threshold: float) -> dict[str, float]:
+    """``lmac.<figure>`` (the mean over the scored clips), ``lmac.count`` and ``lmac.threshold``; nothing when
+    no clip was scored (multilabel, or batches of one clip)."""
+    if not lmac_rows:
+        return {}
+    out = {f"lmac.{k}": float(torch.cat(rows).mean()) for k, rows in lmac_rows.items()}
+    out["lmac.count"] = float(torch.cat(lmac_rows["AI"]).numel())
+    out["lmac.threshold"] = threshold
+    return out
+
+
+def _settings(task: str, faithfulness_threshold: float | None, interpretation_threshold: float | None,
+              random_count: int | str | None) -> tuple[float, float, int | str]:
+    """The thresholds τ_f, τ_i and the random baseline's count, each :data:`AUTHORS_SETTINGS`'s when None."""
+    if task not in AUTHORS_SETTINGS:
+        raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
+    cfg = AUTHORS_SETTINGS[task]
+    tau_f = cfg["faithfulness_threshold"] if faithfulness_threshold is None else float(faithfulness_threshold)
+    tau_i = cfg["interpretation_threshold"] if interpretation_threshold is None else float(interpretation_threshold)
+    rand_spec = cfg["random_count"] if random_count is None else random_count
+    if rand_spec != "class_average" and not (isinstance(rand_spec, int) and rand_spec >= 1):
+        raise ValueError(f"random_count must be a positive number of components or 'class_average', got {rand_spec!r}")
+    return tau_f, tau_i, rand_spec
+
+
+def _waveforms(batches: Iterable, max_batches: int | None, device) -> Iterator[Tensor]:
+    """The ``waveform (B, N)`` of each batch (the first ``max_batches``), as float on ``device``."""
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield batch["waveform"].to(device).float()
+
+
+def _fidelity_figures(interp_logits: Tensor, classifier_logits: Tensor, task: str,
+                      classifier_thresholds: float | Tensor) -> dict[str, float]:
+    """``fidelity.top1/3/5`` (multiclass) or ``fidelity.macro_auprc / micro_auprc / max_micro_f1`` (multilabel,
+    the classifier's decisions at ``classifier_thresholds`` as the labels) from ``(N, C)`` logits."""
+    if task == "multiclass":
+        return {f"fidelity.{k}": v for k, v in topk_fidelity(interp_logits, classifier_logits).items()}
+    thr = torch.as_tensor(classifier_thresholds, dtype=torch.float32)
+    res = multilabel_fidelity_auprc(interp_logits.sigmoid(), classifier_logits.sigmoid() > thr)
+    return {f"fidelity.{k}": v for k, v in res.items() if k != "per_class"}
 
 
 def _classify_spectra(classifier, fe, magnitude: Tensor, phase: Tensor, length: int) -> Tensor:

@@ -210,64 +210,86 @@ def _evaluate(interpreter, classifier, dataloader, *, task, threshold, top_k, th
             chosen_sum += float(interp.num_chosen[interp.valid].sum())
             chosen_n += float(interp.valid.sum())
 
-        has_sources = "sources" in batch and "source_labels" in batch
-        do_gt = has_sources if ground_truth is None else bool(ground_truth)
-        if do_gt and not has_sources:
-            raise KeyError("evaluate_interpreter(ground_truth=True): batches need 'sources' and 'source_labels'")
         reference, ref_sdr, src = interp, None, None
-        if do_gt:
-            if frontend is None:
-                raise ValueError("evaluate_interpreter: the ground-truth family needs a front-end (classifier.frontend or frontend=)")
-            targets = batch.get("source_targets")
-            present = present_classes(batch["sources"], batch["source_labels"], targets).to(device)
-            gt_interp = _interpret(interpreter, waveform, present, threshold, **kw)
-            gt_rand = gt_all = None
-            K = gt_interp.components.shape[-1]
-            if use_random and K:
-                gt_rand = _interpret(interpreter, waveform, gt_interp.classes, threshold, random_active_components(gt_interp, gen), **kw)
-                every = torch.ones_like(gt_interp.components, dtype=torch.bool)
-                gt_all = _interpret(interpreter, waveform, gt_interp.classes, threshold, every, **kw)
-            ref_sdr = gt.update_from_batch(frontend, batch, gt_interp, gt_rand, gt_all)
-            reference = gt_interp
-            targets = batch.get("source_targets")
-            src = class_sources(batch["sources"].to(device).float(), batch["source_labels"].to(device), gt_interp.classes,
-                                None if targets is None else targets.to(device))
+        if _wants_ground_truth(batch, ground_truth):
+            reference, ref_sdr, src = _ground_truth_step(interpreter, waveform, batch, frontend, gt, threshold,
+                                                         use_random, gen, device, kw)
         for snr, metric in noise.items():
-            noisy_wave = add_white_noise(waveform, snr, gen)
-            noisy = _interpret(interpreter, noisy_wave, reference.classes, threshold, **kw)
-            sdr_clean = sdr_noisy = None
-            if src is not None:
-                scored = (reference.classes >= 0) & (src.pow(2).sum(-1) > 0)
-                N = min(src.shape[-1], noisy.audio.shape[-1])
-                sdr_clean = ref_sdr[scored]
-                sdr_noisy = si_sdr(noisy.audio[..., :N], src[..., :N])[scored]
-            metric.update_from_interpretations(
-                reference, noisy, task, sdr_clean, sdr_noisy,
-                clean_classifier_logits=logits, noisy_classifier_logits=classify_waveform(classifier, noisy_wave),
-            )
+            _noise_step(metric, snr, interpreter, classifier, waveform, logits, reference, ref_sdr, src, task,
+                        threshold, gen, kw)
     if fidelity is None:
         raise ValueError("evaluate_interpreter: the dataloader yielded no batch")
 
     out: dict[str, float] = {}
-
-    def put(prefix: str, values: dict) -> None:
-        for k, v in values.items():
-            v = float(v)
-            out[f"{prefix}.{k}"] = 0.0 if math.isnan(v) else v
-
-    put("fidelity", fidelity.compute())
-    put("faithfulness", faith.compute())
-    put("lmac", lmac.compute())
+    _put(out, "fidelity", fidelity.compute())
+    _put(out, "faithfulness", faith.compute())
+    _put(out, "lmac", lmac.compute())
     if gt is not None and gt.interp:
-        put("ground_truth", gt.compute())
+        _put(out, "ground_truth", gt.compute())
     for snr, metric in noise.items():
-        put(noise_prefix(snr), metric.compute())
+        _put(out, noise_prefix(snr), metric.compute())
     if chosen_n:
         out["components_mean"] = chosen_sum / chosen_n
     out["clips"] = float(clips)
     out["random_baseline"] = float(use_random)
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
+
+
+def _put(out: dict[str, float], prefix: str, values: dict) -> None:
+    """``out[prefix.key] = float(value)`` for each figure, a NaN (nothing to score) reported as 0."""
+    for k, v in values.items():
+        v = float(v)
+        out[f"{prefix}.{k}"] = 0.0 if math.isnan(v) else v
+
+
+def _wants_ground_truth(batch: dict, ground_truth: bool | None) -> bool:
+    """Whether this batch is scored against its sources: when it has them (``ground_truth=None``) or when asked,
+    in which case a batch without them is an error."""
+    has_sources = "sources" in batch and "source_labels" in batch
+    do_gt = has_sources if ground_truth is None else bool(ground_truth)
+    if do_gt and not has_sources:
+        raise KeyError("evaluate_interpreter(ground_truth=True): batches need 'sources' and 'source_labels'")
+    return do_gt
+
+
+def _ground_truth_step(interpreter, waveform, batch, frontend, gt, threshold, use_random, gen, device, kw):
+    """The ground-truth family on one batch: the interpretation of every present class (and, with the random
+    baseline, of random / all components) scored against its source. Returns the reference interpretation the
+    noise family compares with, its per-(clip, class) SI-SDR and the class sources ``(B, C, samples)``."""
+    if frontend is None:
+        raise ValueError("evaluate_interpreter: the ground-truth family needs a front-end (classifier.frontend or frontend=)")
+    targets = batch.get("source_targets")
+    present = present_classes(batch["sources"], batch["source_labels"], targets).to(device)
+    gt_interp = _interpret(interpreter, waveform, present, threshold, **kw)
+    gt_rand = gt_all = None
+    K = gt_interp.components.shape[-1]
+    if use_random and K:
+        gt_rand = _interpret(interpreter, waveform, gt_interp.classes, threshold, random_active_components(gt_interp, gen), **kw)
+        every = torch.ones_like(gt_interp.components, dtype=torch.bool)
+        gt_all = _interpret(interpreter, waveform, gt_interp.classes, threshold, every, **kw)
+    ref_sdr = gt.update_from_batch(frontend, batch, gt_interp, gt_rand, gt_all)
+    src = class_sources(batch["sources"].to(device).float(), batch["source_labels"].to(device), gt_interp.classes,
+                        None if targets is None else targets.to(device))
+    return gt_interp, ref_sdr, src
+
+
+def _noise_step(metric, snr, interpreter, classifier, waveform, logits, reference, ref_sdr, src, task, threshold, gen,
+                kw) -> None:
+    """The noise family at one SNR on one batch: the interpretation of the noisy clips for the reference's classes,
+    compared with the reference (and, with sources, their SI-SDRs with and without noise)."""
+    noisy_wave = add_white_noise(waveform, snr, gen)
+    noisy = _interpret(interpreter, noisy_wave, reference.classes, threshold, **kw)
+    sdr_clean = sdr_noisy = None
+    if src is not None:
+        scored = (reference.classes >= 0) & (src.pow(2).sum(-1) > 0)
+        N = min(src.shape[-1], noisy.audio.shape[-1])
+        sdr_clean = ref_sdr[scored]
+        sdr_noisy = si_sdr(noisy.audio[..., :N], src[..., :N])[scored]
+    metric.update_from_interpretations(
+        reference, noisy, task, sdr_clean, sdr_noisy,
+        clean_classifier_logits=logits, noisy_classifier_logits=classify_waveform(classifier, noisy_wave),
+    )
 
 
 @torch.no_grad()

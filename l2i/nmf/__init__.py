@@ -33,7 +33,7 @@ factorization and sparse coding"; scikit-learn's ``MiniBatchNMF``). For each min
 are estimated with W fixed, sufficient statistics are accumulated with a forgetting factor and W is
 updated from them; the data set is never held in memory. W starts from a short full-batch fit on the first
 mini-batch rather than from K random frames, the textbook start, which falls into worse local minima (the
-README's benchmark notes give the measured gap). A fixed block (e.g. noise components) can be kept
+README's measured notes give the gap). A fixed block (e.g. noise components) can be kept
 unchanged while the rest is learnt.
 
 The package, by room (import everything from ``l2i.nmf``):
