@@ -13,7 +13,7 @@ export WANDB_MODE ?= offline
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(STAMP): $(PY) setup.cfg pyproject.toml
+$(STAMP): $(PY) setup.cfg setup.py pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install "$(TORCH)" "torchaudio==2.11.*"
 	$(PY) -m pip install -e ".[dev,bench]"
