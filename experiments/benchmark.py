@@ -295,7 +295,7 @@ def build_row(name: str, spec: dict, loaded: _Loaded, seed: int, protocol: str =
 
 
 def _datamodule(settings: dict):
-    from experiments.cli import resolve_config
+    from experiments.cli import read_config
     from experiments.evaluate import _section
 
     if settings.get("data"):
@@ -303,7 +303,7 @@ def _datamodule(settings: dict):
         source = "benchmark.data"
     else:
         cfg_path = settings.get("data_config", "experiments/synthetic/posthoc.yaml")
-        section = yaml.safe_load(resolve_config(cfg_path).read_text()) or {}
+        section = read_config(cfg_path)
         source = str(cfg_path)
     if "data" not in section:
         raise ValueError(f"benchmark: {source} has no 'data' section (class_path + init_args)")

@@ -54,9 +54,9 @@ def test_every_paper_config_belongs_to_a_setting_that_is_tested():
 def test_paper_setting_runs_on_the_official_layout_fixture(setting, tmp_path, monkeypatch):
     make_data, nmf_sizes = SETTINGS[setting]
     data = make_data(tmp_path / "data")
-    data += ["--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.num_workers", "0",
-             "--data.init_args.persistent_workers", "false", "--data.init_args.pin_memory", "false",
-             "--data.init_args.batch_size", "2"]
+    data += ["--data.init_args.loader.cache_dir", str(tmp_path / "cache"), "--data.init_args.loader.num_workers", "0",
+             "--data.init_args.loader.persistent_workers", "false", "--data.init_args.loader.pin_memory", "false",
+             "--data.init_args.loader.batch_size", "2"]
     monkeypatch.chdir(tmp_path)
     fit = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
     cfg = lambda step: str(PAPER / f"{setting}_{step}.yaml")  # noqa: E731
