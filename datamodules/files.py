@@ -47,6 +47,7 @@ from l2i.frontend import fix_length
 __all__ = [
     "OnBadFile",
     "LoaderConfig",
+    "with_batch_size",
     "DatasetFormatError",
     "AudioItem",
     "SkipReport",
@@ -157,6 +158,21 @@ class LoaderConfig:
             base = {} if base is None else (dataclasses.asdict(base) if isinstance(base, LoaderConfig) else dict(base))
             kwargs["loader"] = {**base, **moved}
         return kwargs
+
+
+def with_batch_size(cls: type, init_args: dict, batch_size: int) -> dict:
+    """``init_args`` of the DataModule class ``cls`` with its batch size set: in its ``loader`` group when it has
+    one (the file-based data sets), else as ``batch_size`` (the generated data sets)."""
+    import inspect
+
+    out = dict(init_args)
+    if "loader" in inspect.signature(cls.__init__).parameters:
+        loader = out.get("loader")
+        loader = dataclasses.asdict(loader) if isinstance(loader, LoaderConfig) else dict(loader or {})
+        out["loader"] = {**loader, "batch_size": int(batch_size)}
+    else:
+        out["batch_size"] = int(batch_size)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------

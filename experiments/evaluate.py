@@ -144,7 +144,9 @@ def evaluate_checkpoint(
     _section(config, "model")
     data_cls, data_args = _section(config, "data")
     if batch_size:
-        data_args["batch_size"] = int(batch_size)
+        from datamodules.files import with_batch_size
+
+        data_args = with_batch_size(data_cls, data_args, batch_size)
     module = load_evaluated(config, ckpt, device, classifier=classifier, dictionary=dictionary)
     dm = data_cls(**data_args)
     names = getattr(module, "class_names", None)
