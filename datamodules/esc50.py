@@ -15,22 +15,8 @@ ordered by target.
 Five-fold cross-validation: :meth:`ESC50DataModule.cross_validation_folds` gives the per-fold overrides;
 :func:`summarize_folds` turns the per-fold metric dicts into mean +- std.
 
-Example YAML (LightningCLI ``data:`` section)::
-
-    data:
-      class_path: datamodules.esc50.ESC50DataModule
-      init_args:
-        root: /data/ESC-50-master
-        sample_rate: 22050
-        duration_s: 5.0
-        batch_size: 32
-        num_workers: 4
-        test_fold: 1
-        val_fold: null        # or 2
-        val_fraction: 0.1
-        esc10_only: false
-        cache_dir: /scratch/l2i-cache
-        on_bad_file: error
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/esc50/data.yaml.
 """
 
 from __future__ import annotations
@@ -38,7 +24,6 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np

@@ -539,6 +539,9 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
     Subclasses set ``name``, ``task``, ``class_names``, ``num_classes`` and list their splits in
     ``splits`` (``{"train": ..., "val": ..., "test": ...}`` -> the data set's own split names are the
     subclass's business). The waveform length is ``num_samples = round(duration_s * sample_rate)``.
+    ``loader`` (a :class:`LoaderConfig`, or a mapping of its keys) says how the files are read: the same group
+    for every data set, passed by name; its values are also attributes (``batch_size``, ``cache_dir`` ...).
+    ``seed`` draws the seeded splits and the training order.
 
     ``prepare_data`` (one process per node) fills the cache; ``setup`` builds the items, applies the
     ``on_bad_file`` policy and opens the cache (building it if ``prepare_data`` was not called).

@@ -31,20 +31,8 @@ Every problem in the table is one :class:`~datamodules.files.DatasetFormatError`
 split value, a label not in ``classes``, several labels in a multiclass table, a missing column. A listed
 file that does not exist is an error naming the row too (``on_bad_file: skip``: dropped and reported).
 
-Example YAML (LightningCLI ``data:`` section)::
-
-    data:
-      class_path: datamodules.AudioFolderDataModule
-      init_args:
-        root: data/my_sounds
-        csv: null                 # or meta.csv
-        task: multiclass          # multilabel needs a csv
-        sample_rate: 32000
-        duration_s: 5.0
-        batch_size: 32
-        val_fraction: 0.1
-        test_fraction: 0.1
-        cache_dir: l2i-cache
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/custom/data.yaml.
 """
 
 from __future__ import annotations

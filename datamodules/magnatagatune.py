@@ -24,19 +24,8 @@ kept), so chunks are memmap slices.
 Three MagnaTagATune MP3s are reported by other users to be empty (0 bytes); use ``on_bad_file: skip``
 for the full release (the report lists them).
 
-Example YAML::
-
-    data:
-      class_path: datamodules.magnatagatune.MagnaTagATuneDataModule
-      init_args:
-        root: /data/magnatagatune
-        sample_rate: 16000
-        chunk_s: 3.69
-        clip_s: 29.1
-        batch_size: 32
-        num_workers: 4
-        cache_dir: /scratch/l2i-cache
-        on_bad_file: skip
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/magnatagatune/data.yaml (MTG-Jamendo: experiments/mtg_jamendo/data.yaml).
 """
 
 from __future__ import annotations

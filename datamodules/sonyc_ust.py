@@ -20,21 +20,8 @@ the 6 ``c-X`` "incomplete" tags as extra classes when ``fine_x_tags: true`` (29 
 baseline trains), or as a separate batch key ``target_x`` float32 ``(B, 6)`` when false (23 classes).
 Evaluate with :class:`l2i.metrics.sonyc.SONYCUSTMetric` at the same level.
 
-Example YAML::
-
-    data:
-      class_path: datamodules.sonyc_ust.SONYCUSTDataModule
-      init_args:
-        root: /data/sonyc-ust-v2.3
-        sample_rate: 22050
-        duration_s: 10.0
-        batch_size: 32
-        num_workers: 4
-        level: coarse          # or fine
-        fine_x_tags: true
-        cache_dir: /scratch/l2i-cache
-        unpack_archives: false
-        on_bad_file: error
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/sonyc_ust/data.yaml.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ SETTINGS = {
 
 def test_every_paper_config_belongs_to_a_setting_that_is_tested():
     files = {p.name for p in PAPER.glob("*.yaml")}
-    expected = {f"{s}_{step}.yaml" for s in SETTINGS for step in ("classifier", "nmf", "posthoc")}
+    expected = {f"{s}_{step}.yaml" for s in SETTINGS for step in ("data", "classifier", "nmf", "posthoc")}
     assert files == expected
     for name in files:
         head = (PAPER / name).read_text().splitlines()[0]

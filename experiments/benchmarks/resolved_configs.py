@@ -8,7 +8,7 @@ A recipe is resolved the way its verb resolves it: ``l2i fit --print_config`` fo
 dictionary recipes, and the benchmark configs' stages as the benchmark reads them. The settings are flattened
 to ``key.path = value`` leaves; the ``data`` group's ``loader`` sub-group is flattened into ``data.init_args``
 (the keys it groups sat there before), so two checkouts on either side of that change compare equal when the
-values are. ``--before REV`` runs the same resolution in a copy of ``REV`` (``git archive``) and prints every
+values are; an option that is new and left at None sets nothing and is not listed. ``--before REV`` runs the same resolution in a copy of ``REV`` (``git archive``) and prints every
 leaf that differs, per recipe; exit status 1 when something differs.
 """
 
@@ -120,6 +120,8 @@ def _compare(before: dict, after: dict) -> list[str]:
             lines.append(f"{name}: only {'after' if a is None else 'before'}")
             continue
         for key in sorted(set(a) | set(b)):
+            if key not in a and b[key] is None:
+                continue  # an option added since, left at its default (None): nothing set
             if a.get(key, "<absent>") != b.get(key, "<absent>"):
                 lines.append(f"{name}: {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
     return lines
