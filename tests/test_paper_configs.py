@@ -88,10 +88,10 @@ def test_paper_setting_runs_on_the_official_layout_fixture(setting, tmp_path, mo
     # l2i evaluate reads the data section from the config: the same config pointed at the fixture
     import yaml
 
-    config = yaml.safe_load(Path(cfg("posthoc")).read_text())
-    pairs = dict(zip(data[::2], data[1::2]))
-    for key, value in pairs.items():
-        config["data"]["init_args"][key.split(".")[-1]] = yaml.safe_load(value)
+    from experiments.cli import apply_overrides, read_config
+
+    # the data file the config names read in, the fixture's overrides applied (loader keys in their group)
+    config = apply_overrides(read_config(cfg("posthoc")), [(k[2:], v) for k, v in zip(data[::2], data[1::2])])
     eval_cfg = tmp_path / "posthoc_fixture.yaml"
     eval_cfg.write_text(yaml.safe_dump(config))
     out = tmp_path / "eval"
