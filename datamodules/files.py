@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.buffers import batch_buffer
-from datamodules.sampling import EpochSampler, SplitLoaders, resolve_pin_memory
 from datamodules import decode
+from datamodules.buffers import batch_buffer
 from datamodules.cache import WaveformCache
+from datamodules.sampling import EpochSampler, SplitLoaders, resolve_pin_memory
 from l2i.audio import AudioFileError, audio_info, wav_truncation
 from l2i.frontend import fix_length
 
