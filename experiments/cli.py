@@ -118,7 +118,11 @@ def inline_files(value, base: Path, key: str | None = None):
     if isinstance(value, list):
         return [inline_files(v, base) for v in value]
     if key in FILE_GROUPS and isinstance(value, str) and value.endswith((".yaml", ".yml")):
-        file = (base / value) if (base / value).is_file() else resolve_config(value)
+        try:
+            file = (base / value) if (base / value).is_file() else resolve_config(value)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"a config in {base} names {key}: {value}, which is not there (a path relative to "
+                                    "that config's folder; copy a recipe with the files it names)") from None
         return inline_files(yaml.safe_load(file.read_text()), file.parent)
     return value
 

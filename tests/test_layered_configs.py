@@ -72,6 +72,12 @@ def test_read_config_reads_the_files_a_recipe_names():
         "RunCheckpoint", "ExactResume", "NaNGuard", "InterpretationLogger", "MetricsCallback"]
 
 
+def test_a_copied_recipe_without_its_files_is_named(tmp_path):
+    (tmp_path / "posthoc.yaml").write_text((EXP / "esc50/posthoc.yaml").read_text())
+    with pytest.raises(FileNotFoundError, match=r"names callbacks: \.\./callbacks/posthoc\.yaml, which is not there"):
+        read_config(tmp_path / "posthoc.yaml")
+
+
 def test_a_data_rate_other_than_the_front_ends_is_refused_naming_both_keys(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = main(["fit", "--config", str(EXP / "synthetic/classifier.yaml"), "--data.init_args.sample_rate", "8000"],
