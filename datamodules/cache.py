@@ -3,7 +3,7 @@
 Layout under ``cache_dir`` (one pair of files per list of paths, e.g. one per split):
 
 - ``{tag}-{rate}hz-{samples}-{dtype}-{digest}.npy``: ``(N, samples)`` float16/float32, row ``i`` = file ``i``
-  decoded with :func:`datamodules.files.decode_clip` at ``rate``, padded with zeros / cropped to ``samples``;
+  decoded with :func:`datamodules.decode.decode_clip` at ``rate``, padded with zeros / cropped to ``samples``;
 - the same name with ``.json``: the manifest - per row the file's ``[path, mtime_ns, size]``, the decoded
   length (before padding) and, for files that failed, the reason.
 
@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from datamodules import decode
 from datamodules.buffers import batch_buffer, copy_into
 from l2i.audio import AudioFileError
 
@@ -143,12 +144,10 @@ class _DecodeRows(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int):
-        from datamodules import files  # looked up at call time so tests can monkeypatch files.load_audio
-
         row = self.rows[i]
         path = self.paths[row]
         try:
-            wav = files.decode_clip(path, self.sample_rate, None, max_samples=self.num_samples)
+            wav = decode.decode_clip(path, self.sample_rate, None, max_samples=self.num_samples)
         except AudioFileError as exc:
             return row, None, exc.reason
         length = min(int(wav.shape[-1]), self.num_samples)

@@ -15,22 +15,8 @@ ordered by target.
 Five-fold cross-validation: :meth:`ESC50DataModule.cross_validation_folds` gives the per-fold overrides;
 :func:`summarize_folds` turns the per-fold metric dicts into mean +- std.
 
-Example YAML (LightningCLI ``data:`` section)::
-
-    data:
-      class_path: datamodules.esc50.ESC50DataModule
-      init_args:
-        root: /data/ESC-50-master
-        sample_rate: 22050
-        duration_s: 5.0
-        batch_size: 32
-        num_workers: 4
-        test_fold: 1
-        val_fold: null        # or 2
-        val_fraction: 0.1
-        esc10_only: false
-        cache_dir: /scratch/l2i-cache
-        on_bad_file: error
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/esc50/data.yaml.
 """
 
 from __future__ import annotations
@@ -38,7 +24,6 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
@@ -47,7 +32,7 @@ from datamodules.files import (
     AudioItem,
     DatasetFormatError,
     FileDataModule,
-    OnBadFile,
+    LoaderConfig,
     check_duplicates,
     parse_int,
     read_table,
@@ -92,26 +77,14 @@ class ESC50DataModule(FileDataModule):
         root: str,
         sample_rate: int = 22050,
         duration_s: float = 5.0,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | Literal["auto"] = "auto",
-        persistent_workers: bool = False,
-        cache_dir: str | None = None,
-        cache_dtype: Literal["float16", "float32"] = "float16",
-        on_bad_file: OnBadFile = "error",
-        report_dir: str | None = None,
-        check_headers: bool = True,
+        loader: LoaderConfig | None = None,
         seed: int = 0,
-        batch_dtype: Literal["float32", "float16"] = "float32",
         test_fold: int = 1,
         val_fold: int | None = None,
         val_fraction: float = 0.1,
         esc10_only: bool = False,
     ):
-        super().__init__(
-            root, sample_rate, duration_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
-        )
+        super().__init__(root, sample_rate, duration_s, loader=loader, seed=seed)
         if test_fold not in FOLDS:
             raise ValueError(f"test_fold must be one of {FOLDS}, got {test_fold}")
         if val_fold is not None and (val_fold not in FOLDS or val_fold == test_fold):

@@ -9,7 +9,7 @@ What lives here:
   reason; ``"skip"`` drops the item, logs a warning **and** appends ``path,reason`` to a report CSV
   (:class:`SkipReport`, ``skipped_files.csv``) - an item is never dropped silently;
 - :class:`AudioFileDataset`: a map-style dataset over :class:`AudioItem` (path, target, id) that decodes with
-  :func:`l2i.audio.load_audio` at the module rate and fixes the length, or reads the same clip from a
+  :func:`datamodules.decode.decode_clip` at the module rate and fixes the length, or reads the same clip from a
   :class:`~datamodules.cache.WaveformCache` memmap (a whole batch in one read, ``__getitems__``);
 - :func:`collate_batch`: the batch dictionary of the batch contract;
 - training order from :class:`datamodules.sampling.EpochSampler` (seed and epoch only; resumable);
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import csv
+import dataclasses
 import logging
 import os
 import threading
@@ -36,13 +37,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules import decode
 from datamodules.buffers import batch_buffer
+from datamodules.cache import WaveformCache
 from datamodules.sampling import EpochSampler, SplitLoaders, resolve_pin_memory
-from l2i.audio import AudioFileError, audio_info, load_audio, wav_truncation
+from l2i.audio import AudioFileError, audio_info, wav_truncation
 from l2i.frontend import fix_length
 
 __all__ = [
     "OnBadFile",
+    "LoaderConfig",
+    "with_batch_size",
     "DatasetFormatError",
     "AudioItem",
     "SkipReport",
@@ -53,7 +58,6 @@ __all__ = [
     "check_duplicates",
     "parse_int",
     "check_audio_files",
-    "decode_clip",
     "AudioFileDataset",
     "float32_waveform",
     "collate_batch",
@@ -79,6 +83,96 @@ class AudioItem:
     target: Any
     id: str
     extra: dict | None = None  # further per-item batch keys, e.g. ``{"target_x": float32 (6,)}``
+
+
+LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "persistent_workers", "cache_dir", "cache_dtype",
+               "batch_dtype", "on_bad_file", "report_dir", "check_headers")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How a file-based data set is read, the same for every one of them: the ``loader`` group of a DataModule
+    (``data.init_args.loader.batch_size`` in a config; ``--data.init_args.loader.cache_dir DIR`` on the
+    command line).
+
+    Args:
+        batch_size: clips per batch.
+        num_workers: DataLoader worker processes (also the cache build's decoders).
+        pin_memory: page-locked batches; ``auto``: only when training on a GPU.
+        persistent_workers: keep the workers between epochs (with ``num_workers > 0``).
+        cache_dir: decode every file once into memory-mapped arrays under ``<cache_dir>/<data set>``;
+            None: decode per item.
+        cache_dtype: the cache's sample type.
+        batch_dtype: ``float16`` hands the cached samples over as stored (needs ``cache_dir``); the DataModule
+            casts them to float32 on the device.
+        on_bad_file: ``error`` stops at the first unreadable file (naming it); ``skip`` drops it and lists it
+            in ``skipped_files.csv``.
+        report_dir: where that list goes (default ``<cache_dir>/<data set>``, else ``./l2i-reports/<data set>``).
+        check_headers: read every file's header at setup (``on_bad_file`` applies before training starts).
+    """
+
+    batch_size: int = 32
+    num_workers: int = 0
+    pin_memory: bool | Literal["auto"] = "auto"
+    persistent_workers: bool = False
+    cache_dir: str | None = None
+    cache_dtype: Literal["float16", "float32"] = "float16"
+    batch_dtype: Literal["float32", "float16"] = "float32"
+    on_bad_file: OnBadFile = "error"
+    report_dir: str | None = None
+    check_headers: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size <= 0:
+            raise ValueError(f"loader.batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.on_bad_file not in ("error", "skip"):
+            raise ValueError(f"loader.on_bad_file must be 'error' or 'skip', got {self.on_bad_file!r}")
+        if self.cache_dtype not in ("float16", "float32"):
+            raise ValueError(f"loader.cache_dtype must be float16 or float32, got {self.cache_dtype!r}")
+        resolve_pin_memory(self.pin_memory)  # refuses anything but true / false / 'auto'
+        check_batch_dtype(self.batch_dtype, self.cache_dir or None)
+
+    @classmethod
+    def from_any(cls, value: "LoaderConfig | dict | None") -> "LoaderConfig":
+        """A ``LoaderConfig`` from itself, a mapping of its fields (a config read as plain YAML) or None
+        (the defaults); an unknown key raises naming it and the known ones."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"loader must be a mapping of {', '.join(LOADER_KEYS)}; got {type(value).__name__}")
+        unknown = sorted(set(value) - set(LOADER_KEYS))
+        if unknown:
+            raise ValueError(f"loader: unknown key(s) {unknown}; known: {', '.join(LOADER_KEYS)}")
+        return cls(**value)
+
+    @staticmethod
+    def group(kwargs: dict) -> dict:
+        """``kwargs`` with the loader's keys (``batch_size=…, cache_dir=…``) moved into one ``loader`` entry:
+        the flat keyword style of a script, turned into the DataModule's signature."""
+        kwargs = dict(kwargs)
+        moved = {k: kwargs.pop(k) for k in LOADER_KEYS if k in kwargs}
+        if moved:
+            base = kwargs.get("loader")
+            base = {} if base is None else (dataclasses.asdict(base) if isinstance(base, LoaderConfig) else dict(base))
+            kwargs["loader"] = {**base, **moved}
+        return kwargs
+
+
+def with_batch_size(cls: type, init_args: dict, batch_size: int) -> dict:
+    """``init_args`` of the DataModule class ``cls`` with its batch size set: in its ``loader`` group when it has
+    one (the file-based data sets), else as ``batch_size`` (the generated data sets)."""
+    import inspect
+
+    out = dict(init_args)
+    if "loader" in inspect.signature(cls.__init__).parameters:
+        loader = out.get("loader")
+        loader = dataclasses.asdict(loader) if isinstance(loader, LoaderConfig) else dict(loader or {})
+        out["loader"] = {**loader, "batch_size": int(batch_size)}
+    else:
+        out["batch_size"] = int(batch_size)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -274,37 +368,6 @@ def _require_report(report: SkipReport | None) -> SkipReport:
 # ----------------------------------------------------------------------------------------------------------
 # decoding and the dataset
 # ----------------------------------------------------------------------------------------------------------
-def decode_clip(
-    path: str,
-    sample_rate: int,
-    num_samples: int | None = None,
-    *,
-    offset_s: float = 0.0,
-    duration_s: float | None = None,
-    max_samples: int | None = None,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Decode ``path`` to float32 mono at ``sample_rate`` (the file's own rate is read from the file and
-    resampled with a cached band-limited sinc kernel); pad with zeros / crop (from the start) to
-    ``num_samples`` when given. -> ``(samples,)``. Raises :class:`AudioFileError` naming the file.
-
-    Only the frames behind the samples kept are decoded (``num_samples`` or ``max_samples``, plus a resampling
-    margin: :func:`l2i.audio.load_audio`), so a crop costs no more than its length. ``out``: a contiguous
-    float32 ``(num_samples,)`` tensor to decode into (a batch row; mono files at ``sample_rate`` are read
-    straight into it) - it is returned, zero padded."""
-    if num_samples is not None:
-        max_samples = num_samples if max_samples is None else min(max_samples, num_samples)
-    if out is None:
-        wav, _ = load_audio(path, sample_rate, offset_s=offset_s, duration_s=duration_s, max_samples=max_samples)
-        return wav if num_samples is None else fix_length(wav, num_samples)
-    if num_samples is None or tuple(out.shape) != (num_samples,) or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous float32 ({num_samples},) tensor, got {tuple(out.shape)} {out.dtype}")
-    wav, _ = load_audio(path, sample_rate, offset_s=offset_s, duration_s=duration_s, max_samples=max_samples,
-                        out=out.numpy())
-    out[wav.shape[0]:] = 0
-    return out
-
-
 BATCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -374,7 +437,7 @@ class AudioFileDataset(Dataset):
         if self.cache is not None:
             return fix_length(self.cache.read(index, dtype=self.batch_dtype), self.num_samples)
         try:
-            return decode_clip(item.path, self.sample_rate, self.num_samples)
+            return decode.decode_clip(item.path, self.sample_rate, self.num_samples)
         except AudioFileError as exc:
             if self.on_bad_file == "error":
                 raise
@@ -414,7 +477,7 @@ class AudioFileDataset(Dataset):
     def _decode_into(self, index: int, row: torch.Tensor) -> torch.Tensor | None:
         item = self.items[index]
         try:
-            return decode_clip(item.path, self.sample_rate, self.num_samples, out=row)
+            return decode.decode_clip(item.path, self.sample_rate, self.num_samples, out=row)
         except AudioFileError as exc:
             if self.on_bad_file == "error":
                 raise
@@ -476,6 +539,9 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
     Subclasses set ``name``, ``task``, ``class_names``, ``num_classes`` and list their splits in
     ``splits`` (``{"train": ..., "val": ..., "test": ...}`` -> the data set's own split names are the
     subclass's business). The waveform length is ``num_samples = round(duration_s * sample_rate)``.
+    ``loader`` (a :class:`LoaderConfig`, or a mapping of its keys) says how the files are read: the same group
+    for every data set, passed by name; its values are also attributes (``batch_size``, ``cache_dir`` ...).
+    ``seed`` draws the seeded splits and the training order.
 
     ``prepare_data`` (one process per node) fills the cache; ``setup`` builds the items, applies the
     ``on_bad_file`` policy and opens the cache (building it if ``prepare_data`` was not called).
@@ -491,44 +557,27 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
     task: str = "multiclass"
     stages = ("train", "val", "test")
 
-    def __init__(
-        self,
-        root: str,
-        sample_rate: int,
-        duration_s: float,
-        batch_size: int,
-        num_workers: int = 0,
-        pin_memory: bool | Literal["auto"] = "auto",
-        persistent_workers: bool = False,
-        cache_dir: str | None = None,
-        cache_dtype: Literal["float16", "float32"] = "float16",
-        on_bad_file: OnBadFile = "error",
-        report_dir: str | None = None,
-        check_headers: bool = True,
-        seed: int = 0,
-        batch_dtype: Literal["float32", "float16"] = "float32",
-    ):
+    def __init__(self, root: str, sample_rate: int, duration_s: float, loader: LoaderConfig | dict | None = None,
+                 seed: int = 0):
         super().__init__()
-        check_batch_dtype(batch_dtype, cache_dir or None)
-        if on_bad_file not in ("error", "skip"):
-            raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
-        if sample_rate <= 0 or duration_s <= 0 or batch_size <= 0:
-            raise ValueError("sample_rate, duration_s and batch_size must be positive")
+        loader = LoaderConfig.from_any(loader)
+        if sample_rate <= 0 or duration_s <= 0:
+            raise ValueError("sample_rate and duration_s must be positive")
         self.root = str(root)
         self.sample_rate = int(sample_rate)
         self.duration_s = float(duration_s)
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
-        resolve_pin_memory(pin_memory)  # refuses anything but true / false / 'auto'
-        self.pin_memory = pin_memory if pin_memory == "auto" else bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers)
-        self.cache_dir = cache_dir
-        self.cache_dtype = cache_dtype
-        self.on_bad_file = on_bad_file
-        self.report_dir = report_dir
-        self.check_headers = bool(check_headers)
+        self.loader = loader
+        self.batch_size = int(loader.batch_size)
+        self.num_workers = int(loader.num_workers)
+        self.pin_memory = loader.pin_memory if loader.pin_memory == "auto" else bool(loader.pin_memory)
+        self.persistent_workers = bool(loader.persistent_workers)
+        self.cache_dir = loader.cache_dir
+        self.cache_dtype = loader.cache_dtype
+        self.on_bad_file = loader.on_bad_file
+        self.report_dir = loader.report_dir
+        self.check_headers = bool(loader.check_headers)
+        self.batch_dtype = loader.batch_dtype
         self.seed = int(seed)
-        self.batch_dtype = batch_dtype
         self.datasets: dict[str, Dataset] = {}
         self.items: dict[str, list[AudioItem]] = {}
         self._report: SkipReport | None = None
@@ -571,9 +620,7 @@ class FileDataModule(SplitLoaders, L.LightningDataModule, abc.ABC):
             self.report.reset()
             self._report_started = True
 
-    def _cache(self):
-        from datamodules.cache import WaveformCache
-
+    def _cache(self) -> WaveformCache:
         return WaveformCache(
             Path(self.cache_dir) / self.name, self.sample_rate, self.cache_num_samples, dtype=self.cache_dtype
         )

@@ -31,20 +31,8 @@ Every problem in the table is one :class:`~datamodules.files.DatasetFormatError`
 split value, a label not in ``classes``, several labels in a multiclass table, a missing column. A listed
 file that does not exist is an error naming the row too (``on_bad_file: skip``: dropped and reported).
 
-Example YAML (LightningCLI ``data:`` section)::
-
-    data:
-      class_path: datamodules.AudioFolderDataModule
-      init_args:
-        root: data/my_sounds
-        csv: null                 # or meta.csv
-        task: multiclass          # multilabel needs a csv
-        sample_rate: 32000
-        duration_s: 5.0
-        batch_size: 32
-        val_fraction: 0.1
-        test_fraction: 0.1
-        cache_dir: l2i-cache
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/custom/data.yaml.
 """
 
 from __future__ import annotations
@@ -64,7 +52,7 @@ from datamodules.files import (
     AudioItem,
     DatasetFormatError,
     FileDataModule,
-    OnBadFile,
+    LoaderConfig,
     check_duplicates,
     require_columns,
     require_file,
@@ -122,17 +110,8 @@ class AudioFolderDataModule(FileDataModule):
         root: str,
         sample_rate: int = 32000,
         duration_s: float = 5.0,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | Literal["auto"] = "auto",
-        persistent_workers: bool = False,
-        cache_dir: str | None = None,
-        cache_dtype: Literal["float16", "float32"] = "float16",
-        on_bad_file: OnBadFile = "error",
-        report_dir: str | None = None,
-        check_headers: bool = True,
+        loader: LoaderConfig | None = None,
         seed: int = 0,
-        batch_dtype: Literal["float32", "float16"] = "float32",
         csv: str | None = None,
         task: Literal["multiclass", "multilabel"] = "multiclass",
         classes: list[str] | None = None,
@@ -149,10 +128,7 @@ class AudioFolderDataModule(FileDataModule):
         test_fraction: float = 0.1,
         extensions: Sequence[str] = AUDIO_EXTENSIONS,
     ):
-        super().__init__(
-            root, sample_rate, duration_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
-        )
+        super().__init__(root, sample_rate, duration_s, loader=loader, seed=seed)
         if task not in ("multiclass", "multilabel"):
             raise ValueError(f"task must be 'multiclass' or 'multilabel', got {task!r}")
         if task == "multilabel" and csv is None:

@@ -24,19 +24,8 @@ kept), so chunks are memmap slices.
 Three MagnaTagATune MP3s are reported by other users to be empty (0 bytes); use ``on_bad_file: skip``
 for the full release (the report lists them).
 
-Example YAML::
-
-    data:
-      class_path: datamodules.magnatagatune.MagnaTagATuneDataModule
-      init_args:
-        root: /data/magnatagatune
-        sample_rate: 16000
-        chunk_s: 3.69
-        clip_s: 29.1
-        batch_size: 32
-        num_workers: 4
-        cache_dir: /scratch/l2i-cache
-        on_bad_file: skip
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/magnatagatune/data.yaml (MTG-Jamendo: experiments/mtg_jamendo/data.yaml).
 """
 
 from __future__ import annotations
@@ -49,12 +38,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from datamodules import decode
 from datamodules.files import (
     AudioFileDataset,
     AudioItem,
     Collated,
     DatasetFormatError,
     FileDataModule,
+    LoaderConfig,
     OnBadFile,
     check_duplicates,
     collate_batch,
@@ -125,15 +116,13 @@ class ChunkedAudioDataset(Dataset):
             return fix_length(wav, self.chunk_samples)
         item = self.items[clip]
         try:
-            from datamodules import files
-
             if Path(item.path).suffix.lower() == ".mp3":
                 # libsndfile's MP3 seek lands up to a frame (1,152 samples) off; decoding from the start and
                 # slicing gives the same samples as the cache (the frames up to the chunk's end only, plus the
-                # resampler's margin: files.decode_clip)
-                wav = files.decode_clip(item.path, self.sample_rate, None, max_samples=start + self.chunk_samples)
+                # resampler's margin: decode.decode_clip)
+                wav = decode.decode_clip(item.path, self.sample_rate, None, max_samples=start + self.chunk_samples)
                 return fix_length(wav[start:start + self.chunk_samples], self.chunk_samples)
-            return files.decode_clip(item.path, self.sample_rate, self.chunk_samples,
+            return decode.decode_clip(item.path, self.sample_rate, self.chunk_samples,
                                      offset_s=start / self.sample_rate, duration_s=self.chunk_samples / self.sample_rate)
         except AudioFileError as exc:
             if base.on_bad_file == "error":
@@ -248,22 +237,10 @@ class MagnaTagATuneDataModule(_ChunkedModule):
         chunk_s: float = 3.0,
         clip_s: float = 29.1,
         eval_hop_s: float | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | Literal["auto"] = "auto",
-        persistent_workers: bool = False,
-        cache_dir: str | None = None,
-        cache_dtype: Literal["float16", "float32"] = "float16",
-        on_bad_file: OnBadFile = "error",
-        report_dir: str | None = None,
-        check_headers: bool = True,
+        loader: LoaderConfig | None = None,
         seed: int = 0,
-        batch_dtype: Literal["float32", "float16"] = "float32",
     ):
-        super().__init__(
-            root, sample_rate, chunk_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
-        )
+        super().__init__(root, sample_rate, chunk_s, loader=loader, seed=seed)
         self._init_chunks(chunk_s, clip_s, eval_hop_s)
         self.class_names = list(MTAT_TOP50)
         self.num_classes = len(self.class_names)
@@ -331,22 +308,10 @@ class MTGJamendoDataModule(_ChunkedModule):
         chunk_s: float = 3.0,
         clip_s: float | None = None,
         eval_hop_s: float | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | Literal["auto"] = "auto",
-        persistent_workers: bool = False,
-        cache_dir: str | None = None,
-        cache_dtype: Literal["float16", "float32"] = "float16",
-        on_bad_file: OnBadFile = "error",
-        report_dir: str | None = None,
-        check_headers: bool = True,
+        loader: LoaderConfig | None = None,
         seed: int = 0,
-        batch_dtype: Literal["float32", "float16"] = "float32",
     ):
-        super().__init__(
-            root, sample_rate, chunk_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
-        )
+        super().__init__(root, sample_rate, chunk_s, loader=loader, seed=seed)
         if split not in range(5):
             raise ValueError(f"split must be 0-4, got {split}")
         self.audio_dir = audio_dir

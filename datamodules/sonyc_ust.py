@@ -20,27 +20,15 @@ the 6 ``c-X`` "incomplete" tags as extra classes when ``fine_x_tags: true`` (29 
 baseline trains), or as a separate batch key ``target_x`` float32 ``(B, 6)`` when false (23 classes).
 Evaluate with :class:`l2i.metrics.sonyc.SONYCUSTMetric` at the same level.
 
-Example YAML::
-
-    data:
-      class_path: datamodules.sonyc_ust.SONYCUSTDataModule
-      init_args:
-        root: /data/sonyc-ust-v2.3
-        sample_rate: 22050
-        duration_s: 10.0
-        batch_size: 32
-        num_workers: 4
-        level: coarse          # or fine
-        fine_x_tags: true
-        cache_dir: /scratch/l2i-cache
-        unpack_archives: false
-        on_bad_file: error
+The config of every stage (a LightningCLI ``data`` group; the loader's keys in ``init_args.loader``):
+experiments/sonyc_ust/data.yaml.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -52,7 +40,7 @@ from datamodules.files import (
     AudioItem,
     DatasetFormatError,
     FileDataModule,
-    OnBadFile,
+    LoaderConfig,
     check_duplicates,
     parse_int,
     read_table,
@@ -61,13 +49,30 @@ from datamodules.files import (
 )
 from l2i.metrics.sonyc import DEFAULT_TAXONOMY, SONYCTaxonomy
 
-__all__ = ["SONYCUSTDataModule", "SPLIT_NAMES"]
+__all__ = ["SONYCUSTDataModule", "SPLIT_NAMES", "read_taxonomy"]
 
 log = logging.getLogger(__name__)
 
 #: our stage -> the value of the ``split`` column
 SPLIT_NAMES = {"train": "train", "val": "validate", "test": "test"}
 ID_COLUMNS = ("split", "sensor_id", "audio_filename", "annotator_id")
+
+
+def read_taxonomy(path: str | os.PathLike) -> SONYCTaxonomy:
+    """The taxonomy of a release's ``dcase-ust-taxonomy.yaml``: ``coarse: {id: name}``, ``fine: {coarse id:
+    {fine id or X: name}}``. A file without both mappings, or whose fine groups are not the coarse ids, raises
+    :class:`~datamodules.files.DatasetFormatError` naming it."""
+    import yaml
+
+    with open(path) as fh:
+        d = yaml.safe_load(fh)
+    if not isinstance(d, dict) or not isinstance(d.get("coarse"), dict) or not isinstance(d.get("fine"), dict):
+        raise DatasetFormatError(f"{path}: taxonomy needs 'coarse' and 'fine' mappings")
+    coarse = {int(k): str(v) for k, v in d["coarse"].items()}
+    fine = {int(c): {(k if k == "X" else int(k)): str(v) for k, v in d["fine"][c].items()} for c in d["fine"]}
+    if set(fine) != set(coarse):
+        raise DatasetFormatError(f"{path}: fine groups {sorted(fine)} do not match coarse ids {sorted(coarse)}")
+    return SONYCTaxonomy(coarse=coarse, fine=fine)
 
 
 class SONYCUSTDataModule(FileDataModule):
@@ -91,25 +96,13 @@ class SONYCUSTDataModule(FileDataModule):
         root: str,
         sample_rate: int = 22050,
         duration_s: float = 10.0,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool | Literal["auto"] = "auto",
-        persistent_workers: bool = False,
-        cache_dir: str | None = None,
-        cache_dtype: Literal["float16", "float32"] = "float16",
-        on_bad_file: OnBadFile = "error",
-        report_dir: str | None = None,
-        check_headers: bool = True,
+        loader: LoaderConfig | None = None,
         seed: int = 0,
-        batch_dtype: Literal["float32", "float16"] = "float32",
         level: Literal["coarse", "fine"] = "coarse",
         fine_x_tags: bool = True,
         unpack_archives: bool = False,
     ):
-        super().__init__(
-            root, sample_rate, duration_s, batch_size, num_workers, pin_memory, persistent_workers,
-            cache_dir, cache_dtype, on_bad_file, report_dir, check_headers, seed, batch_dtype,
-        )
+        super().__init__(root, sample_rate, duration_s, loader=loader, seed=seed)
         if level not in ("coarse", "fine"):
             raise ValueError(f"level must be 'coarse' or 'fine', got {level!r}")
         self.level = level
@@ -182,7 +175,7 @@ class SONYCUSTDataModule(FileDataModule):
         csv_path = require_file(root / "annotations.csv", "SONYC-UST", "annotations csv")
         yaml_path = root / "dcase-ust-taxonomy.yaml"
         if yaml_path.is_file():
-            self.taxonomy = SONYCTaxonomy.from_yaml(yaml_path)
+            self.taxonomy = read_taxonomy(yaml_path)
             self._set_classes()
         tx = self.taxonomy
         coarse_cols = [f"{t}_presence" for t in tx.coarse_tags()]

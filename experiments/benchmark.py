@@ -295,21 +295,26 @@ def build_row(name: str, spec: dict, loaded: _Loaded, seed: int, protocol: str =
 
 
 def _datamodule(settings: dict):
-    from experiments.cli import resolve_config
+    from experiments.cli import read_config
     from experiments.evaluate import _section
 
-    if settings.get("data"):
-        section = {"data": settings["data"]}
-        source = "benchmark.data"
-    else:
+    from datamodules.files import with_batch_size
+    from experiments.nmf import _deep_merge
+
+    section: dict = {}
+    source = "benchmark.data"
+    if settings.get("data_config") or not settings.get("data"):
         cfg_path = settings.get("data_config", "experiments/synthetic/posthoc.yaml")
-        section = yaml.safe_load(resolve_config(cfg_path).read_text()) or {}
+        loaded = read_config(cfg_path)
+        section = {"data": loaded} if "class_path" in loaded else loaded  # a data file, or a recipe's data section
         source = str(cfg_path)
+    if settings.get("data"):  # the data itself, or overrides of data_config's (e.g. {init_args: {root: ...}})
+        section = {"data": _deep_merge(section.get("data") or {}, settings["data"])}
     if "data" not in section:
         raise ValueError(f"benchmark: {source} has no 'data' section (class_path + init_args)")
     cls, args = _section(section, "data")
     if settings.get("batch_size"):
-        args["batch_size"] = int(settings["batch_size"])
+        args = with_batch_size(cls, args, settings["batch_size"])
     return cls(**args), {"source": source, "class_path": section["data"]["class_path"], "init_args": args}
 
 

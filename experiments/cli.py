@@ -93,10 +93,43 @@ def resolve_config(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"config file not found: {path} (looked in ., {EXPERIMENTS_DIR.parent}, {EXPERIMENTS_DIR})")
 
 
+#: the groups a config file may give as the path of another YAML file (``data: data.yaml``,
+#: ``frontend: ../frontends/panns_32k.yaml``, ``callbacks: ../callbacks/posthoc.yaml``), as jsonargparse reads them
+FILE_GROUPS = ("data", "frontend", "callbacks", "loader")
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """One YAML config as a dict, with the groups it names by file (:data:`FILE_GROUPS`, relative to the file
+    that names them) read in, so code that reads a config as plain YAML sees what ``l2i fit`` sees."""
+    import yaml
+
+    file = resolve_config(path)
+    loaded = yaml.safe_load(file.read_text()) or {}
+    return inline_files(loaded, file.parent)
+
+
+def inline_files(value, base: Path, key: str | None = None):
+    """``value`` with every :data:`FILE_GROUPS` entry that is a ``.yaml`` path replaced by that file's content
+    (read relative to ``base``, recursively)."""
+    import yaml
+
+    if isinstance(value, dict):
+        return {k: inline_files(v, base, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [inline_files(v, base) for v in value]
+    if key in FILE_GROUPS and isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        try:
+            file = (base / value) if (base / value).is_file() else resolve_config(value)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"a config in {base} names {key}: {value}, which is not there (a path relative to "
+                                    "that config's folder; copy a recipe with the files it names)") from None
+        return inline_files(yaml.safe_load(file.read_text()), file.parent)
+    return value
+
+
 def load_configs(paths: str | os.PathLike | list) -> dict:
     """One config dict from one or several YAML files (``--config base.yaml --config overlay.yaml``), each later
     one merged into the ones before as ``l2i fit`` merges them: mappings key by key, any other value replaced."""
-    import yaml
 
     def merge(base, over):
         if isinstance(base, dict) and isinstance(over, dict):
@@ -105,7 +138,7 @@ def load_configs(paths: str | os.PathLike | list) -> dict:
 
     out: dict = {}
     for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or []):
-        loaded = yaml.safe_load(resolve_config(path).read_text()) or {}
+        loaded = read_config(path)
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must hold a mapping (sections such as model:, data:)")
         out = merge(out, loaded)
@@ -287,8 +320,10 @@ def cli_class():
             before_fit = before_validate = before_test = before_predict = _before_run
 
             def before_instantiate_classes(self) -> None:
-                """The default logger (``save_dir: null``) writes into the run's ``trainer.default_root_dir``."""
+                """The data's and the front-end's sample rates agree (:func:`check_sample_rates`); the default logger
+                (``save_dir: null``) writes into the run's ``trainer.default_root_dir``."""
                 config = self.config[self.subcommand] if self.subcommand else self.config
+                check_sample_rates(config, "model.init_args.frontend.sample_rate")
                 trainer = config.get("trainer")
                 if trainer is None:
                     return
@@ -305,6 +340,24 @@ def cli_class():
         L2ICLI.config_callback = RunConfig
         _CLI_CLASS = L2ICLI
     return _CLI_CLASS
+
+
+def _dotted(node, key: str):
+    """``node``'s value at the dotted ``key`` (a dict or a jsonargparse Namespace), None where absent."""
+    for part in key.split("."):
+        node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def check_sample_rates(config, frontend_key: str, data_key: str = "data.init_args.sample_rate") -> None:
+    """Refuse a config whose data are decoded at one rate and whose front-end expects another: the rate is stated
+    once per data set (its ``data.yaml`` and the front-end file it names agree); a mismatch names both keys."""
+    data_rate, frontend_rate = _dotted(config, data_key), _dotted(config, frontend_key)
+    if data_rate is not None and frontend_rate is not None and int(data_rate) != int(frontend_rate):
+        raise ValueError(f"{data_key} is {int(data_rate)} but {frontend_key} is {int(frontend_rate)}: the clips would be "
+                         "decoded at one rate and resampled to another; give both the same rate")
 
 
 def _flat(node, prefix: str = "") -> dict:

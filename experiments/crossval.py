@@ -71,9 +71,9 @@ def check_folds(config: str | Path, extra: Sequence[str] = ()) -> None:
     import importlib
     import inspect
 
-    import yaml
+    from experiments.cli import read_config
 
-    section = (yaml.safe_load(Path(config).read_text()) or {}).get("data") or {}
+    section = read_config(config).get("data") or {}
     class_path = section.get("class_path") if isinstance(section, dict) else None
     extra = list(extra)
     for i, arg in enumerate(extra[:-1]):

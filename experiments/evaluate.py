@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 __all__ = ["main", "evaluate_checkpoint", "evaluation_stage", "FrozenClassifier"]
@@ -145,7 +144,9 @@ def evaluate_checkpoint(
     _section(config, "model")
     data_cls, data_args = _section(config, "data")
     if batch_size:
-        data_args["batch_size"] = int(batch_size)
+        from datamodules.files import with_batch_size
+
+        data_args = with_batch_size(data_cls, data_args, batch_size)
     module = load_evaluated(config, ckpt, device, classifier=classifier, dictionary=dictionary)
     dm = data_cls(**data_args)
     names = getattr(module, "class_names", None)
@@ -306,12 +307,12 @@ def evaluation_stage(ctx, settings: dict) -> dict:
     config, default experiments/synthetic/posthoc.yaml), ``noise_snr_db`` (list, default [10]), ``overlap`` (λ or
     null, default 1.0), ``max_batches`` (default 4), ``threshold``). Returns the figures (``<family>.<key>``)."""
     from callbacks.wandb_runs import stage_run
-    from experiments.cli import resolve_config
+    from experiments.cli import read_config
     from l2i.evaluation import DESCRIPTIONS
 
     if "interpreter" not in ctx.artifacts:
         raise ValueError("the evaluation stage needs an interpreter: run the 'posthoc' stage first")
-    config = yaml.safe_load(resolve_config(settings.get("config", "experiments/synthetic/posthoc.yaml")).read_text())
+    config = read_config(settings.get("config", "experiments/synthetic/posthoc.yaml"))
     out = ctx.stage_dir("evaluation")
     # the stage's own W&B run (job_type "evaluation", the pipeline's group), its figures in the run's summary
     with stage_run(out, "evaluation", "evaluation", {"evaluation": json.loads(json.dumps(settings, default=str))}) as run:

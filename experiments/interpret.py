@@ -218,9 +218,9 @@ def load_interpreter(ckpt: str | Path, config: str | Path | dict | None = None, 
     from lightning_modules.posthoc import PostHocInterpreterModule
 
     if config is not None and not isinstance(config, dict):
-        from experiments.cli import resolve_config
+        from experiments.cli import read_config
 
-        config = yaml.safe_load(resolve_config(config).read_text()) or {}
+        config = read_config(config)
     init = (((config or {}).get("model") or {}).get("init_args")) or {}
     try:
         bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="l2i interpret",

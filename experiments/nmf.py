@@ -816,6 +816,9 @@ def build_parser():
     p.add_argument("--config", action=ActionConfigFile, help="YAML config (e.g. experiments/synthetic/nmf.yaml)")
     p.add_subclass_arguments(L.LightningDataModule, "data", default=lazy_instance(SyntheticDataModule), help="DataModule (class_path/init_args)")
     p.add_class_arguments(FrontEndConfig, "frontend", help="front-end; must match the classifier that will use W")
+    p.add_argument("--classifier", type=Optional[str], default=None,
+                   help="the classifier whose front-end the dictionary uses: its checkpoint (.ckpt) or its fit config "
+                        "(.yaml); replaces --frontend")
     p.add_class_arguments(NMFSettings, "nmf", help="NMF settings")
     p.add_argument("--split", type=str, default="train", help="split the dictionary is learnt on (synthetic: also 'nmf')")
     p.add_argument("--num_clips", type=Optional[int], default=None, help="cap on clips (default: the whole split)")
@@ -838,6 +841,7 @@ def build_parser():
 
 
 def _run(cfg, parser, wandb_run: bool) -> tuple[DictionaryArtifact, dict]:
+    cfg = classifier_frontend(cfg)
     init = parser.instantiate(cfg) if hasattr(parser, "instantiate") else parser.instantiate_classes(cfg)
     out = Path(cfg.out_dir) / "dictionary.pt" if cfg.get("out_dir") else Path(cfg.out)
     shard = distributed_shard()  # torchrun / SLURM with several processes: one dictionary, statistics summed
@@ -912,6 +916,31 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def classifier_frontend(cfg):
+    """``cfg`` with its ``frontend`` taken from ``cfg.classifier`` (a checkpoint or a fit config) when given, and
+    the data's sample rate checked against the front-end's (a mismatch names both keys)."""
+    from experiments.cli import check_sample_rates
+
+    source = cfg.get("classifier")
+    if source:
+        fe = frontend_from_checkpoint(source) if str(source).endswith(".ckpt") else frontend_from_config(source)
+        for key, value in fe.items():
+            cfg[f"frontend.{key}"] = value
+    check_sample_rates(cfg, "frontend.sample_rate")
+    return cfg
+
+
+def frontend_from_config(path: str | Path) -> dict:
+    """The ``FrontEndConfig`` dict of a classifier fit config (``model.init_args.frontend``, given inline or as
+    the path of a front-end file)."""
+    from experiments.cli import read_config
+
+    fe = ((read_config(path).get("model") or {}).get("init_args") or {}).get("frontend")
+    if not isinstance(fe, dict):
+        raise ValueError(f"{path}: no model.init_args.frontend (not a classifier fit config?)")
+    return FrontEndConfig.from_any(fe).to_dict()
+
+
 def frontend_from_checkpoint(path: str | Path) -> dict:
     """The ``FrontEndConfig`` dict a classifier checkpoint was trained with (``hyper_parameters["frontend"]``)."""
     path = Path(path)
@@ -934,14 +963,12 @@ def dictionary_stage(ctx, settings: dict) -> dict:
     ``ctx.artifacts["classifier"]`` when a classifier was trained, so dictionary and classifier match.
     Writes ``<out>/dictionary/dictionary.pt`` and sets ``ctx.artifacts["dictionary"]``.
     """
-    import yaml
-
-    from experiments.cli import resolve_config
+    from experiments.cli import read_config
 
     settings = dict(settings or {})
     base: dict = {}
     if settings.get("config"):
-        base = yaml.safe_load(resolve_config(settings.pop("config")).read_text()) or {}
+        base = read_config(settings.pop("config"))
     merged = _deep_merge(base, settings)
     source = "settings"
     if ctx.artifacts.get("classifier"):

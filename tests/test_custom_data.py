@@ -65,8 +65,8 @@ def test_own_data_classifier_nmf_posthoc_interpret(layout, tmp_path, monkeypatch
     root, extra = (folder_tree if layout == "folder" else csv_tree)(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     data = ["--data.init_args.root", str(root), *extra, "--data.init_args.duration_s", "0.5",
-            "--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.num_workers", "0",
-            "--data.init_args.persistent_workers", "false", "--data.init_args.batch_size", "2"]
+            "--data.init_args.loader.cache_dir", str(tmp_path / "cache"), "--data.init_args.loader.num_workers", "0",
+            "--data.init_args.loader.persistent_workers", "false", "--data.init_args.loader.batch_size", "2"]
     fit = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
 
     main(["fit", "--config", str(CFG / "classifier.yaml"), *data, *fit, "--model.init_args.backbone", "small_cnn",
@@ -139,8 +139,8 @@ def test_fit_summary_names_existing_checkpoints_with_the_monitored_value_and_epo
     root, _ = folder_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", str(CFG / "classifier.yaml"), "--data.init_args.root", str(root),
-          "--data.init_args.duration_s", "0.5", "--data.init_args.cache_dir", "null", "--data.init_args.num_workers", "0",
-          "--data.init_args.persistent_workers", "false", "--data.init_args.batch_size", "3",
+          "--data.init_args.duration_s", "0.5", "--data.init_args.loader.cache_dir", "null", "--data.init_args.loader.num_workers", "0",
+          "--data.init_args.loader.persistent_workers", "false", "--data.init_args.loader.batch_size", "3",
           "--data.init_args.val_fraction", "0.34",  # 1 val clip per class
           "--model.init_args.backbone", "small_cnn", "--model.init_args.lr", "0.01",
           "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
@@ -180,8 +180,8 @@ def test_test_summary_lists_the_test_metrics(tmp_path, monkeypatch, capsys):
     root, _ = folder_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     common = ["--config", str(CFG / "classifier.yaml"), "--data.init_args.root", str(root),
-              "--data.init_args.duration_s", "0.5", "--data.init_args.cache_dir", "null",
-              "--data.init_args.num_workers", "0", "--data.init_args.persistent_workers", "false",
+              "--data.init_args.duration_s", "0.5", "--data.init_args.loader.cache_dir", "null",
+              "--data.init_args.loader.num_workers", "0", "--data.init_args.loader.persistent_workers", "false",
               "--model.init_args.backbone", "small_cnn", "--trainer.enable_progress_bar", "false",
               "--trainer.accelerator", "cpu", "--trainer.default_root_dir", "runs/t"]
     main(["fit", *common, "--trainer.max_epochs", "1"])
@@ -211,8 +211,8 @@ def test_crossval_over_a_fold_column_one_wandb_run_per_fold(tmp_path, monkeypatc
     assert main(["crossval", "--config", str(CFG / "classifier.yaml"), "--folds", "1", "2", "--out_dir", "cv", "--",
                  "--data.init_args.root", str(root), "--data.init_args.csv", "meta.csv",
                  "--data.init_args.fold_column", "fold", "--data.init_args.duration_s", "0.5",
-                 "--data.init_args.num_workers", "0", "--data.init_args.persistent_workers", "false",
-                 "--data.init_args.cache_dir", "null", "--data.init_args.batch_size", "3",
+                 "--data.init_args.loader.num_workers", "0", "--data.init_args.loader.persistent_workers", "false",
+                 "--data.init_args.loader.cache_dir", "null", "--data.init_args.loader.batch_size", "3",
                  "--model.init_args.backbone", "small_cnn", "--trainer.max_epochs", "1",
                  "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.buffers import batch_buffer, copy_into
 from datamodules.esc50 import ESC50DataModule
-from datamodules.files import collate_batch, decode_clip
+from datamodules.decode import decode_clip
+from datamodules.files import LoaderConfig, collate_batch
 from datamodules.magnatagatune import MagnaTagATuneDataModule
 from fixtures_datasets import make_esc50, make_mtat, write_mp3, write_wav
 from l2i.audio import load_audio
@@ -60,9 +61,9 @@ def esc(tmp_path_factory):
 @pytest.mark.parametrize("num_workers, duration_s", [(0, 0.3), (1, 0.2)])
 def test_batched_loader_equals_per_item_loader(esc, tmp_path, cached, num_workers, duration_s):
     # 0.25 s files at 44.1 kHz read at 16 kHz: resampled, and zero padded (0.3 s) or cropped (0.2 s)
-    dm = ESC50DataModule(str(esc.root), sample_rate=16000, duration_s=duration_s, batch_size=5, test_fold=1, val_fold=2,
-                         num_workers=num_workers, cache_dir=str(tmp_path / "cache") if cached else None,
-                         cache_dtype="float16")
+    dm = ESC50DataModule(str(esc.root), sample_rate=16000, duration_s=duration_s, test_fold=1, val_fold=2,
+                         loader=LoaderConfig(batch_size=5, num_workers=num_workers, cache_dtype="float16",
+                                             cache_dir=str(tmp_path / "cache") if cached else None))
     dm.setup("fit")
     for split, shuffle in (("train", True), ("val", False)):
         batched = list(dm._loader(split, shuffle=shuffle))
@@ -73,7 +74,8 @@ def test_batched_loader_equals_per_item_loader(esc, tmp_path, cached, num_worker
 
 
 def test_epoch_order_and_resume_skip_are_unchanged_by_batching(esc):
-    dm = ESC50DataModule(str(esc.root), sample_rate=8000, duration_s=0.2, batch_size=4, test_fold=1, val_fold=2)
+    dm = ESC50DataModule(str(esc.root), sample_rate=8000, duration_s=0.2, test_fold=1, val_fold=2,
+                         loader=LoaderConfig(batch_size=4))
     dm.setup("fit")
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(3)
@@ -168,8 +170,8 @@ def mtat_fx(tmp_path_factory):
 
 
 def _mtat(fx, cache, **kw):
-    return MagnaTagATuneDataModule(str(fx.root), sample_rate=16000, chunk_s=0.5, clip_s=1.5, batch_size=2,
-                                   cache_dir=str(cache) if cache else None, cache_dtype="float32", **kw)
+    return MagnaTagATuneDataModule(str(fx.root), sample_rate=16000, chunk_s=0.5, clip_s=1.5, **LoaderConfig.group(
+        dict(batch_size=2, cache_dir=str(cache) if cache else None, cache_dtype="float32", **kw)))
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -213,7 +215,8 @@ def test_ddp_sampler_injection_shards_items_as_before(esc):
     from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
     from lightning.pytorch.utilities.data import _update_dataloader
 
-    dm = ESC50DataModule(str(esc.root), sample_rate=8000, duration_s=0.2, batch_size=4, test_fold=1, val_fold=2)
+    dm = ESC50DataModule(str(esc.root), sample_rate=8000, duration_s=0.2, test_fold=1, val_fold=2,
+                         loader=LoaderConfig(batch_size=4))
     dm.setup("fit")
     seen = []
     for rank in (0, 1):
@@ -230,9 +233,10 @@ def test_ddp_sampler_injection_shards_items_as_before(esc):
 
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_float16_batches_hand_over_the_cache_as_stored_and_become_float32_on_the_device(esc, tmp_path, num_workers):
-    kw = dict(sample_rate=16000, duration_s=0.3, batch_size=5, test_fold=1, val_fold=2, num_workers=num_workers,
-              cache_dir=str(tmp_path / "cache"), cache_dtype="float16")
-    plain, half = ESC50DataModule(str(esc.root), **kw), ESC50DataModule(str(esc.root), batch_dtype="float16", **kw)
+    kw = dict(sample_rate=16000, duration_s=0.3, test_fold=1, val_fold=2)
+    loader = dict(batch_size=5, num_workers=num_workers, cache_dir=str(tmp_path / "cache"), cache_dtype="float16")
+    plain = ESC50DataModule(str(esc.root), loader=LoaderConfig(**loader), **kw)
+    half = ESC50DataModule(str(esc.root), loader=LoaderConfig(batch_dtype="float16", **loader), **kw)
     for dm in (plain, half):
         dm.setup("fit")
     a, b = list(plain._loader("val", shuffle=False)), list(half._loader("val", shuffle=False))
@@ -250,13 +254,14 @@ def test_float16_batches_hand_over_the_cache_as_stored_and_become_float32_on_the
 
 def test_float16_batches_need_a_cache_and_serve_mtat_chunks(mtat_fx, tmp_path):
     with pytest.raises(ValueError, match="batch_dtype float16 needs cache_dir"):
-        ESC50DataModule(str(tmp_path), sample_rate=16000, duration_s=0.3, batch_size=5, batch_dtype="float16")
+        ESC50DataModule(str(tmp_path), sample_rate=16000, duration_s=0.3, loader={"batch_size": 5, "batch_dtype": "float16"})
     with pytest.raises(ValueError, match="batch_dtype must be float32 or float16"):
-        ESC50DataModule(str(tmp_path), sample_rate=16000, duration_s=0.3, batch_size=5, batch_dtype="bfloat16",
-                        cache_dir=str(tmp_path / "c"))
+        ESC50DataModule(str(tmp_path), sample_rate=16000, duration_s=0.3,
+                        loader={"batch_size": 5, "batch_dtype": "bfloat16", "cache_dir": str(tmp_path / "c")})
     plain = _mtat(mtat_fx, tmp_path / "cache")
-    half = MagnaTagATuneDataModule(str(mtat_fx.root), sample_rate=16000, chunk_s=0.5, clip_s=1.5, batch_size=2,
-                                   cache_dir=str(tmp_path / "cache16"), cache_dtype="float16", batch_dtype="float16")
+    half = MagnaTagATuneDataModule(str(mtat_fx.root), sample_rate=16000, chunk_s=0.5, clip_s=1.5,
+                                   loader=LoaderConfig(batch_size=2, cache_dir=str(tmp_path / "cache16"),
+                                                       cache_dtype="float16", batch_dtype="float16"))
     for dm in (plain, half):
         dm.setup("test")
     for x, y in zip(plain.test_dataloader(), half.test_dataloader()):
@@ -275,8 +280,8 @@ def test_float16_batches_reach_the_lightning_module_as_float32(esc, tmp_path):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append(batch["waveform"].dtype)
 
-    dm = ESC50DataModule(str(esc.root), sample_rate=8000, duration_s=0.25, batch_size=4, test_fold=1, val_fold=2,
-                         cache_dir=str(tmp_path / "cache"), batch_dtype="float16")
+    dm = ESC50DataModule(str(esc.root), sample_rate=8000, duration_s=0.25, test_fold=1, val_fold=2,
+                         loader=LoaderConfig(batch_size=4, cache_dir=str(tmp_path / "cache"), batch_dtype="float16"))
     clf = ClassifierModule(backbone_kwargs={"channels": [4, 4, 4, 4]}, num_classes=dm.num_classes,
                            frontend=dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16))
     L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False, enable_checkpointing=False,

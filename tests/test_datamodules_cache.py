@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import files
+from datamodules import decode
 from datamodules.cache import WaveformCache
 from fixtures_datasets import write_wav
 
@@ -22,15 +22,15 @@ def clips(tmp_path):
 
 @pytest.fixture
 def decode_log(monkeypatch):
-    """Records every file the cache decodes (the cache looks ``files.decode_clip`` up at call time)."""
+    """Records every file the cache decodes (the cache looks ``decode.decode_clip`` up at call time)."""
     calls: list[str] = []
-    real = files.decode_clip
+    real = decode.decode_clip
 
     def counting(path, *a, **k):
         calls.append(os.path.basename(path))
         return real(path, *a, **k)
 
-    monkeypatch.setattr(files, "decode_clip", counting)
+    monkeypatch.setattr(decode, "decode_clip", counting)
     return calls
 
 
@@ -55,7 +55,7 @@ def test_rows_equal_decoding_and_reuse(tmp_path, clips, decode_log):
 
 def test_rows_match_the_decoder(tmp_path, clips):
     arr = build(tmp_path / "c", clips, n=2000)  # longer than the clip: zero padded, length kept
-    want = files.decode_clip(str(clips[2]), 8000, 2000)
+    want = decode.decode_clip(str(clips[2]), 8000, 2000)
     torch.testing.assert_close(arr.read(2), want)
     assert arr.lengths.tolist() == [1600] * 3 and arr.read(2)[1600:].abs().max() == 0
     half = build(tmp_path / "c", clips, n=2000, dtype="float16")
@@ -121,10 +121,11 @@ def test_cached_datamodule_in_worker_processes(tmp_path):
     from fixtures_datasets import make_esc50
 
     fx = make_esc50(tmp_path, classes=(0, 1), clips_per_class_per_fold=1)
-    kw = dict(sample_rate=11025, duration_s=0.25, batch_size=4, test_fold=1, val_fold=2)
-    plain = ESC50DataModule(str(fx.root), **kw)
-    cached = ESC50DataModule(str(fx.root), cache_dir=str(tmp_path / "cache"), cache_dtype="float32", num_workers=1,
-                             persistent_workers=True, **kw)
+    kw = dict(sample_rate=11025, duration_s=0.25, test_fold=1, val_fold=2)
+    plain = ESC50DataModule(str(fx.root), loader={"batch_size": 4}, **kw)
+    cached = ESC50DataModule(str(fx.root), loader={"batch_size": 4, "cache_dir": str(tmp_path / "cache"),
+                                                   "cache_dtype": "float32", "num_workers": 1,
+                                                   "persistent_workers": True}, **kw)
     cached.prepare_data()
     plain.setup("test")
     cached.setup("test")
@@ -140,7 +141,7 @@ def test_decode_clip_resamples_like_l2i_audio(clips):
 
     for rate in (8000, 16000, 32000):
         want, _ = load_audio(str(clips[0]), rate)
-        got = files.decode_clip(str(clips[0]), rate)
+        got = decode.decode_clip(str(clips[0]), rate)
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
@@ -186,7 +187,7 @@ def test_temporaries_are_removed_when_the_build_fails_and_stale_ones_of_killed_b
     def broken(*a, **k):
         raise KeyboardInterrupt  # the user presses Ctrl-C during decoding
 
-    monkeypatch.setattr(files, "decode_clip", broken)
+    monkeypatch.setattr(decode, "decode_clip", broken)
     with pytest.raises(KeyboardInterrupt):
         build(cache_dir, clips)
     assert sorted(p.name for p in cache_dir.iterdir()) == [alive.name]

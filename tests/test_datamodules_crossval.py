@@ -57,9 +57,9 @@ def test_crossval_runs_folds_and_reports_mean_std(tmp_path, capsys):
     out = tmp_path / "cv"
     tiny = [
         "--data.init_args.root", str(fx.root), "--data.init_args.sample_rate", "11025",
-        "--data.init_args.duration_s", "0.25", "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
-        "--data.init_args.pin_memory", "false", "--data.init_args.persistent_workers", "false",
-        "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        "--data.init_args.duration_s", "0.25", "--data.init_args.loader.batch_size", "8", "--data.init_args.loader.num_workers", "0",
+        "--data.init_args.loader.pin_memory", "false", "--data.init_args.loader.persistent_workers", "false",
+        "--data.init_args.loader.cache_dir", str(tmp_path / "cache"),
         "--model.init_args.backbone", "small_cnn", "--model.init_args.backbone_kwargs", "{channels: [4, 4, 8, 8]}",
         "--model.init_args.frontend", "{sample_rate: 11025, n_fft: 256, hop_length: 128, n_mels: 32}",
         "--trainer.max_epochs", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",

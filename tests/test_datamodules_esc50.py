@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules.esc50 import ESC50_CLASSES, ESC50DataModule, summarize_folds
-from datamodules.files import DatasetFormatError, FileDataModule
+from datamodules.files import DatasetFormatError, FileDataModule, LoaderConfig
 from fixtures_datasets import ESC50_HEADER, make_esc50, write_esc50_csv
 from l2i.audio import AudioFileError
 
@@ -21,7 +21,7 @@ def module(root, **kw):
     kw.setdefault("sample_rate", RATE)
     kw.setdefault("duration_s", 0.25)
     kw.setdefault("batch_size", 4)
-    return ESC50DataModule(str(root), **kw)
+    return ESC50DataModule(str(root), **LoaderConfig.group(kw))
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def all_batches(loader):
 
 def test_file_datamodule_is_abstract():
     with pytest.raises(TypeError, match="abstract"):
-        FileDataModule("x", 8000, 1.0, 2)
+        FileDataModule("x", 8000, 1.0)
 
 
 def test_folds_labels_counts_and_batches(esc, tmp_path):
@@ -220,19 +220,19 @@ def test_unreadable_or_empty_file_error_and_skip(esc, tmp_path, damage, caplog):
 
 def test_decode_failure_at_load_time_is_reported(esc, tmp_path, monkeypatch):
     """A file whose header reads but whose samples do not decode: error names it, skip drops the item."""
-    from datamodules import files
+    from datamodules import decode
 
     dm = module(esc.root, test_fold=1, val_fold=2, on_bad_file="skip", report_dir=str(tmp_path / "rep"))
     dm.setup("test")
     victim = dm.items["test"][0]
-    real = files.load_audio
+    real = decode.load_audio
 
     def flaky(path, *a, **k):
         if path == victim.path:
             raise AudioFileError(path, "cannot decode audio (truncated)")
         return real(path, *a, **k)
 
-    monkeypatch.setattr(files, "load_audio", flaky)
+    monkeypatch.setattr(decode, "load_audio", flaky)
     batches = list(dm.test_dataloader())
     assert sum(len(b["id"]) for b in batches) == 7
     assert [r["reason"] for r in dm.report.rows()] == ["cannot decode audio (truncated)"]
@@ -291,3 +291,18 @@ def test_no_report_file_without_skips(esc, tmp_path, monkeypatch):
     stale.write_text("dataset,split,path,reason\nesc50,test,/old/file.wav,file is empty (0 bytes)\n")
     dm.setup("test")
     assert dm.report.path == stale and not stale.exists() and dm.report.rows() == []
+
+
+def test_loader_group_is_passed_by_name_and_checked(esc, tmp_path):
+    """The loader settings are one typed group: a mapping (a config read as YAML) or a LoaderConfig give the same
+    module; a misspelt key or a bad value is refused naming it."""
+    as_dict = ESC50DataModule(str(esc.root), loader={"batch_size": 3, "num_workers": 1, "cache_dir": str(tmp_path)})
+    typed = ESC50DataModule(str(esc.root), loader=LoaderConfig(batch_size=3, num_workers=1, cache_dir=str(tmp_path)))
+    assert as_dict.loader == typed.loader
+    assert (typed.batch_size, typed.num_workers, typed.cache_dir, typed.on_bad_file) == (3, 1, str(tmp_path), "error")
+    with pytest.raises(ValueError, match=r"loader: unknown key\(s\) \['batchsize'\]"):
+        ESC50DataModule(str(esc.root), loader={"batchsize": 3})
+    with pytest.raises(ValueError, match="loader.batch_size must be a positive integer, got 0"):
+        LoaderConfig(batch_size=0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batch_size'"):
+        ESC50DataModule(str(esc.root), batch_size=3)  # the flat style is gone: nothing is passed by position

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from datamodules import AudioFolderDataModule
-from datamodules.files import DatasetFormatError
+from datamodules.files import DatasetFormatError, LoaderConfig
 from datamodules.sampling import resolve_pin_memory
 from fixtures_datasets import write_wav
 from l2i.audio import AudioFileError
@@ -25,7 +25,7 @@ def module(root, **kw):
     kw.setdefault("sample_rate", RATE)
     kw.setdefault("duration_s", 0.25)
     kw.setdefault("batch_size", 4)
-    return AudioFolderDataModule(str(root), **kw)
+    return AudioFolderDataModule(str(root), **LoaderConfig.group(kw))
 
 
 def make_folder_tree(tmp: Path, per_class: int = 5, classes=("dog", "rain", "siren")) -> Path:

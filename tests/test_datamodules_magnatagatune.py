@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.files import DatasetFormatError
+from datamodules.files import DatasetFormatError, LoaderConfig
 from datamodules.magnatagatune import MTAT_TOP50, MagnaTagATuneDataModule, MTGJamendoDataModule
 from fixtures_datasets import MTAT_ALL_TAGS, make_mtat, make_mtg_jamendo, write_mtat_csv
 from l2i.audio import AudioFileError
@@ -23,7 +23,7 @@ def mtat(root, **kw):
     kw.setdefault("chunk_s", 0.5)
     kw.setdefault("clip_s", 1.5)
     kw.setdefault("batch_size", 4)
-    return MagnaTagATuneDataModule(str(root), **kw)
+    return MagnaTagATuneDataModule(str(root), **LoaderConfig.group(kw))
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_absent_and_empty_mp3_error_and_skip(fx, tmp_path):
 def test_mtg_jamendo_splits_and_tags(tmp_path):
     fj = make_mtg_jamendo(tmp_path)
     dm = MTGJamendoDataModule(str(fj.root), audio_dir=str(fj.audio_dir), split=0, chunk_s=0.5, clip_s=1.0,
-                              sample_rate=RATE, batch_size=2)
+                              sample_rate=RATE, loader={"batch_size": 2})
     assert dm.class_names == ["genre---pop", "genre---rock", "instrument---guitar", "instrument---piano",
                               "mood/theme---energetic"] and dm.num_classes == 5
     dm.setup("fit")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.files import DatasetFormatError
+from datamodules.files import DatasetFormatError, LoaderConfig
 from datamodules.sonyc_ust import SONYCUSTDataModule
 from fixtures_datasets import SONYC_COARSE, SONYC_FINE, make_sonyc, sonyc_header, sonyc_row, write_sonyc_csv
 from l2i.audio import AudioFileError
@@ -22,7 +22,7 @@ def module(root, **kw):
     kw.setdefault("sample_rate", RATE)
     kw.setdefault("duration_s", 0.25)
     kw.setdefault("batch_size", 8)
-    return SONYCUSTDataModule(str(root), **kw)
+    return SONYCUSTDataModule(str(root), **LoaderConfig.group(kw))
 
 
 @pytest.fixture
@@ -189,3 +189,13 @@ def test_v1_split_folders(sonyc):
     dm.setup("fit")
     assert [it.path.split("/")[-2:] for it in dm.items["train"]] == [["train", "00_000001.wav"], ["train", "00_000002.wav"]]
     assert dm.items["val"][0].path.endswith("validate/01_000010.wav")
+
+
+def test_taxonomy_file_without_fine_tags_is_refused_naming_it(sonyc):
+    """Reading a release's taxonomy file is the data set's job; a file lacking 'fine' is named in the error."""
+    from datamodules.sonyc_ust import read_taxonomy
+
+    bad = sonyc.root / "dcase-ust-taxonomy.yaml"
+    bad.write_text("coarse:\n  1: engine\n")
+    with pytest.raises(DatasetFormatError, match=r"dcase-ust-taxonomy\.yaml: taxonomy needs 'coarse' and 'fine'"):
+        read_taxonomy(bad)

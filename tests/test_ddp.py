@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments.cli import read_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER = textwrap.dedent(
@@ -31,7 +33,7 @@ WORKER = textwrap.dedent(
 
 
 def _config(tmp_path: Path, devices: int, max_epochs: int) -> Path:
-    config = yaml.safe_load((ROOT / "experiments/synthetic/classifier.yaml").read_text())
+    config = read_config(ROOT / "experiments/synthetic/classifier.yaml")  # its data / front-end files read in
     config["trainer"].update(max_epochs=max_epochs, enable_progress_bar=False, accelerator="cpu", devices=devices,
                              strategy="ddp" if devices > 1 else "auto", num_sanity_val_steps=0)
     config["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.WandbLogger",

@@ -222,8 +222,8 @@ def test_class_block_overlays_on_the_real_data_sets(dataset, tmp_path, monkeypat
     else:
         data = ["--data.init_args.root", str(make_mtat(tmp_path / "d", seconds=1.5).root), "--data.init_args.chunk_s", "0.5",
                 "--data.init_args.clip_s", "1.5"]
-    data += ["--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.num_workers", "0",
-             "--data.init_args.persistent_workers", "false", "--data.init_args.pin_memory", "false"]
+    data += ["--data.init_args.loader.cache_dir", str(tmp_path / "cache"), "--data.init_args.loader.num_workers", "0",
+             "--data.init_args.loader.persistent_workers", "false", "--data.init_args.loader.pin_memory", "false"]
     monkeypatch.chdir(tmp_path)
     cfg = Path(__file__).resolve().parents[1] / "experiments" / dataset
     out = tmp_path / "blocks.pt"

@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from experiments.cli import read_config
 from l2i.dictionary import DictionaryArtifact
 from lightning_modules.bydesign import ByDesignModule
 from lightning_modules.classifier import ClassifierModule
@@ -252,7 +253,7 @@ def test_the_wrong_checkpoint_or_config_is_named_in_one_line(run, tmp_path, caps
     assert rc == 2 and "this is a ClassifierModule checkpoint; l2i interpret needs a post-hoc interpreter's" in err
     assert len(err.strip().splitlines()) == 1
     # a config whose model is another size than the checkpoint's (the ESC-50 config with the demo's interpreter)
-    cfg = yaml.safe_load((REPO / "experiments/esc50/posthoc.yaml").read_text())
+    cfg = read_config(REPO / "experiments/esc50/posthoc.yaml")  # its data file read in: the copy stands alone
     cfg["model"]["init_args"]["hidden"] = 256
     (tmp_path / "esc50.yaml").write_text(yaml.safe_dump(cfg))
     rc = _interpret("--ckpt", root / "runs/demo/posthoc/interpreter.ckpt", "--config", tmp_path / "esc50.yaml",

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from datamodules import SyntheticDataModule
+from experiments.cli import read_config
 from experiments.nmf import NMFSettings, learn_dictionary
 from l2i.checkpoints import safe_load
 from l2i.dictionary import DictionaryArtifact
@@ -44,7 +45,7 @@ def test_killed_dictionary_learning_resumes_to_the_uninterrupted_dictionary(tmp_
 
 @pytest.mark.slow
 def test_torchrun_two_processes_learn_one_dictionary(tmp_path):
-    config = yaml.safe_load((ROOT / "experiments/synthetic/nmf.yaml").read_text())
+    config = read_config(ROOT / "experiments/synthetic/nmf.yaml")  # its data / front-end files read in
     config["data"]["init_args"].update(num_classes=4, duration_s=1.0, batch_size=8)
     config["frontend"] = {"sample_rate": 16000, "n_fft": 256, "hop_length": 128, "n_mels": 32}
     config["nmf"].update(n_components=8, epochs=2, batch_frames=512)

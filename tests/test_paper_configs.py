@@ -42,7 +42,7 @@ SETTINGS = {
 
 def test_every_paper_config_belongs_to_a_setting_that_is_tested():
     files = {p.name for p in PAPER.glob("*.yaml")}
-    expected = {f"{s}_{step}.yaml" for s in SETTINGS for step in ("classifier", "nmf", "posthoc")}
+    expected = {f"{s}_{step}.yaml" for s in SETTINGS for step in ("data", "classifier", "nmf", "posthoc")}
     assert files == expected
     for name in files:
         head = (PAPER / name).read_text().splitlines()[0]
@@ -54,9 +54,9 @@ def test_every_paper_config_belongs_to_a_setting_that_is_tested():
 def test_paper_setting_runs_on_the_official_layout_fixture(setting, tmp_path, monkeypatch):
     make_data, nmf_sizes = SETTINGS[setting]
     data = make_data(tmp_path / "data")
-    data += ["--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.num_workers", "0",
-             "--data.init_args.persistent_workers", "false", "--data.init_args.pin_memory", "false",
-             "--data.init_args.batch_size", "2"]
+    data += ["--data.init_args.loader.cache_dir", str(tmp_path / "cache"), "--data.init_args.loader.num_workers", "0",
+             "--data.init_args.loader.persistent_workers", "false", "--data.init_args.loader.pin_memory", "false",
+             "--data.init_args.loader.batch_size", "2"]
     monkeypatch.chdir(tmp_path)
     fit = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
     cfg = lambda step: str(PAPER / f"{setting}_{step}.yaml")  # noqa: E731
@@ -88,10 +88,10 @@ def test_paper_setting_runs_on_the_official_layout_fixture(setting, tmp_path, mo
     # l2i evaluate reads the data section from the config: the same config pointed at the fixture
     import yaml
 
-    config = yaml.safe_load(Path(cfg("posthoc")).read_text())
-    pairs = dict(zip(data[::2], data[1::2]))
-    for key, value in pairs.items():
-        config["data"]["init_args"][key.split(".")[-1]] = yaml.safe_load(value)
+    from experiments.cli import apply_overrides, read_config
+
+    # the data file the config names read in, the fixture's overrides applied (loader keys in their group)
+    config = apply_overrides(read_config(cfg("posthoc")), [(k[2:], v) for k, v in zip(data[::2], data[1::2])])
     eval_cfg = tmp_path / "posthoc_fixture.yaml"
     eval_cfg.write_text(yaml.safe_dump(config))
     out = tmp_path / "eval"

@@ -56,9 +56,9 @@ def _finite_state(path: Path) -> dict:
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_dataset_configs_run_end_to_end_on_the_fixture(dataset, tmp_path, monkeypatch):
     data = DATASETS[dataset](tmp_path / "data")
-    data += ["--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.num_workers", "0",
-             "--data.init_args.persistent_workers", "false", "--data.init_args.pin_memory", "false",
-             "--data.init_args.batch_size", "2"]
+    data += ["--data.init_args.loader.cache_dir", str(tmp_path / "cache"), "--data.init_args.loader.num_workers", "0",
+             "--data.init_args.loader.persistent_workers", "false", "--data.init_args.loader.pin_memory", "false",
+             "--data.init_args.loader.batch_size", "2"]
     monkeypatch.chdir(tmp_path)  # relative defaults (runs/, W&B files) land in the test's folder
     cfg = ROOT / "experiments" / dataset
     fit = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]

@@ -21,6 +21,7 @@ import soundfile as sf
 import yaml
 
 from browser_helpers import dump_dom, layout, screenshot
+from experiments.cli import read_config
 from test_benchmark import DATA, artifacts  # noqa: F401 - the tiny artifacts fixture
 
 pytestmark = pytest.mark.slow
@@ -243,7 +244,7 @@ def test_listening_table_without_sources_has_no_source_column(artifacts, tmp_pat
 
 def _tiny_config(src: str, dst: Path, data: dict) -> str:
     """``src`` (a fit config) with tiny data, written to ``dst``."""
-    cfg = yaml.safe_load((ROOT / src).read_text())
+    cfg = read_config(ROOT / src)  # its data and front-end files read in: the copy stands alone
     cfg["data"]["init_args"].update(data)
     dst.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(dst)

@@ -132,6 +132,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.esc50 import ESC50_CLASSES, ESC50DataModule
+from datamodules.files import LoaderConfig
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 
 
@@ -251,6 +252,9 @@ def run(args: argparse.Namespace) -> dict:
               test_fold=1, val_fold=None, val_fraction=0.0)
     w = f" ({ours_workers} w)" if ours_workers != args.workers else ""
 
+    def esc50(**kwargs) -> ESC50DataModule:  # the loader's keys (batch_size, cache_dir …) go into its group
+        return ESC50DataModule(str(root), **LoaderConfig.group(kwargs))
+
     def all_folds(dm: ESC50DataModule) -> list[DataLoader]:
         """Every clip once, in file order: the training folds' loader (unshuffled) and the test fold's."""
         dm.setup("fit")
@@ -286,7 +290,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"{name:32s} {n:5d} clips  {secs:7.2f} s  {n / secs:9.1f} clips/s{cpu}", flush=True)
 
     # librosa per item
-    dm = ESC50DataModule(str(root), **kw)
+    dm = esc50(**kw)
     dm.setup("fit")
     dm.setup("test")
     items = dm.items["train"] + dm.items["test"]
@@ -296,12 +300,12 @@ def run(args: argparse.Namespace) -> dict:
     measure("librosa per item (1 worker)" if args.workers == 1 else f"librosa per item ({args.workers} w)",
             lib, lambda b: len(b["target"]))
 
-    unc = all_folds(ESC50DataModule(str(root), **kw))
+    unc = all_folds(esc50(**kw))
     measure(f"ours uncached{w}, loader only", unc, ours_step(False))
     measure(f"ours uncached{w} + front-end", unc, ours_step(True))
 
     cache_dir = work / "cache"
-    dm_c = ESC50DataModule(str(root), cache_dir=str(cache_dir), cache_dtype="float16", **kw)
+    dm_c = esc50(cache_dir=str(cache_dir), cache_dtype="float16", **kw)
     t0 = time.perf_counter()
     dm_c.prepare_data()
     build = time.perf_counter() - t0
@@ -309,14 +313,14 @@ def run(args: argparse.Namespace) -> dict:
     cac = all_folds(dm_c)
     measure(f"ours cached{w}, loader only", cac, ours_step(False))
     measure(f"ours cached{w} + front-end", cac, ours_step(True))
-    half = all_folds(ESC50DataModule(str(root), cache_dir=str(cache_dir), cache_dtype="float16",
+    half = all_folds(esc50(cache_dir=str(cache_dir), cache_dtype="float16",
                                      batch_dtype="float16", **kw))
     measure(f"ours cached{w}, f16 batches, loader", half, ours_step(False))
     if ours_workers:
         kw0 = dict(kw, num_workers=0)
-        cac0 = all_folds(ESC50DataModule(str(root), cache_dir=str(cache_dir), cache_dtype="float16", **kw0))
+        cac0 = all_folds(esc50(cache_dir=str(cache_dir), cache_dtype="float16", **kw0))
         measure("ours cached, 0 workers, loader", cac0, ours_step(False))
-        half0 = all_folds(ESC50DataModule(str(root), cache_dir=str(cache_dir), cache_dtype="float16",
+        half0 = all_folds(esc50(cache_dir=str(cache_dir), cache_dtype="float16",
                                           batch_dtype="float16", **kw0))
         measure("ours cached, 0 w, f16 batches, loader", half0, ours_step(False))
 

@@ -296,20 +296,20 @@ CACHE_CHILD = textwrap.dedent(
     """
     import errno, os, signal, sys
     from pathlib import Path
-    from datamodules import files
+    from datamodules import decode
     from datamodules.cache import WaveformCache
 
     cache_dir, mode = sys.argv[1], sys.argv[2]
     paths = sorted(str(p) for p in Path(sys.argv[3]).glob("*.wav"))
     rate, seconds = 32000, 5.0
     if mode == "kill":  # SIGKILL after 5 decoded clips
-        real, count = files.decode_clip, [0]
+        real, count = decode.decode_clip, [0]
         def dying(*a, **k):
             count[0] += 1
             if count[0] > 5:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, **k)
-        files.decode_clip = dying
+        decode.decode_clip = dying
     if mode == "simulated-enospc":  # no tmpfs: the file system reports a full disk when blocks are reserved
         def full(fd, offset, length):
             raise OSError(errno.ENOSPC, "No space left on device")

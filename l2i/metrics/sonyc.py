@@ -25,7 +25,6 @@ baseline's per-threshold loop (tested against a direct loop).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,25 +48,12 @@ class SONYCTaxonomy:
     {fine_id: name}}`` with fine ids ``1, 2, ...`` and ``"X"`` for the incomplete tag.
 
     Tag names as in the annotation columns (without ``_presence``): coarse ``"1_engine"``, fine
-    ``"1-1_small-sounding-engine"`` / ``"1-X_engine-of-uncertain-size"``.
+    ``"1-1_small-sounding-engine"`` / ``"1-X_engine-of-uncertain-size"``. Plain data, as the metric needs it;
+    reading a release's taxonomy file is the data set's business (:func:`datamodules.sonyc_ust.read_taxonomy`).
     """
 
     coarse: dict = field(default_factory=dict)
     fine: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "SONYCTaxonomy":
-        import yaml
-
-        with open(path) as fh:
-            d = yaml.safe_load(fh)
-        if not isinstance(d, dict) or "coarse" not in d or "fine" not in d:
-            raise ValueError(f"{path}: taxonomy needs 'coarse' and 'fine' mappings")
-        coarse = {int(k): str(v) for k, v in d["coarse"].items()}
-        fine = {int(c): {(k if k == "X" else int(k)): str(v) for k, v in d["fine"][c].items()} for c in d["fine"]}
-        if set(fine) != set(coarse):
-            raise ValueError(f"{path}: fine groups {sorted(fine)} do not match coarse ids {sorted(coarse)}")
-        return cls(coarse=coarse, fine=fine)
 
     def coarse_ids(self) -> list[int]:
         return sorted(self.coarse)
