@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-import yaml
 
 __all__ = [
     "COLUMNS",
@@ -528,9 +527,9 @@ def resolve_settings(settings: dict | None) -> dict:
     path = settings.pop("config", None)
     if not path:
         return settings
-    from experiments.cli import resolve_config
+    from experiments.cli import load_pipeline_config
 
-    file = yaml.safe_load(resolve_config(path).read_text()) or {}
+    file = load_pipeline_config(path)
     base = dict(file.get("benchmark") or {})
     lmac = (file.get("stages") or {}).get("lmac")
     if lmac is not None and "lmac" not in base:
@@ -864,7 +863,7 @@ def main(argv: list[str]) -> int:
     [--bydesign PATH] [--lmac PATH] [--data.init_args.KEY VALUE …]``."""
     from jsonargparse import ArgumentParser
 
-    from experiments.cli import apply_overrides, resolve_config, split_overrides
+    from experiments.cli import load_pipeline_config, split_overrides
 
     p = ArgumentParser(prog="l2i benchmark", description="Post-hoc vs by-design vs baseline interpreters on the same "
                        "clips: one table (<out_dir>/benchmark/benchmark.{md,csv,tex,json}), rows written as they finish.")
@@ -889,9 +888,7 @@ def main(argv: list[str]) -> int:
     # --a.b.c VALUE the config's key a.b.c (e.g. --benchmark.threshold 0.3)
     argv, overrides = split_overrides(argv)
     args = p.parse_args(argv)
-    path = resolve_config(args.config)
-    config = apply_overrides(yaml.safe_load(path.read_text()) or {},
-                             [(f"benchmark.{k}" if k.startswith("data.") else k, v) for k, v in overrides])
+    config = load_pipeline_config(args.config, [(f"benchmark.{k}" if k.startswith("data.") else k, v) for k, v in overrides])
     bench = dict(config.get("benchmark") or {})
     if args.max_batches is not None:
         if args.max_batches < 1:

@@ -17,7 +17,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
@@ -94,30 +94,23 @@ def resolve_config(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"config file not found: {path} (looked in ., {EXPERIMENTS_DIR.parent}, {EXPERIMENTS_DIR})")
 
 
-def load_configs(paths: str | os.PathLike | list) -> dict:
-    """One config dict from one or several YAML files (``--config base.yaml --config overlay.yaml``), each later
-    one merged into the ones before as ``l2i fit`` merges them: mappings key by key, any other value replaced."""
+def load_pipeline_config(path: str | os.PathLike, overrides: list[tuple[str, Any]] | dict | None = None) -> dict:
+    """A pipeline config (``l2i demo`` / ``l2i benchmark``: stages and their settings, not a LightningCLI config) as a
+    dict, with dotted ``overrides`` applied (:func:`apply_overrides`). The LightningCLI configs its stages name are
+    read by :func:`instantiate` (or fitted by :func:`lightning_cli`)."""
     import yaml
 
-    def merge(base, over):
-        if isinstance(base, dict) and isinstance(over, dict):
-            return {**base, **{k: merge(base.get(k), v) if k in base else v for k, v in over.items()}}
-        return over
-
-    out: dict = {}
-    for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or []):
-        loaded = yaml.safe_load(resolve_config(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must hold a mapping (sections such as model:, data:)")
-        out = merge(out, loaded)
-    return out
+    loaded = yaml.safe_load(resolve_config(path).read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a pipeline config must hold a mapping (stages:, benchmark: …)")
+    return apply_overrides(loaded, overrides or [])
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Separate dotted overrides (``--data.init_args.root /data``, ``--model.init_args.threshold=0.3``) from the
     other arguments of a verb: ``(other arguments, [(dotted key, value text)])``, in order. The project's own
-    verbs (``evaluate``, ``interpret``, ``benchmark`` …) use it with :func:`apply_overrides` to take the
-    overrides ``l2i fit`` takes."""
+    verbs (``evaluate``, ``interpret``, ``benchmark`` …) use it to take the overrides ``l2i fit`` takes
+    (:func:`instantiate`)."""
     rest: list[str] = []
     overrides: list[tuple[str, str]] = []
     i = 0
@@ -142,7 +135,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 def apply_overrides(config: dict, overrides: list[tuple[str, str]] | dict) -> dict:
     """A copy of ``config`` with each dotted key set to its value (read as YAML: ``0.3`` a float, ``[1, 2]`` a
     list, ``null`` None, anything else the string), creating missing sections: the ``--a.b.c VALUE``
-    overrides of ``l2i fit`` for a config loaded as a dict. ``overrides``: pairs or a dict."""
+    overrides of ``l2i fit`` for a pipeline config (:func:`load_pipeline_config`). ``overrides``: pairs or a dict."""
     import copy
 
     import yaml
@@ -243,16 +236,19 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, cls=None, **k
 @dataclass
 class Instantiated:
     """What :func:`instantiate` returns: ``config`` (the parsed config as plain data: interpolated, type-checked,
-    defaults filled in, links applied to the instantiated sections), and the sections asked for."""
+    defaults filled in, links applied to the instantiated sections), ``given`` (the same without the defaults: what
+    the configs and overrides set) and the sections asked for."""
 
     config: dict
+    given: dict = field(default_factory=dict)
     data: Any = None
     model: Any = None
     trainer: Any = None
 
-    def init_args(self, section: str) -> dict:
-        """``config[section]["init_args"]`` (``{}`` when absent)."""
-        node = self.config.get(section) or {}
+    def init_args(self, section: str, given: bool = False) -> dict:
+        """``config[section]["init_args"]`` (``given``: only the keys the configs and overrides set; ``{}`` when
+        absent)."""
+        node = (self.given if given else self.config).get(section) or {}
         return dict(node.get("init_args") or {}) if isinstance(node, dict) else {}
 
     def class_name(self, section: str) -> str:
@@ -301,7 +297,8 @@ def instantiate(configs, overrides: list[tuple[str, Any]] | dict | None = None, 
         cli = lightning_cli(args, run=False, cls=reader)
     except argparse.ArgumentError as err:  # jsonargparse's: one line naming the key
         raise ValueError(one_line(err)) from err
-    return Instantiated(config=cli.config.as_dict(), data=cli.datamodule, model=cli.model, trainer=cli.trainer)
+    return Instantiated(config=cli.config.as_dict(), given=cli.given.as_dict(), data=cli.datamodule, model=cli.model,
+                        trainer=cli.trainer)
 
 
 #: the project's own verbs, ``name -> "module:function"`` (imported only when used, so ``l2i fit`` stays

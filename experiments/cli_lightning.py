@@ -138,6 +138,12 @@ class ConfigReader(L2ICLI):
     def _set_seed(self) -> None:
         """Reading a config changes no random state."""
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse as :class:`L2ICLI` does, and keep what the configs and overrides give themselves (no defaults) in
+        :attr:`given`: a verb tells a setting it was given from a class default."""
+        super().parse_arguments(parser, args)
+        self.given = parser.parse_args(args, defaults=False)
+
     def add_core_arguments_to_parser(self, parser) -> None:
         """As LightningCLI's, but a ``model`` or ``data`` section is required only when it is instantiated (``l2i
         interpret`` reads a model section alone)."""

@@ -87,7 +87,7 @@ def load_evaluated(read, ckpt: str, device: str = "cpu", classifier: str | None 
             raise CheckpointKindError(f"--config's model is {class_path} but {ckpt} is a {expected} checkpoint: give the "
                                       f"config it was trained with (its data section is what evaluate reads)")
         bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="evaluate")
-        options = read.init_args("model").get("interpret_options")
+        options = read.init_args("model", given=True).get("interpret_options")
         if options is not None and kind == "posthoc":
             bundle["interpreter"]["interpret_options"] = options  # interpretation settings, not weights
         return TrainedInterpreter(bundle).to(device).eval()
