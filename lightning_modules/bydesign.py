@@ -13,54 +13,25 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Sequence
 
-import lightning as L
 import torch
-from torch import nn
 
 from l2i.backbones import build_backbone
+from l2i.classifier import FrozenClassifier, LogmelPredictor
 from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.interpreter.bydesign import MODES, ByDesignModel, bydesign_losses
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import LossSchedule, PostHocOutput
+from lightning_modules.base import L2IModule
 from lightning_modules.classifier import ClassifierModule, OfficialMetricMixin, is_empty_batch, task_metrics
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.dictionary import theta_evidence as _evidence
 
-__all__ = ["ByDesignModule", "ByDesignClassifier"]
+__all__ = ["ByDesignModule"]
 
 
-class _Predictor(nn.Module):
-    """``logmel (B, n_mels, T) -> prediction logits (B, C)`` of a by-design model."""
-
-    def __init__(self, model: ByDesignModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_logmel(logmel)
-
-
-class ByDesignClassifier(nn.Module):
-    """The by-design model seen as "the classifier being explained" by the evaluation suite:
-    ``forward(waveform) -> logits``, ``frontend``, ``backbone(logmel) -> logits``, ``task``."""
-
-    def __init__(self, model: ByDesignModel):
-        super().__init__()
-        self.model = model
-        self.backbone = _Predictor(model)
-        self.task = model.task
-
-    @property
-    def frontend(self) -> AudioFrontEnd:
-        return self.model.frontend
-
-    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        return self.model(waveform, sample_rate).classifier_logits
-
-
-class ByDesignModule(OfficialMetricMixin, L.LightningModule):
+class ByDesignModule(OfficialMetricMixin, L2IModule):
     """A classifier whose prediction goes through NMF activations (``variant: bottleneck``), or a classifier
     trained jointly with its interpreter (``variant: joint``, FLINT-style).
 
@@ -135,15 +106,9 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
                     "task": task, "num_classes": num_classes, "class_names": class_names}
         self.save_hyperparameters(ignore=["dictionary", "frontend"])
         self.hparams["frontend"] = fe.config.to_dict()
-        if dictionary is None:
-            if not dictionary_path:
-                raise ValueError("ByDesignModule needs dictionary_path (a DictionaryArtifact file)")
-            dictionary = DictionaryArtifact.load(dictionary_path)
-        dictionary.check_frontend(fe.config, source=str(dictionary_path or "dictionary"))
+        dictionary = self.load_dictionary(dictionary, dictionary_path, fe.config, "ByDesignModule")
         self._embedded = embedded_bundle("bydesign", {**arch, "frontend": fe.config.to_dict()}, dictionary.to_dict())
-        if pos_weight is not None and len(pos_weight) != num_classes:
-            raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
-        self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
+        self.register_pos_weight(pos_weight, num_classes)
         self.task, self.num_classes, self.mode = task, num_classes, mode
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.schedule = LossSchedule(loss_weights)
@@ -207,9 +172,11 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> PostHocOutput:
         return self.model(waveform, sample_rate)
 
-    def as_classifier(self) -> ByDesignClassifier:
-        """The model's prediction as a classifier (waveform -> logits) for the evaluation suite."""
-        return ByDesignClassifier(self.model)
+    def as_classifier(self) -> FrozenClassifier:
+        """The model's prediction as a :class:`~l2i.classifier.Classifier` (waveform -> logits; its ``backbone``
+        classifies log-mel input) for the evaluation suite."""
+        return FrozenClassifier(self.model.frontend, LogmelPredictor(self.model), self.task, self.num_classes,
+                                self.class_names)
 
     def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
         """The one verb, explaining the model's own prediction (see :meth:`PostHocInterpreter.interpret`)."""
@@ -227,8 +194,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
         if is_empty_batch(batch):
             return None  # every clip of this batch was skipped (reported by the DataModule)
-        rate = batch.get("sample_rate")
-        rate = None if rate is None else (int(rate.flatten()[0]) if torch.is_tensor(rate) else int(rate))
+        rate = self.batch_rate(batch)
         out = self(batch["waveform"], rate)
         target = batch["target"]
         losses = bydesign_losses(out, target, self.task, self.mode, self.pos_weight)
@@ -264,9 +230,4 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         return self.interpret(batch["waveform"])
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=self.hparams.lr,
-                                      weight_decay=self.hparams.weight_decay)
-        if not self.hparams.cosine or self.trainer is None or not self.trainer.max_epochs or self.trainer.max_epochs < 1:
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return self.optimizer(self.model.trainable_parameters(), adamw=True, cosine=self.hparams.cosine)

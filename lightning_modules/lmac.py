@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Sequence
 
-import lightning as L
 import torch
 
 from l2i.baselines.lmac import LMAC_DEFAULT_WEIGHTS, LMACInterpreter
 from l2i.interpreter.interpretation import Interpretation
+from lightning_modules.base import L2IModule
 
 __all__ = ["LMACModule"]
 
 
-class LMACModule(L.LightningModule):
+class LMACModule(L2IModule):
     """The L-MAC decoder of a trained classifier.
 
     Args:
@@ -54,15 +54,8 @@ class LMACModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["classifier"])
-        from lightning_modules.classifier import ClassifierModule
-
-        if classifier is None:
-            if not classifier_checkpoint:
-                raise ValueError("LMACModule needs classifier_checkpoint (path of a trained classifier)")
-            classifier = ClassifierModule.load_frozen(classifier_checkpoint)
-        for name, given, actual in (("num_classes", num_classes, classifier.num_classes), ("task", task, classifier.task)):
-            if given is not None and given != actual:
-                raise ValueError(f"the data's {name} is {given!r} but the classifier ({classifier_checkpoint or 'given'}) has {actual!r}")
+        classifier = self.frozen_classifier(classifier, classifier_checkpoint, "LMACModule")
+        self.check_label_space(classifier, num_classes, task, classifier_checkpoint)
         self.weights = {**LMAC_DEFAULT_WEIGHTS, **dict(loss_weights or {})}
         unknown = set(self.weights) - set(LMAC_DEFAULT_WEIGHTS)
         if unknown:
@@ -108,4 +101,4 @@ class LMACModule(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.interpreter.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return self.optimizer(self.interpreter.trainable_parameters())
