@@ -76,7 +76,8 @@ def build_interpreter(bundle: dict) -> nn.Module:
             "psi_variant", "skip_last_layers", "attention_dropout", "top_k", "share_eps")})
         model = PostHocInterpreter(frontend, backbone, W, evidence=_evidence(bundle), **common, **options)
     else:
-        model = ByDesignModel(frontend, backbone, W, mode=hp.get("variant", "bottleneck"), evidence=_evidence(bundle), **common)
+        model = ByDesignModel(frontend, backbone, W, variant=hp.get("variant", "bottleneck"), evidence=_evidence(bundle),
+                              **common)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{source}: the weights do not fit the model its settings describe "

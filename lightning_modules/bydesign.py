@@ -20,9 +20,10 @@ from l2i.classifier import FrozenClassifier, LogmelPredictor
 from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
-from l2i.interpreter.bydesign import MODES, ByDesignModel, bydesign_losses
+from l2i.interpreter.bydesign import ByDesignModel
+from l2i.interpreter.losses import VARIANTS, LossSchedule, bydesign_losses
 from l2i.interpreter.interpretation import Interpretation
-from l2i.interpreter.posthoc import LossSchedule, PostHocOutput
+from l2i.interpreter.posthoc import PostHocOutput
 from lightning_modules.base import L2IModule
 from lightning_modules.classifier import ClassifierModule, OfficialMetricMixin, is_empty_batch, task_metrics
 from l2i.evaluation.fidelity import fidelity_metrics
@@ -37,7 +38,7 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
 
     Args:
         dictionary_path: the :class:`~l2i.dictionary.DictionaryArtifact` (front-end checked against the model's).
-        variant: ``bottleneck`` (Θ(H) is the prediction) or ``joint``. (Not called ``mode``: Lightning merges
+        variant: ``bottleneck`` (Θ(H) is the prediction) or ``joint`` (the core's name too). (Not ``mode``: Lightning merges
             the model's and the DataModule's hyper-parameters for the logger, and the DataModule has a ``mode``.)
         classifier_checkpoint: start the front-end and backbone from a trained ``ClassifierModule`` checkpoint;
             otherwise they are built from ``backbone`` / ``backbone_kwargs`` / ``frontend`` (from scratch, or
@@ -88,9 +89,8 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         dictionary: DictionaryArtifact | None = None,
     ):
         super().__init__()
-        if variant not in MODES:
-            raise ValueError(f"variant must be one of {MODES}, got {variant!r}")
-        mode = variant
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if classifier_checkpoint:
             base = ClassifierModule.load_frozen(classifier_checkpoint)
             if base.num_classes != num_classes or base.task != task:
@@ -109,21 +109,21 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         dictionary = self.load_dictionary(dictionary, dictionary_path, fe.config, "ByDesignModule")
         self._embedded = embedded_bundle("bydesign", {**arch, "frontend": fe.config.to_dict()}, dictionary.to_dict())
         self.register_pos_weight(pos_weight, num_classes)
-        self.task, self.num_classes, self.mode = task, num_classes, mode
+        self.task, self.num_classes, self.variant = task, num_classes, variant
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.schedule = LossSchedule(loss_weights)
-        self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, mode=mode, layers=layers,
+        self.variantl = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, variant=variant, layers=layers,
                                    hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
                                    attention_dim=attention_dim, finetune_dictionary=finetune_dictionary,
                                    evidence=_evidence(dictionary, self.class_names, str(dictionary_path or "dictionary"),
                                                       True, block_evidence), theta_bias=theta_bias)
-        self.hparams["layers"] = list(self.model.layers)
+        self.hparams["layers"] = list(self.variantl.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()
         metrics = task_metrics(task, num_classes)
         self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
         self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
         self.init_official(dataset_metric, num_classes)
-        if mode == "joint":
+        if variant == "joint":
             fid = fidelity_metrics(task, num_classes, class_threshold)
             self.val_fidelity, self.test_fidelity = fid.clone(prefix="val/"), fid.clone(prefix="test/")
 
@@ -167,27 +167,27 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
     # -- model ---------------------------------------------------------------------------------------------
     @property
     def frontend(self) -> AudioFrontEnd:
-        return self.model.frontend
+        return self.variantl.frontend
 
     def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> PostHocOutput:
-        return self.model(waveform, sample_rate)
+        return self.variantl(waveform, sample_rate)
 
     def as_classifier(self) -> FrozenClassifier:
         """The model's prediction as a :class:`~l2i.classifier.Classifier` (waveform -> logits; its ``backbone``
         classifies log-mel input) for the evaluation suite."""
-        return FrozenClassifier(self.model.frontend, LogmelPredictor(self.model), self.task, self.num_classes,
+        return FrozenClassifier(self.variantl.frontend, LogmelPredictor(self.variantl), self.task, self.num_classes,
                                 self.class_names)
 
     def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
         """The one verb, explaining the model's own prediction (see :meth:`PostHocInterpreter.interpret`)."""
         kwargs.setdefault("class_threshold", self.hparams.class_threshold)
-        return self.model.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs)
+        return self.variantl.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs)
 
     # -- training ------------------------------------------------------------------------------------------
     def loss_weights(self) -> dict[str, float]:
         weights = self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
         weights["task"] = 1.0
-        if self.mode == "bottleneck":
+        if self.variant == "bottleneck":
             weights.pop("fidelity")
         return weights
 
@@ -197,7 +197,7 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         rate = self.batch_rate(batch)
         out = self(batch["waveform"], rate)
         target = batch["target"]
-        losses = bydesign_losses(out, target, self.task, self.mode, self.pos_weight)
+        losses = bydesign_losses(out, target, self.task, self.variant, self.pos_weight)
         weights = self.loss_weights()
         total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         bs, on_step = target.shape[0], stage == "train"
@@ -211,7 +211,7 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
             metrics.update(probs, target if self.task == "multiclass" else target.long())
             self.log_dict(metrics, prog_bar=stage == "val", on_step=False, on_epoch=True, batch_size=bs)
         self.update_official(stage, prediction.softmax(-1) if self.task == "multiclass" else prediction.sigmoid(), batch)
-        if self.mode == "joint" and stage != "train":
+        if self.variant == "joint" and stage != "train":
             fid = self.val_fidelity if stage == "val" else self.test_fidelity
             fid.update(out.logits.detach(), prediction.detach())
             self.log_dict(fid, on_step=False, on_epoch=True, batch_size=bs)
@@ -230,4 +230,4 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         return self.interpret(batch["waveform"])
 
     def configure_optimizers(self):
-        return self.optimizer(self.model.trainable_parameters(), adamw=True, cosine=self.hparams.cosine)
+        return self.optimizer(self.variantl.trainable_parameters(), adamw=True, cosine=self.hparams.cosine)
