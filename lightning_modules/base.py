@@ -4,8 +4,8 @@
   is refused, naming them);
 * :meth:`~L2IModule.optimizer`: Adam / AdamW on the trainable parameters, with a cosine decay over
   ``trainer.max_epochs`` when asked;
-* :meth:`~L2IModule.frozen_classifier` and :meth:`~L2IModule.check_label_space`: the classifier an interpreter
-  explains, loaded frozen, and the data's label space checked against it;
+* :meth:`~L2IModule.check_label_space`: the data's label space checked against the classifier an interpreter
+  explains (loaded frozen by :func:`lightning_modules.classifier.frozen_classifier`);
 * :meth:`~L2IModule.load_dictionary`: the NMF dictionary, its front-end checked against the model's;
 * :meth:`~L2IModule.register_pos_weight`: the multilabel BCE's per-class positive weights, checked.
 """
@@ -47,18 +47,6 @@ class L2IModule(L.LightningModule):
             return optimizer
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    @staticmethod
-    def frozen_classifier(classifier: Any, classifier_checkpoint: str | None, owner: str) -> Any:
-        """``classifier`` (in memory), else the ``ClassifierModule`` of ``classifier_checkpoint`` loaded frozen;
-        ``ValueError`` naming ``owner`` when neither is given."""
-        if classifier is None:
-            if not classifier_checkpoint:
-                raise ValueError(f"{owner} needs classifier_checkpoint (path of a trained classifier)")
-            from lightning_modules.classifier import ClassifierModule
-
-            classifier = ClassifierModule.load_frozen(classifier_checkpoint)
-        return classifier
 
     @staticmethod
     def check_label_space(classifier: Any, num_classes: int | None, task: str | None, source: str | None) -> None:

@@ -19,7 +19,8 @@ from l2i.checkpoints import CheckpointError, safe_load
 from l2i.frontend import AudioFrontEnd, Features, FrontEndConfig
 from lightning_modules.base import L2IModule
 
-__all__ = ["ClassifierModule", "task_metrics", "official_metric", "is_empty_batch", "OfficialMetricMixin"]
+__all__ = ["ClassifierModule", "task_metrics", "official_metric", "is_empty_batch", "OfficialMetricMixin",
+           "frozen_classifier"]
 
 
 def is_empty_batch(batch: dict | None) -> bool:
@@ -263,3 +264,14 @@ class ClassifierModule(OfficialMetricMixin, L2IModule):
         model.eval()
         model.requires_grad_(False)
         return model
+
+
+def frozen_classifier(classifier: Any, classifier_checkpoint: str | None, owner: str) -> Any:
+    """The classifier an interpreter explains: ``classifier`` (in memory), else the :class:`ClassifierModule` of
+    ``classifier_checkpoint`` loaded frozen (:meth:`ClassifierModule.load_frozen`); ``ValueError`` naming ``owner``
+    when neither is given."""
+    if classifier is None:
+        if not classifier_checkpoint:
+            raise ValueError(f"{owner} needs classifier_checkpoint (path of a trained classifier)")
+        classifier = ClassifierModule.load_frozen(classifier_checkpoint)
+    return classifier

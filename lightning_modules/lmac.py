@@ -54,7 +54,9 @@ class LMACModule(L2IModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["classifier"])
-        classifier = self.frozen_classifier(classifier, classifier_checkpoint, "LMACModule")
+        from lightning_modules.classifier import frozen_classifier
+
+        classifier = frozen_classifier(classifier, classifier_checkpoint, "LMACModule")
         self.check_label_space(classifier, num_classes, task, classifier_checkpoint)
         self.weights = {**LMAC_DEFAULT_WEIGHTS, **dict(loss_weights or {})}
         unknown = set(self.weights) - set(LMAC_DEFAULT_WEIGHTS)

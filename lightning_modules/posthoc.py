@@ -135,7 +135,9 @@ class PostHocInterpreterModule(L2IModule):
             loss_weights = preset.loss_weights
         options = interpreter_options(preset, psi_variant=psi_variant, skip_last_layers=skip_last_layers,
                                       attention_dropout=attention_dropout, top_k=top_k, share_eps=share_eps)
-        classifier = self.frozen_classifier(classifier, classifier_checkpoint, "PostHocInterpreterModule")
+        from lightning_modules.classifier import frozen_classifier
+
+        classifier = frozen_classifier(classifier, classifier_checkpoint, "PostHocInterpreterModule")
         classifier.eval()
         classifier.requires_grad_(False)
         dictionary = self.load_dictionary(dictionary, dictionary_path, classifier.frontend.config, "PostHocInterpreterModule")

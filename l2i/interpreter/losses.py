@@ -9,16 +9,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Any, Mapping, Protocol
 
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:  # the output of a forward pass; only a type here
-    from l2i.interpreter.posthoc import PostHocOutput
-
 __all__ = ["AUTHORS_ESC50_SCHEDULE", "LOSS_NAMES", "OPTIONAL_LOSSES", "LossSchedule", "interpreter_losses", "VARIANTS",
-           "bydesign_losses"]
+           "bydesign_losses", "ForwardOutput"]
+
+
+class ForwardOutput(Protocol):
+    """What the losses read of a forward pass (:class:`~l2i.interpreter.posthoc.PostHocOutput`): ``features``
+    (its ``nmf``, ``V = log1p|X|`` ``(B, F, T)``), ``classifier_logits (B, C)``, ``activations H (B, K, T)``,
+    ``logits`` Θ(H) ``(B, C)``, ``reconstruction W H (B, F, T)``."""
+
+    features: Any
+    classifier_logits: Tensor
+    activations: Tensor
+    logits: Tensor
+    reconstruction: Tensor
 
 
 #: λ per loss as ``{loss: {first epoch: weight}}``, the project's default: the authors' ESC-50 weights
@@ -82,7 +91,7 @@ class LossSchedule:
 
 
 def interpreter_losses(
-    out: PostHocOutput, task: str, class_weights: Tensor | None = None, evidence: Tensor | None = None
+    out: ForwardOutput, task: str, class_weights: Tensor | None = None, evidence: Tensor | None = None
 ) -> dict[str, Tensor]:
     """The three losses of docs/method.md, each a scalar, and an optional fourth on Θ.
 
@@ -122,7 +131,7 @@ def interpreter_losses(
 VARIANTS = ("bottleneck", "joint")
 
 
-def bydesign_losses(out: PostHocOutput, target: Tensor, task: str, variant: str, pos_weight: Tensor | None = None) -> dict[str, Tensor]:
+def bydesign_losses(out: ForwardOutput, target: Tensor, task: str, variant: str, pos_weight: Tensor | None = None) -> dict[str, Tensor]:
     """The by-design model's losses: ``{"task", "reconstruction", "sparsity"}`` (+ ``"fidelity"`` in the ``joint``
     variant), each a scalar (see :mod:`l2i.interpreter.bydesign`):
 
