@@ -13,6 +13,7 @@ import torch
 
 from l2i.baselines.lmac import LMAC_DEFAULT_WEIGHTS, LMACInterpreter
 from l2i.interpreter.interpretation import Interpretation
+from l2i.interpreter.losses import LossSchedule
 from lightning_modules.base import L2IModule
 
 __all__ = ["LMACModule"]
@@ -25,7 +26,9 @@ class LMACModule(L2IModule):
         classifier_checkpoint: path of the trained ``ClassifierModule`` checkpoint (loaded frozen).
         layers: tapped backbone layers (default: its last three).
         hidden: decoder width.
-        loss_weights: ``{"in", "out", "l1", "tv"}`` (default the L-MAC ESC-50 recipe's 4.0, 0.2, 0.4, 0.0).
+        loss_weights: ``{loss: {first_epoch: λ}}`` (or ``{loss: λ}`` from epoch 0) for ``in``, ``out``, ``l1``,
+            ``tv``, as the interpreters' :class:`~l2i.interpreter.losses.LossSchedule` (default the L-MAC ESC-50
+            recipe's 4.0, 0.2, 0.4, 0.0; a loss not named keeps its default).
         out_cap: cap (nats) of the masked-out cross-entropy, keeps the objective bounded.
         lr, weight_decay: Adam settings.
         mask: ``soft`` | ``threshold`` interpretations; threshold: τ used by :meth:`interpret` by default.
@@ -40,7 +43,7 @@ class LMACModule(L2IModule):
         classifier_checkpoint: str | None = None,
         layers: Sequence[str] | None = None,
         hidden: int = 32,
-        loss_weights: Mapping[str, float] | None = None,
+        loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         out_cap: float = 5.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -58,11 +61,9 @@ class LMACModule(L2IModule):
 
         classifier = frozen_classifier(classifier, classifier_checkpoint, "LMACModule")
         self.check_label_space(classifier, num_classes, task, classifier_checkpoint)
-        self.weights = {**LMAC_DEFAULT_WEIGHTS, **dict(loss_weights or {})}
-        unknown = set(self.weights) - set(LMAC_DEFAULT_WEIGHTS)
-        if unknown:
-            raise ValueError(f"loss_weights: unknown key(s) {sorted(unknown)}; known: {sorted(LMAC_DEFAULT_WEIGHTS)}")
-        self.hparams["loss_weights"] = dict(self.weights)
+        self.schedule = LossSchedule({**LMAC_DEFAULT_WEIGHTS, **dict(loss_weights or {})}, names=tuple(LMAC_DEFAULT_WEIGHTS),
+                                     optional=())
+        self.hparams["loss_weights"] = self.schedule.to_dict()
         self.task = classifier.task
         self.num_classes = classifier.num_classes
         self.class_names = list(getattr(classifier, "class_names", None) or [str(i) for i in range(self.num_classes)])
@@ -85,8 +86,12 @@ class LMACModule(L2IModule):
         return self.interpreter.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold,
                                           sample_rate=sample_rate, class_threshold=class_threshold)
 
+    def loss_weights(self) -> dict[str, float]:
+        """``{loss: λ}`` at the current epoch."""
+        return self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
+
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        losses = self.interpreter.losses(batch["waveform"], self.weights, self.hparams.out_cap)
+        losses = self.interpreter.losses(batch["waveform"], self.loss_weights(), self.hparams.out_cap)
         bs = batch["waveform"].shape[0]
         for key, value in losses.items():
             self.log(f"{stage}/{key}", value, prog_bar=key in ("loss", "fid_in") and stage != "train", batch_size=bs,

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -48,16 +48,20 @@ class LossSchedule:
     """Loss weights by epoch: ``{loss: {first_epoch: weight, …}}``; before a loss's first key its weight is 0.
 
     ``weights(epoch) -> {"fidelity": λ_fid, "reconstruction": λ_rec, "sparsity": λ_spa}``. Keys may be
-    strings of integers (YAML); a bare number means "this weight from epoch 0".
+    strings of integers (YAML); a bare number means "this weight from epoch 0". ``names``: the losses a schedule
+    may name (default the interpreters' :data:`LOSS_NAMES`; L-MAC's decoder gives its own, see
+    :data:`~l2i.baselines.lmac.LMAC_DEFAULT_WEIGHTS`); ``optional``: those weighted only when named.
     """
 
-    def __init__(self, schedule: Mapping[str, Mapping[int, float] | float] | None = None):
+    def __init__(self, schedule: Mapping[str, Mapping[int, float] | float] | None = None,
+                 names: Sequence[str] = LOSS_NAMES, optional: Sequence[str] = OPTIONAL_LOSSES):
         schedule = AUTHORS_ESC50_SCHEDULE if schedule is None else schedule
-        unknown = set(schedule) - set(LOSS_NAMES)
+        self.names, self.optional = tuple(names), tuple(optional)
+        unknown = set(schedule) - set(self.names)
         if unknown:
-            raise ValueError(f"loss_weights: unknown loss(es) {sorted(unknown)}; known: {list(LOSS_NAMES)}")
+            raise ValueError(f"loss_weights: unknown loss(es) {sorted(unknown)}; known: {list(self.names)}")
         self.schedule: dict[str, list[tuple[int, float]]] = {}
-        for name in LOSS_NAMES:
+        for name in self.names:
             spec = schedule.get(name, {})
             if isinstance(spec, (int, float)):
                 spec = {0: float(spec)}
@@ -77,7 +81,7 @@ class LossSchedule:
         ``theta_sparsity``) only when the schedule names it; a loss without a weight counts 0."""
         out = {}
         for name, steps in self.schedule.items():
-            if name in OPTIONAL_LOSSES and not steps:
+            if name in self.optional and not steps:
                 continue
             w = 0.0
             for e, value in steps:
