@@ -112,12 +112,12 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         self.task, self.num_classes, self.variant = task, num_classes, variant
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.schedule = LossSchedule(loss_weights)
-        self.variantl = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, variant=variant, layers=layers,
+        self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, variant=variant, layers=layers,
                                    hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
                                    attention_dim=attention_dim, finetune_dictionary=finetune_dictionary,
                                    evidence=_evidence(dictionary, self.class_names, str(dictionary_path or "dictionary"),
                                                       True, block_evidence), theta_bias=theta_bias)
-        self.hparams["layers"] = list(self.variantl.layers)
+        self.hparams["layers"] = list(self.model.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()
         metrics = task_metrics(task, num_classes)
         self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
@@ -167,21 +167,21 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
     # -- model ---------------------------------------------------------------------------------------------
     @property
     def frontend(self) -> AudioFrontEnd:
-        return self.variantl.frontend
+        return self.model.frontend
 
     def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> PostHocOutput:
-        return self.variantl(waveform, sample_rate)
+        return self.model(waveform, sample_rate)
 
     def as_classifier(self) -> FrozenClassifier:
         """The model's prediction as a :class:`~l2i.classifier.Classifier` (waveform -> logits; its ``backbone``
         classifies log-mel input) for the evaluation suite."""
-        return FrozenClassifier(self.variantl.frontend, LogmelPredictor(self.variantl), self.task, self.num_classes,
+        return FrozenClassifier(self.model.frontend, LogmelPredictor(self.model), self.task, self.num_classes,
                                 self.class_names)
 
     def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
         """The one verb, explaining the model's own prediction (see :meth:`PostHocInterpreter.interpret`)."""
         kwargs.setdefault("class_threshold", self.hparams.class_threshold)
-        return self.variantl.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs)
+        return self.model.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs)
 
     # -- training ------------------------------------------------------------------------------------------
     def loss_weights(self) -> dict[str, float]:
@@ -230,4 +230,4 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         return self.interpret(batch["waveform"])
 
     def configure_optimizers(self):
-        return self.optimizer(self.variantl.trainable_parameters(), adamw=True, cosine=self.hparams.cosine)
+        return self.optimizer(self.model.trainable_parameters(), adamw=True, cosine=self.hparams.cosine)
