@@ -296,7 +296,13 @@ def instantiate(configs, overrides: list[tuple[str, Any]] | dict | None = None, 
     try:
         cli = lightning_cli(args, run=False, cls=reader)
     except argparse.ArgumentError as err:  # jsonargparse's: one line naming the key
-        raise ValueError(one_line(err)) from err
+        import re
+
+        keys = re.findall(r'Parser key "([^"]+)"', str(err))  # the section, then the key inside its class
+        if len(keys) > 1 and keys[0] in ("model", "data") and not keys[-1].startswith("init_args"):
+            keys[-1] = f"init_args.{keys[-1]}"
+        where = ".".join(dict.fromkeys([keys[0], keys[-1]])) + ": " if keys else ""
+        raise ValueError(f"{where}{one_line(err)}") from err
     return Instantiated(config=cli.config.as_dict(), given=cli.given.as_dict(), data=cli.datamodule, model=cli.model,
                         trainer=cli.trainer)
 
