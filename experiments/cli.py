@@ -2,7 +2,9 @@
 
 ``l2i fit|validate|test|predict --config experiments/<dataset>/<run>.yaml`` is LightningCLI (omegaconf
 parser mode: ``${...}`` interpolation works in configs); the project's own verbs (``demo`` …) are
-dispatched before it. W&B logs offline by default (no key, no network): ``wandb sync`` uploads later.
+dispatched before it. The verbs that read a fit config without fitting it (``evaluate``, ``interpret``,
+``benchmark``, ``crossval``) read it with the same parser through :func:`instantiate`. W&B logs offline by
+default (no key, no network): ``wandb sync`` uploads later.
 
 Lightning, torch and the verbs' modules are imported only when a verb runs, so ``l2i --help`` and
 ``l2i --version`` answer at once. On the command line a user's mistake (a missing file, an unknown
