@@ -9,34 +9,22 @@ components of the same number when ``interpret`` takes ``components=``). At epoc
 ``val/faithfulness_prob_drop``, ``val/faithfulness_prob_drop_random``, ``val/faithfulness_relevant_gt_random``
 (means over explained clips/classes). The metrics are torchmetrics (DDP-synced at ``compute``).
 
-The classifier f is ``pl_module.classifier`` when it is callable, else ``backbone(frontend(waveform).logmel)``
-of the module (post-hoc and by-design modules expose ``frontend`` and ``backbone``).
+The classifier f is :func:`l2i.classifier.classifier_of` the module: its ``classifier``, else its ``frontend`` +
+``backbone`` (post-hoc and by-design modules expose both).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from l2i.classifier import classifier_of
 from l2i.evaluation.common import classify_waveform, supports_components
 from l2i.evaluation.faithfulness import Faithfulness
 from l2i.evaluation.fidelity import Fidelity
 from l2i.interpreter.interpretation import random_components
 
 __all__ = ["MetricsCallback", "classifier_of"]
-
-
-def classifier_of(pl_module) -> Any:
-    """The black box f of a module: ``waveform (B, N) -> logits (B, C)``."""
-    clf = getattr(pl_module, "classifier", None)
-    if callable(clf):
-        return clf
-    frontend, backbone = getattr(pl_module, "frontend", None), getattr(pl_module, "backbone", None)
-    if frontend is not None and backbone is not None:
-        return lambda w: backbone(frontend(w).logmel)
-    raise AttributeError(f"{type(pl_module).__name__} exposes no classifier (`classifier`, or `frontend` + `backbone`)")
 
 
 class MetricsCallback(Callback):

@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-import yaml
 
 __all__ = [
     "COLUMNS",
@@ -63,7 +62,6 @@ __all__ = [
     "STAGE_ARTIFACT",
     "benchmark_stage",
     "lmac_stage",
-    "load_lmac",
     "run_benchmark",
     "table_markdown",
     "main",
@@ -194,15 +192,6 @@ def _timed(interpreter) -> _Timed:
 # -- loading artifacts --------------------------------------------------------------------------------------
 
 
-def load_lmac(path: str, map_location: str = "cpu"):
-    """A trained :class:`~lightning_modules.LMACModule` from its checkpoint (``weights_only=True``)."""
-    from l2i.checkpoints import safe_load
-    from lightning_modules.lmac import LMACModule
-
-    safe_load(path, what="L-MAC checkpoint")
-    return LMACModule.load_from_checkpoint(path, map_location=map_location, weights_only=True).eval()
-
-
 def _artifact(ctx, key: str, row: str) -> str:
     path = ctx.artifacts.get(key)
     if not path:
@@ -218,27 +207,17 @@ class _Loaded:
     def __init__(self, ctx, device: str):
         self.ctx, self.device, self.cache = ctx, device, {}
 
+    #: the kind of checkpoint each artifact key holds (:func:`lightning_modules.artifacts.load_artifact`)
+    KINDS = {"classifier": "classifier", "interpreter": "posthoc", "bydesign": "bydesign", "lmac": "lmac"}
+
     def get(self, key: str, row: str):
         if key not in self.cache:
-            path = _artifact(self.ctx, key, row)
-            if key == "classifier":
-                from lightning_modules.classifier import ClassifierModule
+            from lightning_modules.artifacts import load_artifact
 
-                obj = ClassifierModule.load_frozen(path, map_location=self.device)
-            elif key == "interpreter":
-                from l2i.checkpoints import safe_load
-                from lightning_modules.posthoc import PostHocInterpreterModule
-
-                safe_load(path, what="post-hoc interpreter checkpoint")
-                obj = PostHocInterpreterModule.load_from_checkpoint(path, map_location=self.device, weights_only=True)
-            elif key == "bydesign":
-                from experiments.bydesign import load_bydesign
-
-                obj = load_bydesign(path, map_location=self.device)
-            elif key == "lmac":
-                obj = load_lmac(path, map_location=self.device)
-            else:
+            if key not in self.KINDS:
                 raise ValueError(f"benchmark: unknown artifact {key!r}")
+            obj = load_artifact(_artifact(self.ctx, key, row), self.KINDS[key], map_location=self.device,
+                                verb=f"benchmark row {row!r}")
             obj = obj.to(self.device).eval()
             obj.requires_grad_(False)
             self.cache[key] = obj
@@ -295,27 +274,33 @@ def build_row(name: str, spec: dict, loaded: _Loaded, seed: int, protocol: str =
 
 
 def _datamodule(settings: dict):
-    from experiments.cli import read_config
-    from experiments.evaluate import _section
+    """The benchmark's DataModule and its record: ``settings["data_config"]`` (a data set's ``data.yaml`` or a recipe
+    whose ``data`` section is used; default the synthetic post-hoc config when ``settings["data"]`` is absent), with
+    ``settings["data"]`` over it (a whole ``{class_path, init_args}`` section, or overrides such as
+    ``{init_args: {root: ...}}``), read as ``l2i fit`` reads it (:func:`experiments.cli.instantiate`);
+    ``settings["batch_size"]`` overrides its batch size."""
+    from experiments.cli import instantiate, read_config
+    from experiments.evaluate import batch_size_override
 
-    from datamodules.files import with_batch_size
-    from experiments.nmf import _deep_merge
-
-    section: dict = {}
+    configs: list[dict] = []
     source = "benchmark.data"
     if settings.get("data_config") or not settings.get("data"):
-        cfg_path = settings.get("data_config", "experiments/synthetic/posthoc.yaml")
-        loaded = read_config(cfg_path)
-        section = {"data": loaded} if "class_path" in loaded else loaded  # a data file, or a recipe's data section
-        source = str(cfg_path)
-    if settings.get("data"):  # the data itself, or overrides of data_config's (e.g. {init_args: {root: ...}})
-        section = {"data": _deep_merge(section.get("data") or {}, settings["data"])}
-    if "data" not in section:
-        raise ValueError(f"benchmark: {source} has no 'data' section (class_path + init_args)")
-    cls, args = _section(section, "data")
-    if settings.get("batch_size"):
-        args = with_batch_size(cls, args, settings["batch_size"])
-    return cls(**args), {"source": source, "class_path": section["data"]["class_path"], "init_args": args}
+        path = settings.get("data_config", "experiments/synthetic/posthoc.yaml")
+        loaded = read_config(path)
+        section = loaded if "class_path" in loaded else loaded.get("data")
+        if not section:
+            raise ValueError(f"benchmark: {path} has no 'data' section (class_path + init_args)")
+        configs.append({"data": section})
+        source = str(path)
+    if settings.get("data"):
+        configs.append({"data": settings["data"]})
+    try:
+        overrides = [batch_size_override(configs, [], settings["batch_size"])] if settings.get("batch_size") else []
+        read = instantiate(configs, overrides, sections=("data",))
+    except ValueError as err:
+        raise ValueError(f"benchmark: {source}: {err}") from err
+    section = read.config["data"]
+    return read.data, {"source": source, "class_path": section["class_path"], "init_args": dict(section.get("init_args") or {})}
 
 
 def _batches(dm, split: str, max_batches: int | None) -> list[dict]:
@@ -552,14 +537,115 @@ def resolve_settings(settings: dict | None) -> dict:
     path = settings.pop("config", None)
     if not path:
         return settings
-    from experiments.cli import resolve_config
+    from experiments.cli import load_pipeline_config
 
-    file = yaml.safe_load(resolve_config(path).read_text()) or {}
+    file = load_pipeline_config(path)
     base = dict(file.get("benchmark") or {})
     lmac = (file.get("stages") or {}).get("lmac")
     if lmac is not None and "lmac" not in base:
         base["lmac"] = lmac
     return {**base, **settings}
+
+
+def _checked_settings(settings: dict | None) -> tuple[dict, dict[str, dict], str]:
+    """``(settings, interpreters to run, protocol name)`` of :func:`benchmark_stage`, refusing unknown keys, rows
+    and protocols with one line each."""
+    from l2i.interpreter.protocol import get_protocol
+
+    settings = resolve_settings(settings)
+    known = {"interpreters", "data", "data_config", "batch_size", "split", "max_batches", "threshold", "lmac", "device",
+             "wandb", "wandb_project", "title", "rows", "listening_clips", "protocol"}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"benchmark settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    interpreters = settings.get("interpreters") or DEFAULT_INTERPRETERS
+    if not isinstance(interpreters, dict):
+        raise ValueError("benchmark.interpreters must be a mapping {row name: settings}")
+    if settings.get("rows"):
+        wanted = [r.strip() for r in settings["rows"].split(",")] if isinstance(settings["rows"], str) else list(settings["rows"])
+        missing = [r for r in wanted if r not in interpreters]
+        if missing:
+            raise ValueError(f"benchmark rows {missing} are not in the config's interpreters; it has {list(interpreters)}")
+        interpreters = {r: interpreters[r] for r in wanted if r}
+    try:
+        protocol = get_protocol(settings.get("protocol")).name
+    except ValueError as err:
+        raise ValueError(f"benchmark.protocol: {err}") from None
+    return settings, interpreters, protocol
+
+
+def _ensure_lmac(ctx, settings: dict, kinds: dict[str, str]) -> None:
+    """Train the L-MAC decoder (:func:`lmac_stage`) when a row needs it and no L-MAC artifact exists."""
+    if "lmac" in kinds.values() and "lmac" not in ctx.artifacts:
+        start = time.perf_counter()
+        figures = lmac_stage(ctx, dict(settings.get("lmac") or {}))
+        for k, v in figures.items():
+            ctx.report[f"lmac.{k}"] = v
+        ctx.report["lmac.seconds"] = round(time.perf_counter() - start, 2)
+
+
+def _score_row(ctx, name: str, spec: dict, kind: str, loaded: _Loaded, batches: list[dict], has_sources: bool,
+               tau: float, protocol: str, data_source: str, accuracy_cache: dict[str, float]) -> tuple[dict, Any, Any]:
+    """One row of the table: ``(row record, interpreter, explained classifier)`` after the suite (and, under the
+    authors' protocol, their figures) on ``batches``."""
+    from l2i.evaluation import evaluate_interpreter
+
+    seed, device = int(ctx.seed), loaded.device
+    torch.manual_seed(seed)
+    interp, classifier, model_key, row_settings = build_row(name, spec, loaded, seed, protocol)
+    task = getattr(classifier, "task", None) or getattr(interp, "task", "multiclass")
+    if model_key not in accuracy_cache:
+        thr = getattr(getattr(interp, "hparams", {}), "get", lambda *_: None)("class_threshold") or 0.5
+        accuracy_cache[model_key] = _accuracy(classifier, batches, task, device, float(thr))
+    timed = _timed(interp)
+    loader: Iterable[dict] = batches
+    if kind in SOURCE_KINDS:
+        if not has_sources:
+            raise ValueError(f"benchmark row {name!r} ({kind}) needs clips with sources; {data_source} has none")
+        loader = interp.observing(batches)
+    start = time.perf_counter()
+    results = evaluate_interpreter(timed, classifier, loader, task=task, threshold=tau, noise_snr_db=None, seed=seed,
+                                   device=device)
+    if protocol == "authors" and kind in AUTHORS_KINDS:
+        results.update(_authors_figures(interp, classifier, batches, task, seed, device))
+        row_settings = {**row_settings, "protocol": protocol}
+    row = {"name": name, "kind": kind, "explained_model": model_key, "accuracy": accuracy_cache[model_key],
+           "interp_ms_per_clip": 1000.0 * timed.seconds / max(timed.clips, 1), "train_seconds": _train_seconds(ctx, kind),
+           "eval_seconds": round(time.perf_counter() - start, 2), "seed": seed, "threshold": tau, "settings": row_settings,
+           "artifact": ctx.artifacts.get(ROW_KINDS[kind]), "results": results}
+    row["columns"] = {c: _value(src, results, row) for c, src, _, _ in COLUMNS if has_sources or c not in GROUND_TRUTH_COLUMNS}
+    bad = [c for c, v in row["columns"].items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"benchmark row {name!r}: non-finite column(s) {bad}")
+    return row, interp, classifier
+
+
+def _stage_figures(ctx, rows: list[dict], out: Path, batches: list[dict], wandb_failure: str | None,
+                   listening: dict | None) -> dict:
+    """The benchmark stage's flat figures (``<row>.<column>``, ``<row>.authors.<figure>``, the table's files …)
+    and their descriptions in ``ctx``."""
+    columns = list(rows[0]["columns"])
+    descriptions = {c: d for c, _, d, _ in COLUMNS}
+    figures: dict[str, Any] = {}
+    for r in rows:
+        for c in columns:
+            figures[f"{r['name']}.{c}"] = r["columns"][c]
+            ctx.descriptions[f"benchmark.{r['name']}.{c}"] = descriptions[c]
+        for k, v in r["results"].items():
+            if k.startswith("authors."):
+                figures[f"{r['name']}.{k}"] = v
+                ctx.descriptions[f"benchmark.{r['name']}.{k}"] = "the authors' protocol (l2i.evaluation.authors)"
+    figures["table"] = str(out / "benchmark.md")
+    figures["csv"] = str(out / "benchmark.csv")
+    figures["latex"] = str(out / "benchmark.tex")
+    figures["clips"] = int(sum(b["waveform"].shape[0] for b in batches))
+    figures["wandb"] = "ok" if wandb_failure is None else str(wandb_failure)
+    if listening is not None:
+        figures["listening"] = listening["page"]
+        ctx.descriptions["benchmark.listening"] = "listening table: every interpreter's interpretation of the same clips (HTML)"
+    ctx.descriptions["benchmark.table"] = "the benchmark table (markdown; CSV, LaTeX and JSON beside it)"
+    ctx.descriptions["benchmark.clips"] = "clips every interpreter was scored on"
+    return figures
 
 
 def benchmark_stage(ctx, settings: dict) -> dict:
@@ -582,49 +668,20 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     Returns flat figures ``<row>.<column>`` (and ``<row>.authors.<figure>`` under ``protocol: authors``) plus
     ``table`` (markdown path).
     """
-    from l2i.evaluation import evaluate_interpreter
-
-    settings = resolve_settings(settings)
-    known = {"interpreters", "data", "data_config", "batch_size", "split", "max_batches", "threshold", "lmac", "device",
-             "wandb", "wandb_project", "title", "rows", "listening_clips", "protocol"}
-    unknown = set(settings) - known
-    if unknown:
-        raise ValueError(f"benchmark settings: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    interpreters = settings.get("interpreters") or DEFAULT_INTERPRETERS
-    if not isinstance(interpreters, dict):
-        raise ValueError("benchmark.interpreters must be a mapping {row name: settings}")
-    if settings.get("rows"):
-        wanted = [r.strip() for r in settings["rows"].split(",")] if isinstance(settings["rows"], str) else list(settings["rows"])
-        missing = [r for r in wanted if r not in interpreters]
-        if missing:
-            raise ValueError(f"benchmark rows {missing} are not in the config's interpreters; it has {list(interpreters)}")
-        interpreters = {r: interpreters[r] for r in wanted if r}
-    from l2i.interpreter.protocol import get_protocol
-
-    try:
-        protocol = get_protocol(settings.get("protocol")).name
-    except ValueError as err:
-        raise ValueError(f"benchmark.protocol: {err}") from None
+    settings, interpreters, protocol = _checked_settings(settings)
     device = settings.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     tau = float(settings.get("threshold", 0.2))
-    seed = int(ctx.seed)
     out = ctx.stage_dir("benchmark")
-
     kinds = {name: (spec or {}).get("kind", name) for name, spec in interpreters.items()}
-    if "lmac" in kinds.values() and "lmac" not in ctx.artifacts:
-        start = time.perf_counter()
-        figures = lmac_stage(ctx, dict(settings.get("lmac") or {}))
-        for k, v in figures.items():
-            ctx.report[f"lmac.{k}"] = v
-        ctx.report["lmac.seconds"] = round(time.perf_counter() - start, 2)
+    _ensure_lmac(ctx, settings, kinds)
 
     dm, data_record = _datamodule(settings)
     batches = _batches(dm, settings.get("split", "test"), settings.get("max_batches", 4))
     has_sources = all("sources" in b and "source_labels" in b for b in batches)
     loaded = _Loaded(ctx, device)
 
-    title = settings.get("title", f"benchmark ({data_record['class_path'].rsplit('.', 1)[-1]}, {settings.get('split', 'test')} split, {int(sum(b['waveform'].shape[0] for b in batches))} clips, seed {seed})")
-    record = {"settings": settings, "data": data_record, "seed": seed, "artifacts": dict(ctx.artifacts),
+    title = settings.get("title", f"benchmark ({data_record['class_path'].rsplit('.', 1)[-1]}, {settings.get('split', 'test')} split, {int(sum(b['waveform'].shape[0] for b in batches))} clips, seed {ctx.seed})")
+    record = {"settings": settings, "data": data_record, "seed": int(ctx.seed), "artifacts": dict(ctx.artifacts),
               "protocol": protocol}
     mask_mean = ctx.report.get("lmac.val_mask_mean")
     if "lmac" in kinds.values() and isinstance(mask_mean, (int, float)) and mask_mean >= ALL_PASS:
@@ -636,75 +693,17 @@ def benchmark_stage(ctx, settings: dict) -> dict:
     entries: list[tuple] = []  # (row name, interpreter, explained model): the listening table's columns
     accuracy_cache: dict[str, float] = {}
     for name, spec in interpreters.items():
-        torch.manual_seed(seed)
-        interp, classifier, model_key, row_settings = build_row(name, spec, loaded, seed, protocol)
-        task = getattr(classifier, "task", None) or getattr(interp, "task", "multiclass")
-        if model_key not in accuracy_cache:
-            thr = getattr(getattr(interp, "hparams", {}), "get", lambda *_: None)("class_threshold") or 0.5
-            accuracy_cache[model_key] = _accuracy(classifier, batches, task, device, float(thr))
-        timed = _timed(interp)
-        loader: Iterable[dict] = batches
-        if kinds[name] in SOURCE_KINDS:
-            if not has_sources:
-                raise ValueError(f"benchmark row {name!r} ({kinds[name]}) needs clips with sources; {data_record['source']} has none")
-            loader = interp.observing(batches)
-        start = time.perf_counter()
-        results = evaluate_interpreter(timed, classifier, loader, task=task, threshold=tau, noise_snr_db=None, seed=seed,
-                                       device=device)
-        if protocol == "authors" and kinds[name] in AUTHORS_KINDS:
-            results.update(_authors_figures(interp, classifier, batches, task, seed, device))
-            row_settings = {**row_settings, "protocol": protocol}
-        eval_seconds = time.perf_counter() - start
-        train = _train_seconds(ctx, kinds[name])
-        row = {
-            "name": name,
-            "kind": kinds[name],
-            "explained_model": model_key,
-            "accuracy": accuracy_cache[model_key],
-            "interp_ms_per_clip": 1000.0 * timed.seconds / max(timed.clips, 1),
-            "train_seconds": train,
-            "eval_seconds": round(eval_seconds, 2),
-            "seed": seed,
-            "threshold": tau,
-            "settings": row_settings,
-            "artifact": ctx.artifacts.get(ROW_KINDS[kinds[name]]),
-            "results": results,
-        }
-        row["columns"] = {c: _value(src, results, row) for c, src, _, _ in COLUMNS
-                          if has_sources or c not in GROUND_TRUTH_COLUMNS}
-        bad = [c for c, v in row["columns"].items() if not math.isfinite(v)]
-        if bad:
-            raise ValueError(f"benchmark row {name!r}: non-finite column(s) {bad}")
+        row, interp, classifier = _score_row(ctx, name, spec, kinds[name], loaded, batches, has_sources, tau, protocol,
+                                             data_record["source"], accuracy_cache)
         rows.append(row)
         entries.append((name, interp, classifier))
         write_tables(out, rows, list(rows[0]["columns"]), title, record, complete=len(rows) == len(interpreters))
         print(f"[l2i] benchmark {name}: " + ", ".join(f"{c}={_fmt(v)}" for c, v in row["columns"].items()), flush=True)
 
-    columns = list(rows[0]["columns"])
-    descriptions = {c: d for c, _, d, _ in COLUMNS}
     listening = _listening(out, entries, batches[0], dm, tau, settings, device)
-    wandb_failure = _log_wandb(ctx, rows, columns, settings, listening) if settings.get("wandb", True) else "disabled"
-
-    figures: dict[str, Any] = {}
-    for r in rows:
-        for c in columns:
-            figures[f"{r['name']}.{c}"] = r["columns"][c]
-            ctx.descriptions[f"benchmark.{r['name']}.{c}"] = descriptions[c]
-        for k, v in r["results"].items():
-            if k.startswith("authors."):
-                figures[f"{r['name']}.{k}"] = v
-                ctx.descriptions[f"benchmark.{r['name']}.{k}"] = "the authors' protocol (l2i.evaluation.authors)"
-    figures["table"] = str(out / "benchmark.md")
-    figures["csv"] = str(out / "benchmark.csv")
-    figures["latex"] = str(out / "benchmark.tex")
-    figures["clips"] = int(sum(b["waveform"].shape[0] for b in batches))
-    figures["wandb"] = "ok" if wandb_failure is None else str(wandb_failure)
-    if listening is not None:
-        figures["listening"] = listening["page"]
-        ctx.descriptions["benchmark.listening"] = "listening table: every interpreter's interpretation of the same clips (HTML)"
-    ctx.descriptions["benchmark.table"] = "the benchmark table (markdown; CSV, LaTeX and JSON beside it)"
-    ctx.descriptions["benchmark.clips"] = "clips every interpreter was scored on"
-    return figures
+    wandb_failure = (_log_wandb(ctx, rows, list(rows[0]["columns"]), settings, listening) if settings.get("wandb", True)
+                     else "disabled")
+    return _stage_figures(ctx, rows, out, batches, wandb_failure, listening)
 
 
 def _authors_figures(interp, classifier, batches: list[dict], task: str, seed: int, device: str) -> dict[str, float]:
@@ -874,7 +873,7 @@ def main(argv: list[str]) -> int:
     [--bydesign PATH] [--lmac PATH] [--data.init_args.KEY VALUE …]``."""
     from jsonargparse import ArgumentParser
 
-    from experiments.cli import apply_overrides, resolve_config, split_overrides
+    from experiments.cli import load_pipeline_config, split_overrides
 
     p = ArgumentParser(prog="l2i benchmark", description="Post-hoc vs by-design vs baseline interpreters on the same "
                        "clips: one table (<out_dir>/benchmark/benchmark.{md,csv,tex,json}), rows written as they finish.")
@@ -899,9 +898,7 @@ def main(argv: list[str]) -> int:
     # --a.b.c VALUE the config's key a.b.c (e.g. --benchmark.threshold 0.3)
     argv, overrides = split_overrides(argv)
     args = p.parse_args(argv)
-    path = resolve_config(args.config)
-    config = apply_overrides(yaml.safe_load(path.read_text()) or {},
-                             [(f"benchmark.{k}" if k.startswith("data.") else k, v) for k, v in overrides])
+    config = load_pipeline_config(args.config, [(f"benchmark.{k}" if k.startswith("data.") else k, v) for k, v in overrides])
     bench = dict(config.get("benchmark") or {})
     if args.max_batches is not None:
         if args.max_batches < 1:

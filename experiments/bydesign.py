@@ -6,17 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["bydesign_stage", "load_bydesign"]
-
-
-def load_bydesign(path: str, map_location: str = "cpu"):
-    """A trained :class:`~lightning_modules.ByDesignModule` from its checkpoint (``weights_only=True``)."""
-    from l2i.checkpoints import safe_load
-    from lightning_modules.bydesign import ByDesignModule
-
-    safe_load(path, what="by-design checkpoint")  # clear refusal of unsafe / unreadable files first
-    model = ByDesignModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    return model.eval()
+__all__ = ["bydesign_stage"]
 
 
 def bydesign_stage(ctx, settings: dict) -> dict:
@@ -25,6 +15,7 @@ def bydesign_stage(ctx, settings: dict) -> dict:
     ``noise_snr_db`` (default none)."""
     from experiments.pipeline import fit_stage_config
     from l2i.evaluation import DESCRIPTIONS, evaluate_interpreter
+    from lightning_modules.artifacts import load_artifact
 
     if "dictionary" not in ctx.artifacts:
         raise ValueError("bydesign stage: no dictionary artifact; run the 'dictionary' stage first")
@@ -42,7 +33,7 @@ def bydesign_stage(ctx, settings: dict) -> dict:
         figures["accuracy_gap"] = round(float(black_box) - figures["test_accuracy"], 4)
         ctx.descriptions["bydesign.accuracy_gap"] = "black-box classifier minus by-design test accuracy (target <= 0.02)"
 
-    model = load_bydesign(str(final)).to("cpu")
+    model = load_artifact(final, "bydesign", verb="the bydesign stage").to("cpu")
     dm = run.datamodule
     dm.setup("test")
     start = time.perf_counter()

@@ -2,7 +2,9 @@
 
 ``l2i fit|validate|test|predict --config experiments/<dataset>/<run>.yaml`` is LightningCLI (omegaconf
 parser mode: ``${...}`` interpolation works in configs); the project's own verbs (``demo`` …) are
-dispatched before it. W&B logs offline by default (no key, no network): ``wandb sync`` uploads later.
+dispatched before it. The verbs that read a fit config without fitting it (``evaluate``, ``interpret``,
+``benchmark``, ``crossval``) read it with the same parser through :func:`instantiate`. W&B logs offline by
+default (no key, no network): ``wandb sync`` uploads later.
 
 Lightning, torch and the verbs' modules are imported only when a verb runs, so ``l2i --help`` and
 ``l2i --version`` answer at once. On the command line a user's mistake (a missing file, an unknown
@@ -17,7 +19,8 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 
@@ -127,29 +130,23 @@ def inline_files(value, base: Path, key: str | None = None):
     return value
 
 
-def load_configs(paths: str | os.PathLike | list) -> dict:
-    """One config dict from one or several YAML files (``--config base.yaml --config overlay.yaml``), each later
-    one merged into the ones before as ``l2i fit`` merges them: mappings key by key, any other value replaced."""
+def load_pipeline_config(path: str | os.PathLike, overrides: list[tuple[str, Any]] | dict | None = None) -> dict:
+    """A pipeline config (``l2i demo`` / ``l2i benchmark``: stages and their settings, not a LightningCLI config) as a
+    dict, with dotted ``overrides`` applied (:func:`apply_overrides`). The LightningCLI configs its stages name are
+    read by :func:`instantiate` (or fitted by :func:`lightning_cli`)."""
+    import yaml
 
-    def merge(base, over):
-        if isinstance(base, dict) and isinstance(over, dict):
-            return {**base, **{k: merge(base.get(k), v) if k in base else v for k, v in over.items()}}
-        return over
-
-    out: dict = {}
-    for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or []):
-        loaded = read_config(path)
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must hold a mapping (sections such as model:, data:)")
-        out = merge(out, loaded)
-    return out
+    loaded = yaml.safe_load(resolve_config(path).read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a pipeline config must hold a mapping (stages:, benchmark: …)")
+    return apply_overrides(loaded, overrides or [])
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Separate dotted overrides (``--data.init_args.root /data``, ``--model.init_args.threshold=0.3``) from the
     other arguments of a verb: ``(other arguments, [(dotted key, value text)])``, in order. The project's own
-    verbs (``evaluate``, ``interpret``, ``benchmark`` …) use it with :func:`apply_overrides` to take the
-    overrides ``l2i fit`` takes."""
+    verbs (``evaluate``, ``interpret``, ``benchmark`` …) use it to take the overrides ``l2i fit`` takes
+    (:func:`instantiate`)."""
     rest: list[str] = []
     overrides: list[tuple[str, str]] = []
     i = 0
@@ -174,7 +171,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 def apply_overrides(config: dict, overrides: list[tuple[str, str]] | dict) -> dict:
     """A copy of ``config`` with each dotted key set to its value (read as YAML: ``0.3`` a float, ``[1, 2]`` a
     list, ``null`` None, anything else the string), creating missing sections: the ``--a.b.c VALUE``
-    overrides of ``l2i fit`` for a config loaded as a dict. ``overrides``: pairs or a dict."""
+    overrides of ``l2i fit`` for a pipeline config (:func:`load_pipeline_config`). ``overrides``: pairs or a dict."""
     import copy
 
     import yaml
@@ -223,123 +220,12 @@ def default_device(device: str | None) -> str:
     return str(device)
 
 
-_CLI_CLASS = None
-
-
 def cli_class():
-    """The project's :class:`LightningCLI` subclass (built on first use: importing Lightning takes seconds)."""
-    global _CLI_CLASS
-    if _CLI_CLASS is None:
-        from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+    """The project's :class:`LightningCLI` subclass (:class:`experiments.cli_lightning.L2ICLI`, imported on first use:
+    importing Lightning takes seconds)."""
+    from experiments.cli_lightning import L2ICLI
 
-        class RunConfig(SaveConfigCallback):
-            """The resolved config goes to ``<trainer.default_root_dir>/config.yaml``: one per run folder (Lightning
-            would write it to the logger's folder, which runs sharing a logger folder overwrite)."""
-
-            def save_config(self, trainer, pl_module, stage: str) -> None:
-                root = Path(trainer.default_root_dir)
-                root.mkdir(parents=True, exist_ok=True)
-                self.parser.save(self.config, str(root / self.config_filename), skip_none=False, overwrite=True,
-                                 multifile=self.multifile)
-
-        class L2ICLI(LightningCLI):
-            """LightningCLI with the DataModule's label space linked into the model."""
-
-            def add_arguments_to_parser(self, parser) -> None:
-                parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-                parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
-                parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
-
-            def _parse_ckpt_path(self) -> None:
-                """LightningCLI reads a given checkpoint's hyper-parameters first: check the file safely before that,
-                so a file carrying pickled code is refused with a clear message naming it (not a deep traceback).
-
-                ``--ckpt_path last`` is resolved here to the newest readable ``last*.ckpt`` of the run's checkpoint
-                folder (a :class:`~callbacks.checkpoint.RunCheckpoint`'s ``dirpath`` or
-                ``<trainer.default_root_dir>/checkpoints``), so a resume reads the same file whatever the logger, and
-                the checkpoint's hyper-parameters apply as for an explicit path. Model settings that the checkpoint
-                overrides are named in a warning (the checkpoint's hyper-parameters win)."""
-                from l2i.checkpoints import safe_load
-
-                sub = self.config.get("subcommand")
-                ckpt = self.config[sub].get("ckpt_path") if sub else None
-                if ckpt == "last":
-                    found = self._find_last(self.config[sub])
-                    if found:
-                        self.config[sub]["ckpt_path"] = ckpt = found
-                if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
-                    safe_load(ckpt)  # raises UnsafeCheckpointError / CheckpointError naming the file
-                    before = _flat(self.config[sub].get("model"))
-                    super()._parse_ckpt_path()
-                    after = _flat(self.config[sub].get("model"))
-                    changed = {k: (before[k], after[k]) for k in before if k in after and before[k] != after[k]}
-                    if changed and sub == "fit":
-                        lines = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
-                        warnings.warn(f"resuming from {ckpt}: the checkpoint's hyper-parameters win over the config and "
-                                      f"command line ({lines}); start a new run (another trainer.default_root_dir, no "
-                                      "--ckpt_path) to train a different model", UserWarning, stacklevel=2)
-                    return
-                super()._parse_ckpt_path()
-
-            @staticmethod
-            def _find_last(config) -> str | None:
-                """The newest readable ``last*.ckpt`` where the config's RunCheckpoint writes, if it has one."""
-                from callbacks.checkpoint import find_last_checkpoint
-
-                trainer = config.get("trainer") or {}
-                for cb in trainer.get("callbacks") or []:
-                    class_path = cb.get("class_path", "") if hasattr(cb, "get") else ""
-                    if class_path.endswith("RunCheckpoint"):
-                        dirpath = (cb.get("init_args") or {}).get("dirpath")
-                        root = trainer.get("default_root_dir") or os.getcwd()
-                        return find_last_checkpoint(dirpath or os.path.join(root, "checkpoints"))
-                return None
-
-            def _weights_only_by_default(self) -> None:
-                """Resume / evaluate from checkpoints with ``weights_only=True`` unless the config says otherwise
-                (Lightning would default to ``False`` for local files)."""
-                config = self.config_init[self.subcommand]
-                if config.get("weights_only") is None:
-                    config["weights_only"] = True
-
-            def _name_wandb_run(self) -> None:
-                """The W&B run's ``job_type`` (the stage its model belongs to, unless a pipeline stage or the
-                config set one) and the artifacts the model was built from, in its config
-                (:mod:`callbacks.wandb_runs`)."""
-                from callbacks.safe_logging import SafeWandbLogger
-                from callbacks.wandb_runs import job_type_of, used_artifacts
-
-                for logger in getattr(self.trainer, "loggers", None) or []:
-                    if isinstance(logger, SafeWandbLogger):
-                        logger.name_run(job_type_of(self.model), used_artifacts(getattr(self.model, "hparams", {})))
-
-            def _before_run(self) -> None:
-                self._weights_only_by_default()
-                self._name_wandb_run()
-
-            before_fit = before_validate = before_test = before_predict = _before_run
-
-            def before_instantiate_classes(self) -> None:
-                """The data's and the front-end's sample rates agree (:func:`check_sample_rates`); the default logger
-                (``save_dir: null``) writes into the run's ``trainer.default_root_dir``."""
-                config = self.config[self.subcommand] if self.subcommand else self.config
-                check_sample_rates(config, "model.init_args.frontend.sample_rate")
-                trainer = config.get("trainer")
-                if trainer is None:
-                    return
-                loggers = trainer.get("logger")
-                for logger in loggers if isinstance(loggers, list) else [loggers]:
-                    if isinstance(logger, (bool, type(None), str)):
-                        continue
-                    get = logger.get if isinstance(logger, dict) else (lambda key, lg=logger: getattr(lg, key, None))
-                    init = get("init_args")
-                    if init is not None and str(get("class_path") or "").endswith("SafeWandbLogger") \
-                            and init.get("save_dir") is None:
-                        init["save_dir"] = str(trainer.get("default_root_dir") or "runs")
-
-        L2ICLI.config_callback = RunConfig
-        _CLI_CLASS = L2ICLI
-    return _CLI_CLASS
+    return L2ICLI
 
 
 def _dotted(node, key: str):
@@ -360,20 +246,6 @@ def check_sample_rates(config, frontend_key: str, data_key: str = "data.init_arg
                          "decoded at one rate and resampled to another; give both the same rate")
 
 
-def _flat(node, prefix: str = "") -> dict:
-    """A (nested) config node as ``{"a.b": value}``; ``class_path`` / ``init_args`` levels kept in the keys."""
-    if node is None:
-        return {}
-    if hasattr(node, "as_dict"):
-        node = node.as_dict()
-    if isinstance(node, dict):
-        out: dict = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): node}
-
-
 def _expand_config_paths(args: list[str]) -> list[str]:
     """Let ``--config experiments/x.yaml`` work from any working directory."""
     out = list(args)
@@ -386,14 +258,15 @@ def _expand_config_paths(args: list[str]) -> list[str]:
     return out
 
 
-def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs):
-    """Build the project's LightningCLI (subclass mode: configs name their model and data classes)."""
+def lightning_cli(args: list[str] | None = None, run: bool = True, cls=None, **kwargs):
+    """Build the project's LightningCLI (subclass mode: configs name their model and data classes); ``cls``: a
+    subclass of :func:`cli_class` (default that class)."""
     import lightning as L
 
     from callbacks.summary import RunSummary
 
     quiet_frameworks()
-    return cli_class()(
+    return (cls or cli_class())(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
@@ -412,6 +285,80 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, **kwargs):
         run=run,
         **kwargs,
     )
+
+
+@dataclass
+class Instantiated:
+    """What :func:`instantiate` returns: ``config`` (the parsed config as plain data: interpolated, type-checked,
+    defaults filled in, links applied to the instantiated sections), ``given`` (the same without the defaults: what
+    the configs and overrides set) and the sections asked for."""
+
+    config: dict
+    given: dict = field(default_factory=dict)
+    data: Any = None
+    model: Any = None
+    trainer: Any = None
+
+    def init_args(self, section: str, given: bool = False) -> dict:
+        """``config[section]["init_args"]`` (``given``: only the keys the configs and overrides set; ``{}`` when
+        absent)."""
+        node = (self.given if given else self.config).get(section) or {}
+        return dict(node.get("init_args") or {}) if isinstance(node, dict) else {}
+
+    def class_name(self, section: str) -> str:
+        """The class name of ``config[section]["class_path"]`` (``""`` when absent)."""
+        node = self.config.get(section) or {}
+        return str(node.get("class_path") or "").rpartition(".")[2] if isinstance(node, dict) else ""
+
+
+def instantiate(configs, overrides: list[tuple[str, Any]] | dict | None = None, *,
+                sections: tuple[str, ...] = ("data",)) -> Instantiated:
+    """Read ``l2i fit`` configs as ``l2i fit`` reads them, and build only ``sections`` (of model, data, trainer).
+
+    The one config reader of every verb: the project's LightningCLI parser (omegaconf ``${…}`` interpolation, the
+    DataModule's label space linked into the model, every value checked against its class's signature), so a
+    config that ``l2i fit`` refuses is refused here with the same message.
+
+    Args:
+        configs: a path, a config dict, or a list of them, composed in order as repeated ``--config`` (a relative
+            path is also looked for below the repository and ``experiments/``).
+        overrides: dotted keys and their values, ``[("data.init_args.root", "/data"), …]`` or a dict, as the
+            ``--data.init_args.root /data`` arguments of ``l2i fit`` (text values are parsed by the key's type).
+        sections: what to instantiate; the rest is only checked (a model whose checkpoint files are not here
+            can still be read).
+    Raises:
+        FileNotFoundError: a config path that is not found. ValueError: a config ``l2i fit`` would refuse (one
+        line naming the key, see :func:`one_line`).
+    """
+    import argparse
+    import json
+
+    import yaml
+
+    from experiments.cli_lightning import ConfigReader
+
+    unknown = set(sections) - {"model", "data", "trainer"}
+    if unknown:
+        raise ValueError(f"instantiate: unknown section(s) {sorted(unknown)}; known: model, data, trainer")
+    args: list[str] = []
+    for config in [configs] if isinstance(configs, (str, os.PathLike, dict)) else list(configs or []):
+        args += ["--config", yaml.safe_dump(config, sort_keys=False) if isinstance(config, dict)
+                 else str(resolve_config(config))]
+    for key, value in (overrides.items() if isinstance(overrides, dict) else (overrides or [])):
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    reader = type("ConfigReader", (ConfigReader,), {"sections": tuple(sections)})
+    try:
+        cli = lightning_cli(args, run=False, cls=reader)
+    except argparse.ArgumentError as err:  # jsonargparse's: one line naming the key
+        import re
+
+        keys = re.findall(r'Parser key "([^"]+)"', str(err))  # the section, then the key inside its class
+        if len(keys) > 1 and keys[0] in ("model", "data") and not keys[-1].startswith("init_args"):
+            keys[-1] = f"init_args.{keys[-1]}"
+        where = ".".join(dict.fromkeys([keys[0], keys[-1]])) + ": " if keys else ""
+        raise ValueError(f"{where}{one_line(err)}") from err
+    return Instantiated(config=cli.config.as_dict(), given=cli.given.as_dict(), data=cli.datamodule, model=cli.model,
+                        trainer=cli.trainer)
 
 
 #: the project's own verbs, ``name -> "module:function"`` (imported only when used, so ``l2i fit`` stays

@@ -66,25 +66,24 @@ def _scalar_metrics(results: Sequence[dict]) -> dict[str, float]:
 def check_folds(config: str | Path, extra: Sequence[str] = ()) -> None:
     """Refuse, in one line and before anything is built, a config whose data module has no folds.
 
-    The data module's class is the config's ``data.class_path`` (or ``--data.class_path`` among the overrides);
-    crossval sets its ``test_fold`` and ``val_fold``, so its constructor must take them."""
+    The config and the dotted overrides among ``extra`` are read as ``l2i fit`` reads them
+    (:func:`experiments.cli.instantiate`, nothing built); crossval sets the data module's ``test_fold`` and
+    ``val_fold``, so its constructor must take them."""
     import importlib
     import inspect
 
-    from experiments.cli import read_config
+    from experiments.cli import instantiate, split_overrides
 
-    section = read_config(config).get("data") or {}
+    rest, overrides = split_overrides(list(extra))
+    overrides += [("data", rest[i + 1]) for i, arg in enumerate(rest[:-1]) if arg == "--data"]
+    section = instantiate(config, overrides, sections=()).config.get("data") or {}
     class_path = section.get("class_path") if isinstance(section, dict) else None
-    extra = list(extra)
-    for i, arg in enumerate(extra[:-1]):
-        if arg in ("--data.class_path", "--data"):
-            class_path = extra[i + 1]
     if not class_path:
         raise ValueError(f"{config}: no data.class_path; crossval needs a data module with folds (e.g. ESC-50's)")
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
+    except (ImportError, AttributeError, ValueError) as err:
         raise ValueError(f"{config}: data.class_path {class_path!r} cannot be imported ({err})") from err
     params = inspect.signature(cls.__init__).parameters
     if "test_fold" not in params or "val_fold" not in params:

@@ -1,12 +1,14 @@
 """``l2i evaluate --config <interpreter fit config> --ckpt <interpreter checkpoint>``: the evaluation suite of
 :mod:`l2i.evaluation` for a trained interpreter -> one JSON and one markdown table.
 
-The config is the ``l2i fit`` config the interpreter was trained with (its ``data`` section is the DataModule
+The config is the ``l2i fit`` config the interpreter was trained with, read as ``l2i fit`` reads it
+(:func:`experiments.cli.instantiate`: interpolation, links, type checks; its ``data`` section is the DataModule
 evaluated on; dotted overrides such as ``--data.init_args.root`` work as for ``l2i fit``). A post-hoc
 interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
 :func:`l2i.checkpoints.read_interpreter` from any folder, and f is the classifier it explains (by-design: the
-model's own prediction); another LightningModule (anything with ``interpret(...)``) is loaded with
-``<class>.load_from_checkpoint`` and f is its ``classifier``, else the checkpoint named by its
+model's own prediction); another LightningModule (anything with ``interpret(...)``) is loaded as the class it
+stores (:func:`lightning_modules.artifacts.load_artifact`; the config's class when that cannot be told) and f is
+its ``classifier``, else the checkpoint named by its
 ``hparams.classifier_checkpoint`` (loaded frozen), else its own ``frontend`` + ``backbone``. Writes ``<out_dir>/evaluation.json`` (flat ``family.key -> value``, plus the
 settings) and ``<out_dir>/evaluation.md``; on data with known sources the markdown (and the printout) opens with
 the ground-truth report as one table (:func:`l2i.evaluation.ground_truth_markdown`: per estimate of class c's
@@ -20,7 +22,6 @@ the specificity). With ``--overlap λ`` the suite also runs on overlap mixtures
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,70 +29,57 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["main", "evaluate_checkpoint", "evaluation_stage", "FrozenClassifier"]
+__all__ = ["main", "evaluate_checkpoint", "evaluation_stage", "load_evaluated", "explained_classifier"]
 
 
-class FrozenClassifier(nn.Module):
-    """f from a module's ``frontend`` + ``backbone``: ``waveform (B, N) -> logits (B, C)``."""
-
-    def __init__(self, frontend: nn.Module, backbone: nn.Module, task: str):
-        super().__init__()
-        self.frontend, self.backbone, self.task = frontend, backbone, task
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.frontend(waveform).logmel)
+def _model_section(read) -> str:
+    """The config's model class name; a config without one is refused first (evaluate checks the checkpoint
+    against it)."""
+    name = read.class_name("model")
+    if not name:
+        raise ValueError("evaluate: the config's 'model' section needs a class_path (and init_args)")
+    return name
 
 
-def _import(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    if not module:
-        raise ValueError(f"class_path must be 'module.Class', got {class_path!r}")
-    return getattr(importlib.import_module(module), name)
+def explained_classifier(module, device: torch.device | str = "cpu"):
+    """The black box f explained by ``module``: its ``classifier``, else the classifier checkpoint named by its
+    ``hparams.classifier_checkpoint`` (loaded frozen), else its own ``frontend`` + ``backbone``
+    (:func:`l2i.classifier.classifier_of`)."""
+    from l2i.classifier import classifier_of
 
-
-def _section(config: dict, key: str) -> tuple[Any, dict]:
-    sec = config.get(key)
-    if not isinstance(sec, dict) or "class_path" not in sec:
-        raise ValueError(f"evaluate: the config's '{key}' section needs a class_path (and init_args)")
-    return _import(sec["class_path"]), dict(sec.get("init_args") or {})
-
-
-def classifier_for(module, device: torch.device | str = "cpu"):
-    """The black box f explained by ``module`` (see the module docstring)."""
     clf = getattr(module, "classifier", None)
     if isinstance(clf, nn.Module):
         return clf
     path = getattr(getattr(module, "hparams", {}), "get", lambda *_: None)("classifier_checkpoint")
     if path and Path(path).is_file():
-        from lightning_modules.classifier import ClassifierModule
+        from lightning_modules.artifacts import load_artifact
 
-        return ClassifierModule.load_frozen(path, map_location=device)
-    if getattr(module, "frontend", None) is not None and getattr(module, "backbone", None) is not None:
-        return FrozenClassifier(module.frontend, module.backbone, getattr(module, "task", "multiclass")).eval()
-    raise ValueError(f"{type(module).__name__} exposes no classifier (classifier, hparams.classifier_checkpoint, or frontend + backbone)")
+        return load_artifact(path, "classifier", map_location=device, verb="evaluate")
+    return classifier_of(module, f"{type(module).__name__} (classifier, hparams.classifier_checkpoint, frontend + backbone)").eval()
 
 
-def load_evaluated(config: dict, ckpt: str, device: str = "cpu", classifier: str | None = None,
+def load_evaluated(read, ckpt: str, device: str = "cpu", classifier: str | None = None,
                    dictionary: str | None = None):
-    """The model ``l2i evaluate`` scores, from ``ckpt``, checked against ``config``'s model section.
+    """The model ``l2i evaluate`` scores, from ``ckpt``, checked against the model section of ``read`` (an
+    :class:`~experiments.cli.Instantiated` config).
 
     A post-hoc interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
     :func:`l2i.checkpoints.read_interpreter` from any folder, whatever the config's ``model.init_args`` say
     (a config naming another model class is refused) but for a post-hoc ``interpret_options``: the config's,
-    when it names them, replace the checkpoint's (they choose how it interprets, not what it learnt). Any other checkpoint is loaded with the config's
-    ``<class>.load_from_checkpoint`` after the same safe read, when its stored class is the config's; a
-    classifier's checkpoint is refused with what evaluate needs."""
+    when it names them, replace the checkpoint's (they choose how it interprets, not what it learnt). Any other
+    checkpoint is loaded as the class it stores (:func:`lightning_modules.artifacts.load_artifact`), or, when
+    that cannot be told, with the config's ``<class>.load_from_checkpoint`` after the same safe read, when its
+    stored class is the config's; a classifier's checkpoint is refused with what evaluate needs."""
+    import importlib
+
     from l2i.checkpoints import (INTERPRETER_KINDS, KIND_CLASSES, CheckpointKindError, checkpoint_kind, read_interpreter,
-                                 safe_load)
+                                 require_kind, safe_load)
     from l2i.trained import TrainedInterpreter
 
     state = safe_load(ckpt, what="interpreter checkpoint")
     kind = checkpoint_kind(state)
-    model_sec = config.get("model") or {}
-    class_path = str(model_sec.get("class_path") or "") if isinstance(model_sec, dict) else ""
-    if kind == "classifier" or kind == "dictionary":
-        from l2i.checkpoints import require_kind
-
+    class_path = str((read.config.get("model") or {}).get("class_path") or "")
+    if kind in ("classifier", "dictionary"):
         require_kind(ckpt, state, INTERPRETER_KINDS, "evaluate")
     if kind in INTERPRETER_KINDS:
         expected = KIND_CLASSES[kind]
@@ -99,7 +87,7 @@ def load_evaluated(config: dict, ckpt: str, device: str = "cpu", classifier: str
             raise CheckpointKindError(f"--config's model is {class_path} but {ckpt} is a {expected} checkpoint: give the "
                                       f"config it was trained with (its data section is what evaluate reads)")
         bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="evaluate")
-        options = (model_sec.get("init_args") or {}).get("interpret_options") if isinstance(model_sec, dict) else None
+        options = read.init_args("model", given=True).get("interpret_options")
         if options is not None and kind == "posthoc":
             bundle["interpreter"]["interpret_options"] = options  # interpretation settings, not weights
         return TrainedInterpreter(bundle).to(device).eval()
@@ -107,74 +95,37 @@ def load_evaluated(config: dict, ckpt: str, device: str = "cpu", classifier: str
     if stored and class_path and stored.rpartition(".")[2] != class_path.rpartition(".")[2]:
         raise CheckpointKindError(f"--config's model is {class_path} but {ckpt} is a checkpoint of {stored}: "
                                   "give the config that checkpoint was trained with")
-    model_cls, _ = _section(config, "model")
-    return model_cls.load_from_checkpoint(ckpt, map_location=device, weights_only=True)
+    if kind is not None:
+        from lightning_modules.artifacts import load_artifact
+
+        return load_artifact(ckpt, kind, map_location=device, verb="evaluate")
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name).load_from_checkpoint(ckpt, map_location=device, weights_only=True)
 
 
-def evaluate_checkpoint(
-    config: dict,
-    ckpt: str | None,
-    *,
-    split: str = "test",
-    threshold: float | None = None,
-    noise_snr_db: list[float] | None = (10.0,),
-    overlap: float | None = None,
-    max_batches: int | None = None,
-    batch_size: int | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    tune: bool = False,
-    thresholds: list[float] | float | None = None,
-    classifier_thresholds: list[float] | float | None = None,
-    classifier: str | None = None,
-    dictionary: str | None = None,
-    protocol: str = "project",
-) -> dict[str, float]:
-    """Load the interpreter ``ckpt`` (:func:`load_evaluated`) and the config's data; run the suite.
-
-    ``protocol="authors"`` adds the authors' figures (:func:`l2i.evaluation.authors.evaluate_authors_protocol`)
-    under ``authors.*`` keys."""
-    from torch.utils.data import DataLoader
-
-    from l2i.evaluation import OverlapMixtures, evaluate_interpreter, tune_interpreter_thresholds
-
-    if not ckpt:
-        raise ValueError("evaluate needs --ckpt, the trained interpreter's checkpoint (an untrained model's figures "
-                         "mean nothing)")
-    _section(config, "model")
-    data_cls, data_args = _section(config, "data")
-    if batch_size:
-        from datamodules.files import with_batch_size
-
-        data_args = with_batch_size(data_cls, data_args, batch_size)
-    module = load_evaluated(config, ckpt, device, classifier=classifier, dictionary=dictionary)
-    dm = data_cls(**data_args)
+def _check_label_space(module, dm, ckpt: str) -> None:
+    """The interpreter's classes are the data's (one line naming both counts otherwise)."""
     names = getattr(module, "class_names", None)
     data_classes = getattr(dm, "num_classes", None)
     if isinstance(data_classes, int) and names and data_classes != len(names):
         raise ValueError(f"{ckpt} explains {len(names)} classes ({', '.join(map(str, names[:4]))}…) but --config's data "
-                         f"({data_cls.__name__}) has {data_classes}: give the data the interpreter was trained on")
-    module.eval().to(device)
-    module.requires_grad_(False)
-    clf_model = classifier_for(module, device)
-    clf_model.eval().to(device)
-    dm.setup("test" if split == "test" else "validate")
-    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
-    hp = getattr(module, "hparams", None) or {"threshold": getattr(module, "threshold", None),
-                                               "class_threshold": getattr(module, "class_threshold", None)}
-    tau = threshold if threshold is not None else hp.get("threshold")
-    tau = 0.2 if tau is None else float(tau)  # the model's τ, 0.0 included
-    task = getattr(clf_model, "task", None) or getattr(module, "task", None)
-    clf_thr = classifier_thresholds if classifier_thresholds is not None else hp.get("class_threshold")
-    common = dict(task=task, threshold=tau, max_batches=max_batches, seed=seed, device=device,
-                  classifier_thresholds=0.5 if clf_thr is None else clf_thr)
-    if thresholds is not None:
-        common["thresholds"] = thresholds
-    tuned = None
+                         f"({type(dm).__name__}) has {data_classes}: give the data the interpreter was trained on")
+
+
+def _suite(module, clf_model, dm, loader, split: str, common: dict, noise_snr_db, overlap: float | None, protocol: str,
+           tune: bool) -> tuple[dict[str, float], Any]:
+    """The suite's figures on ``loader`` (plus overlap mixtures and the authors' figures when asked) and the
+    tuned thresholds (or None); ``common``: the settings every call shares."""
+    from torch.utils.data import DataLoader
+
+    from l2i.evaluation import OverlapMixtures, evaluate_interpreter, tune_interpreter_thresholds
+
+    task, seed, device, max_batches, tuned = common["task"], common["seed"], common["device"], common["max_batches"], None
     if tune and task == "multilabel":
         dm.setup("validate")
-        tuned = tune_interpreter_thresholds(module, clf_model, dm.val_dataloader(), threshold=tau, max_batches=max_batches,
-                                            device=device, classifier_thresholds=common["classifier_thresholds"])
+        tuned = tune_interpreter_thresholds(module, clf_model, dm.val_dataloader(), threshold=common["threshold"],
+                                            max_batches=max_batches, device=device,
+                                            classifier_thresholds=common["classifier_thresholds"])
         common["thresholds"] = tuned
     results = evaluate_interpreter(module, clf_model, loader, noise_snr_db=noise_snr_db, **common)
     if overlap is not None:
@@ -193,6 +144,78 @@ def evaluate_checkpoint(
             results[f"authors.{k}"] = v
     elif protocol != "project":
         raise ValueError(f"evaluate: protocol must be project|authors, got {protocol!r}")
+    return results, tuned
+
+
+
+def batch_size_override(configs, overrides, batch_size: int) -> tuple[str, int]:
+    """The dotted override that sets the data's batch size: in the ``loader`` group of the file-based data sets
+    (``data.init_args.loader.batch_size``), else ``data.init_args.batch_size`` (the generated data sets)."""
+    from experiments.cli import instantiate
+
+    read = instantiate(configs, list(overrides or []), sections=())
+    key = "loader.batch_size" if "loader" in read.init_args("data") else "batch_size"
+    return f"data.init_args.{key}", int(batch_size)
+
+def evaluate_checkpoint(
+    configs,
+    ckpt: str | None,
+    *,
+    overrides: list[tuple[str, Any]] | dict | None = None,
+    split: str = "test",
+    threshold: float | None = None,
+    noise_snr_db: list[float] | None = (10.0,),
+    overlap: float | None = None,
+    max_batches: int | None = None,
+    batch_size: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    tune: bool = False,
+    thresholds: list[float] | float | None = None,
+    classifier_thresholds: list[float] | float | None = None,
+    classifier: str | None = None,
+    dictionary: str | None = None,
+    protocol: str = "project",
+) -> dict[str, float]:
+    """Read the fit config(s) ``configs`` (paths or dicts, or an already read
+    :class:`~experiments.cli.Instantiated`) with the dotted ``overrides`` and ``batch_size`` as ``l2i fit`` reads them
+    (:func:`experiments.cli.instantiate`: the data is built, the model section checked), load the interpreter
+    ``ckpt`` (:func:`load_evaluated`) and run the suite.
+
+    ``protocol="authors"`` adds the authors' figures (:func:`l2i.evaluation.authors.evaluate_authors_protocol`)
+    under ``authors.*`` keys."""
+    from experiments.cli import Instantiated, instantiate
+
+    if not ckpt:
+        raise ValueError("evaluate needs --ckpt, the trained interpreter's checkpoint (an untrained model's figures "
+                         "mean nothing)")
+    if isinstance(configs, Instantiated):
+        read = configs
+    else:
+        overrides = list(overrides.items() if isinstance(overrides, dict) else overrides or [])
+        if batch_size:
+            overrides.append(batch_size_override(configs, overrides, batch_size))
+        read = instantiate(configs, overrides, sections=("data",))
+    _model_section(read)
+    module = load_evaluated(read, ckpt, device, classifier=classifier, dictionary=dictionary)
+    dm = read.data
+    _check_label_space(module, dm, ckpt)
+    module.eval().to(device)
+    module.requires_grad_(False)
+    clf_model = explained_classifier(module, device)
+    clf_model.eval().to(device)
+    dm.setup("test" if split == "test" else "validate")
+    loader = dm.test_dataloader() if split == "test" else dm.val_dataloader()
+    hp = getattr(module, "hparams", None) or {"threshold": getattr(module, "threshold", None),
+                                               "class_threshold": getattr(module, "class_threshold", None)}
+    tau = threshold if threshold is not None else hp.get("threshold")
+    tau = 0.2 if tau is None else float(tau)  # the model's τ, 0.0 included
+    clf_thr = classifier_thresholds if classifier_thresholds is not None else hp.get("class_threshold")
+    common = dict(task=getattr(clf_model, "task", None) or getattr(module, "task", None), threshold=tau,
+                  max_batches=max_batches, seed=seed, device=device, classifier_thresholds=0.5 if clf_thr is None else clf_thr)
+    if thresholds is not None:
+        common["thresholds"] = thresholds
+    results, tuned = _suite(module, clf_model, dm, loader, split, common, noise_snr_db, overlap, protocol, tune)
     results["threshold"] = tau
     if tuned is not None:
         for c, t in enumerate(tuned.tolist()):
@@ -233,7 +256,7 @@ def main(argv: list[str]) -> int:
 def _main(argv: list[str]) -> int:
     from jsonargparse import ArgumentParser
 
-    from experiments.cli import apply_overrides, default_device, load_configs, split_overrides
+    from experiments.cli import default_device, instantiate, split_overrides
 
     p = ArgumentParser(prog="l2i evaluate", description="The evaluation suite of a trained interpreter (post-hoc or "
                        "by-design) -> JSON + markdown. Dotted overrides of the config work as for l2i fit, e.g. "
@@ -266,10 +289,11 @@ def _main(argv: list[str]) -> int:
                         "vs random components, L-MAC's table on 0.8/0.2 mixtures) under authors.*")
     argv, overrides = split_overrides(argv)
     args = p.parse_args(argv)
-    config = apply_overrides(load_configs(args.config), overrides)
+    batch = [batch_size_override(args.config, overrides, args.batch_size)] if args.batch_size else []
+    read = instantiate(args.config, [*overrides, *batch], sections=("data",))
+    _model_section(read)  # a config without a model is named first
     snrs = [float(s) for s in str(args.noise_snr_db).split(",") if s.strip()] if args.noise_snr_db else []
     device = default_device(args.device)
-    _section(config, "model"), _section(config, "data")  # a config without them is named first
     if not args.ckpt:
         raise ValueError("evaluate needs --ckpt, the trained interpreter's checkpoint (an untrained model's figures "
                          "mean nothing)")
@@ -283,8 +307,8 @@ def _main(argv: list[str]) -> int:
     out = Path(args.out_dir) if args.out_dir else Path(args.ckpt).parent / "evaluation"
     check_out_dir(out, 1_000_000)  # an unwritable folder is found before the evaluation, not after
     results = evaluate_checkpoint(
-        config, args.ckpt, split=args.split, threshold=args.threshold, noise_snr_db=snrs or None, overlap=args.overlap,
-        max_batches=args.max_batches, batch_size=args.batch_size, device=device, seed=args.seed,
+        read, args.ckpt, split=args.split, threshold=args.threshold, noise_snr_db=snrs or None, overlap=args.overlap,
+        max_batches=args.max_batches, device=device, seed=args.seed,
         tune=args.tune_thresholds, thresholds=_floats(args.thresholds), classifier_thresholds=_floats(args.classifier_thresholds),
         classifier=args.classifier, dictionary=args.dictionary, protocol=args.protocol,
     )
@@ -307,12 +331,11 @@ def evaluation_stage(ctx, settings: dict) -> dict:
     config, default experiments/synthetic/posthoc.yaml), ``noise_snr_db`` (list, default [10]), ``overlap`` (λ or
     null, default 1.0), ``max_batches`` (default 4), ``threshold``). Returns the figures (``<family>.<key>``)."""
     from callbacks.wandb_runs import stage_run
-    from experiments.cli import read_config
     from l2i.evaluation import DESCRIPTIONS
 
     if "interpreter" not in ctx.artifacts:
         raise ValueError("the evaluation stage needs an interpreter: run the 'posthoc' stage first")
-    config = read_config(settings.get("config", "experiments/synthetic/posthoc.yaml"))
+    config = settings.get("config", "experiments/synthetic/posthoc.yaml")
     out = ctx.stage_dir("evaluation")
     # the stage's own W&B run (job_type "evaluation", the pipeline's group), its figures in the run's summary
     with stage_run(out, "evaluation", "evaluation", {"evaluation": json.loads(json.dumps(settings, default=str))}) as run:

@@ -29,7 +29,8 @@ __all__ = [
     "score_posthoc",
     "SCORE_DESCRIPTIONS",
     "write_interpretations",
-    "load_interpreter",
+    "interpreter_for",
+    "read_interpreter_config",
     "posthoc_stage",
     "main",
     "export_main",
@@ -172,31 +173,31 @@ def write_interpretations(model, waveform: torch.Tensor, names: Sequence[str], o
 #: artifacts are now, and the settings of interpretation (not of the model)
 _FREE_KEYS = ("classifier_checkpoint", "dictionary_path", "threshold", "class_threshold", "num_classes", "task", "class_names",
               "interpret_options")
+#: training settings: no effect on a trained model
+_TRAINING_KEYS = ("loss_weights", "lr", "weight_decay")
 
 
-def config_model_args(config: dict | None, ckpt: str | Path, bundle: dict) -> dict:
-    """The ``model.init_args`` of ``config`` (a fit config as a dict) that may be applied to the interpreter of
-    ``bundle``: ``threshold`` / ``class_threshold`` / ``interpret_options`` (interpretation settings). Refused with one message: a config whose model is another
-    class than the checkpoint's, or whose architecture values differ ("drop --config")."""
+def config_model_args(read, ckpt: str | Path, bundle: dict) -> dict:
+    """The ``model.init_args`` of ``read`` (an :class:`~experiments.cli.Instantiated` fit config) that may be applied
+    to the interpreter of ``bundle``: ``threshold`` / ``class_threshold`` / ``interpret_options`` (interpretation
+    settings). Refused with one message: a config whose model is another class than the checkpoint's, or whose
+    architecture values differ ("drop --config"). Only what the configs and overrides set is compared (not the
+    class's defaults)."""
     from l2i.checkpoints import KIND_CLASSES, CheckpointKindError
 
-    model = (config or {}).get("model") or {}
-    class_path = str(model.get("class_path") or "")
+    class_path = str((read.config.get("model") or {}).get("class_path") or "")
     expected = KIND_CLASSES[bundle["kind"]]
     if class_path and class_path.rpartition(".")[2] != expected:
         raise CheckpointKindError(f"--config's model is {class_path} but {ckpt} is a {expected} checkpoint: give that "
                                   f"model's config, or drop --config (the checkpoint holds its own settings)")
-    init = dict(model.get("init_args") or {})
+    init = read.init_args("model", given=True)
     stored = bundle["interpreter"]
     diff = []
     for key, value in init.items():
-        if key in _FREE_KEYS or value is None or key not in stored:
+        if key in _FREE_KEYS or key in _TRAINING_KEYS or value is None or key not in stored:
             continue
         theirs = stored[key]
-        same = value == theirs or (isinstance(value, (list, tuple)) and list(value) == list(theirs or []))
-        if key == "loss_weights" or key == "lr" or key == "weight_decay":
-            continue  # training settings: no effect on a trained model
-        if not same:
+        if not (value == theirs or (isinstance(value, (list, tuple)) and list(value) == list(theirs or []))):
             diff.append(f"{key}: config {value!r}, checkpoint {theirs!r}")
     if diff:
         raise CheckpointKindError(f"your --config's model differs from the checkpoint's ({'; '.join(diff[:4])}"
@@ -204,34 +205,48 @@ def config_model_args(config: dict | None, ckpt: str | Path, bundle: dict) -> di
     return {k: init[k] for k in ("threshold", "class_threshold", "interpret_options") if init.get(k) is not None}
 
 
-def load_interpreter(ckpt: str | Path, config: str | Path | dict | None = None, overrides: dict | None = None,
-                     map_location: str = "cpu", classifier: str | Path | None = None, dictionary: str | Path | None = None):
-    """A trained :class:`~lightning_modules.posthoc.PostHocInterpreterModule` from its checkpoint or its
-    self-contained file, from any folder (:func:`l2i.checkpoints.read_interpreter`).
+def _check_overrides(overrides: list[tuple[str, Any]]) -> None:
+    bad = [k for k, _ in overrides if not k.startswith("model.init_args.")]
+    if bad:
+        raise ValueError(f"--{bad[0]}: interpret reads no data set; only --model.init_args.* overrides "
+                         "(e.g. --model.init_args.threshold 0.3) apply")
 
-    ``config`` (a posthoc fit config, path or dict) may name where an old checkpoint's artifacts are now
-    (``classifier_checkpoint``, ``dictionary_path``, used when the recorded ones are not found) and the
-    ``threshold``; a config describing another model is refused. ``overrides`` replace hyper-parameters
-    (e.g. ``threshold``). ``classifier`` / ``dictionary`` give the artifact files directly.
-    """
+
+def read_interpreter_config(ckpt: str | Path, configs: Sequence | None, overrides: list[tuple[str, Any]]):
+    """The interpreter's fit config(s) and ``--model.init_args.*`` overrides as ``l2i fit`` reads them
+    (:func:`experiments.cli.instantiate`, nothing built), or None when neither is given. Overrides without a config
+    apply to the checkpoint's own class."""
+    from experiments.cli import instantiate
+
+    _check_overrides(overrides)
+    if not configs and not overrides:
+        return None
+    if not configs:
+        from l2i.checkpoints import KIND_CLASSES, checkpoint_kind, safe_load
+
+        kind = checkpoint_kind(safe_load(ckpt, what="interpreter checkpoint"))
+        configs = [{"model": {"class_path": f"lightning_modules.{KIND_CLASSES.get(kind, 'PostHocInterpreterModule')}"}}]
+    return instantiate(configs, overrides, sections=())
+
+
+def interpreter_for(ckpt: str | Path, read=None, classifier: str | Path | None = None,
+                    dictionary: str | Path | None = None, device: str = "cpu"):
+    """The :class:`~l2i.trained.TrainedInterpreter` of ``ckpt`` with the interpretation settings of ``read`` (see
+    :func:`config_model_args`); an old checkpoint whose artifacts moved finds them as given, else where the
+    config's ``classifier_checkpoint`` / ``dictionary_path`` say."""
     from l2i.checkpoints import CheckpointError, read_interpreter
-    from lightning_modules.posthoc import PostHocInterpreterModule
+    from l2i.trained import TrainedInterpreter
 
-    if config is not None and not isinstance(config, dict):
-        from experiments.cli import read_config
-
-        config = read_config(config)
-    init = (((config or {}).get("model") or {}).get("init_args")) or {}
+    init = read.init_args("model", given=True) if read is not None else {}
     try:
-        bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="l2i interpret",
-                                  map_location="cpu")
+        bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="l2i interpret")
     except CheckpointError:
-        if not (init.get("classifier_checkpoint") or init.get("dictionary_path")) or classifier or dictionary:
+        if not (init.get("classifier_checkpoint") or init.get("dictionary_path")):
             raise
-        bundle = read_interpreter(ckpt, classifier=init.get("classifier_checkpoint"),
-                                  dictionary=init.get("dictionary_path"), verb="l2i interpret", map_location="cpu")
-    extra = config_model_args(config, ckpt, bundle) if config else {}
-    return PostHocInterpreterModule.from_bundle(bundle, **extra, **(overrides or {})).to(map_location)
+        bundle = read_interpreter(ckpt, classifier=classifier or init.get("classifier_checkpoint"),
+                                  dictionary=dictionary or init.get("dictionary_path"), verb="l2i interpret")
+    bundle["interpreter"].update(config_model_args(read, ckpt, bundle) if read is not None else {})
+    return TrainedInterpreter(bundle).to(device).eval()
 
 
 # -- scoring ----------------------------------------------------------------------------------------------
@@ -252,10 +267,10 @@ def score_posthoc(model, classifier_checkpoint: str, batches, *, threshold: floa
     experiment), explaining the classifier of ``classifier_checkpoint``; ``mask_mode`` (default: the model's
     ``interpret_options``, else log1p) is passed to every ``interpret``. Returns the suite's flat ``family.key`` figures (but ``seconds``) plus ``threshold``."""
     from l2i.evaluation import evaluate_interpreter
-    from lightning_modules.classifier import ClassifierModule
+    from lightning_modules.artifacts import load_artifact
 
     device = next(model.parameters()).device
-    classifier = ClassifierModule.load_frozen(classifier_checkpoint, map_location=device)
+    classifier = load_artifact(classifier_checkpoint, "classifier", map_location=device, verb="scoring an interpreter")
     tau = float(model.hparams.threshold if threshold is None else threshold)
     cls_thr = float(model.hparams.class_threshold)
     scores = evaluate_interpreter(model, classifier, batches, threshold=tau, thresholds=cls_thr, classifier_thresholds=cls_thr,
@@ -267,6 +282,37 @@ def score_posthoc(model, classifier_checkpoint: str, batches, *, threshold: floa
 
 
 # -- the pipeline stage ----------------------------------------------------------------------------------
+
+
+def _fallback_dictionary(ctx, dset: dict, out: Path, figures: dict) -> str:
+    """Learn the posthoc stage's dictionary when no dictionary stage ran (:func:`learn_dictionary` with the settings
+    ``dset`` on the synthetic ``nmf`` split); returns its path, also set as ``ctx.artifacts["dictionary"]``."""
+    from datamodules.synthetic import SyntheticDataModule
+    from lightning_modules.artifacts import load_artifact
+
+    start = time.perf_counter()
+    clf = load_artifact(ctx.artifacts["classifier"], "classifier", verb="the posthoc stage")
+    dm_nmf = SyntheticDataModule(seed=ctx.seed, num_classes=clf.num_classes, mode=clf.task,
+                                 sample_rate=clf.frontend.config.sample_rate)
+    art = learn_dictionary(clf.frontend.config, dm_nmf.dataset("nmf", size=int(dset.get("n_clips", 400))),
+                           n_components=int(dset.get("n_components", 64)), sparsity=float(dset.get("sparsity", 0.0)),
+                           max_iter=int(dset.get("max_iter", 100)), seed=ctx.seed, n_clips=int(dset.get("n_clips", 400)),
+                           per_class=bool(dset.get("per_class", False)), noise_components=int(dset.get("noise_components", 0)))
+    dictionary_path = str(art.save(out / "dictionary.pt"))
+    ctx.artifacts["dictionary"] = dictionary_path
+    figures["dictionary_seconds"] = round(time.perf_counter() - start, 2)
+    ctx.descriptions["posthoc.dictionary_seconds"] = "time to learn the fallback NMF dictionary (no dictionary stage ran)"
+    return dictionary_path
+
+
+def _write_examples(model, dm, n_examples: int, out: Path, threshold: float | None) -> None:
+    """The interpretations of the first ``n_examples`` test clips as files (:func:`write_interpretations`)."""
+    if n_examples <= 0:
+        return
+    test = dm.dataset("test") if hasattr(dm, "dataset") else dm.test_dataloader().dataset
+    items = [test[i] for i in range(min(n_examples, len(test)))]
+    write_interpretations(model, torch.stack([x["waveform"] for x in items]), [x.get("id", str(i)) for i, x in enumerate(items)],
+                          out, threshold=threshold)
 
 
 def posthoc_stage(ctx, settings: dict) -> dict:
@@ -294,22 +340,7 @@ def posthoc_stage(ctx, settings: dict) -> dict:
     args += ["--model.init_args.classifier_checkpoint", str(ctx.artifacts["classifier"])]
     figures: dict[str, Any] = {}
     if not dictionary_path:
-        from lightning_modules.classifier import ClassifierModule
-        from datamodules.synthetic import SyntheticDataModule
-
-        dset = dict(settings.get("dictionary") or {})
-        start = time.perf_counter()
-        clf = ClassifierModule.load_frozen(ctx.artifacts["classifier"])
-        dm_nmf = SyntheticDataModule(seed=ctx.seed, num_classes=clf.num_classes, mode=clf.task,
-                                     sample_rate=clf.frontend.config.sample_rate)
-        art = learn_dictionary(clf.frontend.config, dm_nmf.dataset("nmf", size=int(dset.get("n_clips", 400))),
-                               n_components=int(dset.get("n_components", 64)), sparsity=float(dset.get("sparsity", 0.0)),
-                               max_iter=int(dset.get("max_iter", 100)), seed=ctx.seed, n_clips=int(dset.get("n_clips", 400)),
-                               per_class=bool(dset.get("per_class", False)), noise_components=int(dset.get("noise_components", 0)))
-        dictionary_path = str(art.save(out / "dictionary.pt"))
-        ctx.artifacts["dictionary"] = dictionary_path
-        figures["dictionary_seconds"] = round(time.perf_counter() - start, 2)
-        ctx.descriptions["posthoc.dictionary_seconds"] = "time to learn the fallback NMF dictionary (no dictionary stage ran)"
+        dictionary_path = _fallback_dictionary(ctx, dict(settings.get("dictionary") or {}), out, figures)
     args += ["--model.init_args.dictionary_path", str(dictionary_path)]
     args += [str(a) for a in settings.get("overrides", [])]
     cli = lightning_cli(args, run=False)
@@ -321,7 +352,9 @@ def posthoc_stage(ctx, settings: dict) -> dict:
     final = out / "interpreter.ckpt"
     if ckpt:
         shutil.copyfile(ckpt, final)
-        model = load_interpreter(final)
+        from lightning_modules.artifacts import load_artifact
+
+        model = load_artifact(final, "posthoc", verb="the posthoc stage")
     else:
         trainer.save_checkpoint(final)
     ctx.artifacts["interpreter"] = str(final)
@@ -335,12 +368,7 @@ def posthoc_stage(ctx, settings: dict) -> dict:
     scores = score_posthoc(model, ctx.artifacts["classifier"], dm.test_dataloader(), threshold=settings.get("threshold"),
                            mask_mode=settings.get("mask_mode"), seed=ctx.seed, max_batches=settings.get("max_batches"))
     figures["eval_seconds"] = round(time.perf_counter() - start, 2)
-    n_examples = int(settings.get("examples", 4))
-    if n_examples > 0:
-        test = dm.dataset("test") if hasattr(dm, "dataset") else dm.test_dataloader().dataset
-        items = [test[i] for i in range(min(n_examples, len(test)))]
-        write_interpretations(model, torch.stack([x["waveform"] for x in items]), [x.get("id", str(i)) for i, x in enumerate(items)],
-                              out / "examples", threshold=settings.get("threshold"))
+    _write_examples(model, dm, int(settings.get("examples", 4)), out / "examples", settings.get("threshold"))
     from l2i.evaluation import DESCRIPTIONS
 
     for key, value in scores.items():
@@ -490,31 +518,15 @@ def _parser():
 
 
 def _main(argv: list[str]) -> int:
-    from experiments.cli import apply_overrides, default_device, load_configs, split_overrides
-    from l2i.trained import TrainedInterpreter
+    from experiments.cli import default_device, split_overrides
 
     argv = ["--out_dir" if a == "--out" else ("--out_dir=" + a[6:] if a.startswith("--out=") else a) for a in argv]
     argv, overrides = split_overrides(argv)
     args = _parser().parse_args(argv)
-    bad = [k for k, _ in overrides if not k.startswith("model.init_args.")]
-    if bad:
-        raise ValueError(f"--{bad[0]}: interpret reads no data set; only --model.init_args.* overrides "
-                         "(e.g. --model.init_args.threshold 0.3) apply")
+    _check_overrides(overrides)
     check_inputs(args.input)
-    config = load_configs(args.config) if args.config else {}
-    config = apply_overrides(config, overrides)
-    init = ((config.get("model") or {}).get("init_args")) or {}
-    from l2i.checkpoints import CheckpointError, read_interpreter
-
-    try:
-        bundle = read_interpreter(args.ckpt, classifier=args.classifier, dictionary=args.dictionary, verb="l2i interpret")
-    except CheckpointError:
-        if not (init.get("classifier_checkpoint") or init.get("dictionary_path")):
-            raise
-        bundle = read_interpreter(args.ckpt, classifier=args.classifier or init.get("classifier_checkpoint"),
-                                  dictionary=args.dictionary or init.get("dictionary_path"), verb="l2i interpret")
-    bundle["interpreter"].update(config_model_args(config, args.ckpt, bundle) if config else {})
-    interpreter = TrainedInterpreter(bundle).to(default_device(args.device)).eval()
+    read = read_interpreter_config(args.ckpt, args.config, overrides)
+    interpreter = interpreter_for(args.ckpt, read, args.classifier, args.dictionary, default_device(args.device))
     targets = [t.strip() for t in str(args.target).split(",") if t.strip()] if args.target else None
     for t in targets or []:
         interpreter.class_index(t)  # unknown names refused before any work

@@ -233,6 +233,71 @@ def embedded_bundle(kind: str, classifier_hparams: dict, dictionary: dict) -> di
     return {"kind": kind, "classifier": classifier_architecture(classifier_hparams), "dictionary": _plain(dictionary)}
 
 
+_HINT_CLASSIFIER = ("Give it with --classifier PATH (l2i interpret / evaluate / export) or classifier=PATH "
+                    "(l2i.load_interpreter).")
+_HINT_DICTIONARY = ("Give it with --dictionary PATH (l2i interpret / evaluate / export) or dictionary=PATH "
+                    "(l2i.load_interpreter).")
+
+
+def _read_bundle_file(path: str | os.PathLike, state: dict) -> dict:
+    """A self-contained interpreter file's bundle, its version and keys checked."""
+    version = int(state.get("version", 0))
+    if version > INTERPRETER_VERSION:
+        raise CheckpointError(f"{path}: interpreter file version {version} is newer than this code reads ({INTERPRETER_VERSION})")
+    missing = [k for k in ("classifier", "dictionary", "interpreter", "state_dict") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: self-contained interpreter file is missing {missing}")
+    return {**state, "source": str(path)}
+
+
+def _architecture(path, kind: str, hp: dict, embedded: dict | None, classifier, map_location) -> dict:
+    """The explained classifier's architecture: embedded in the checkpoint, a by-design model's own hyper-parameters,
+    or read from the classifier checkpoint it names (found by :func:`resolve_artifact`, or given)."""
+    if embedded is not None and classifier is None:
+        return dict(embedded["classifier"])
+    if kind == "bydesign" and not hp.get("classifier_checkpoint") and classifier is None:
+        return classifier_architecture(hp)
+    recorded = classifier or hp.get("classifier_checkpoint")
+    if not recorded:
+        raise CheckpointError(f"{path}: names no classifier checkpoint (hyper-parameter classifier_checkpoint). {_HINT_CLASSIFIER}")
+    clf_path = Path(classifier) if classifier else resolve_artifact(recorded, path, "classifier checkpoint", _HINT_CLASSIFIER)
+    clf_state = safe_load(clf_path, map_location=map_location, what="classifier checkpoint")
+    require_kind(clf_path, clf_state, ("classifier",), "an interpreter's classifier")
+    arch = classifier_architecture(clf_state["hyper_parameters"])
+    if kind == "bydesign":
+        arch.update({k: hp[k] for k in ("frontend", "task", "num_classes", "class_names") if hp.get(k) is not None})
+    return arch
+
+
+def _dictionary_state(path, hp: dict, embedded: dict | None, dictionary, weights: dict, arch: dict) -> dict:
+    """The dictionary artifact's dict: embedded in the checkpoint, or read from the file it names (found by
+    :func:`resolve_artifact`, or given); when that file is lost, the dictionary stored in the weights (with a
+    warning) unless its noise labels are needed."""
+    import warnings
+
+    from l2i.dictionary import DictionaryArtifact, frontend_params
+
+    if embedded is not None and dictionary is None:
+        return embedded["dictionary"]
+    recorded = dictionary or hp.get("dictionary_path")
+    try:
+        if not recorded:
+            raise CheckpointError(f"{path}: names no dictionary (hyper-parameter dictionary_path). {_HINT_DICTIONARY}")
+        dict_path = Path(dictionary) if dictionary else resolve_artifact(recorded, path, "dictionary", _HINT_DICTIONARY)
+        return DictionaryArtifact.load(dict_path).to_dict()
+    except (CheckpointError, FileNotFoundError) as exc:
+        if hp.get("noise_evidence", True) is False:
+            raise CheckpointError(f"{exc} (its noise labels are needed: noise_evidence is false)") from None
+        W = weights.get("dictionary_buffer")
+        if W is None and "dictionary_param" in weights:
+            W = torch.nn.functional.normalize(weights["dictionary_param"].float().relu(), dim=0, eps=1e-12)
+        if W is None:
+            raise
+        warnings.warn(f"{exc} Using the dictionary stored in the interpreter's weights.", stacklevel=3)
+        return {"format": "l2i.dictionary", "version": 1, "dictionary": W.float().cpu(),
+                "frontend": frontend_params(arch["frontend"]), "meta": {"source": "interpreter weights"}}
+
+
 def read_interpreter(path: str | os.PathLike, *, classifier: str | os.PathLike | None = None,
                      dictionary: str | os.PathLike | None = None, verb: str = "loading an interpreter",
                      map_location: str | torch.device = "cpu") -> dict:
@@ -256,65 +321,18 @@ def read_interpreter(path: str | os.PathLike, *, classifier: str | os.PathLike |
         CheckpointKindError: another kind of checkpoint (a classifier's …), named with what is needed.
         CheckpointError: missing / unreadable / unsafe file, or an artifact not found (path named).
     """
-    import warnings
-
     state = safe_load(path, map_location=map_location, what="interpreter checkpoint")
     kind = require_kind(path, state, INTERPRETER_KINDS, verb)
     if state.get("format") == INTERPRETER_FORMAT:
-        version = int(state.get("version", 0))
-        if version > INTERPRETER_VERSION:
-            raise CheckpointError(f"{path}: interpreter file version {version} is newer than this code reads ({INTERPRETER_VERSION})")
-        missing = [k for k in ("classifier", "dictionary", "interpreter", "state_dict") if k not in state]
-        if missing:
-            raise CheckpointError(f"{path}: self-contained interpreter file is missing {missing}")
-        return {**state, "source": str(path)}
+        return _read_bundle_file(path, state)
     if "state_dict" not in state:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
     hp = {k: v for k, v in (state.get("hyper_parameters") or {}).items() if not str(k).startswith("_")}
     prefix = STATE_PREFIX[kind]
     weights = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     embedded = state.get(EMBEDDED_KEY) if isinstance(state.get(EMBEDDED_KEY), dict) else None
-    hint_c = "Give it with --classifier PATH (l2i interpret / evaluate / export) or classifier=PATH (l2i.load_interpreter)."
-    hint_d = "Give it with --dictionary PATH (l2i interpret / evaluate / export) or dictionary=PATH (l2i.load_interpreter)."
-    if embedded is not None and classifier is None:
-        arch = dict(embedded["classifier"])
-    elif kind == "bydesign" and not hp.get("classifier_checkpoint") and classifier is None:
-        arch = classifier_architecture(hp)
-    else:
-        recorded = classifier or hp.get("classifier_checkpoint")
-        if not recorded:
-            raise CheckpointError(f"{path}: names no classifier checkpoint (hyper-parameter classifier_checkpoint). {hint_c}")
-        clf_path = Path(classifier) if classifier else resolve_artifact(recorded, path, "classifier checkpoint", hint_c)
-        clf_state = safe_load(clf_path, map_location=map_location, what="classifier checkpoint")
-        require_kind(clf_path, clf_state, ("classifier",), "an interpreter's classifier")
-        arch = classifier_architecture(clf_state["hyper_parameters"])
-        if kind == "bydesign":
-            arch.update({k: hp[k] for k in ("frontend", "task", "num_classes", "class_names") if hp.get(k) is not None})
-    if embedded is not None and dictionary is None:
-        dict_state = embedded["dictionary"]
-    else:
-        from l2i.dictionary import DictionaryArtifact
-
-        recorded = dictionary or hp.get("dictionary_path")
-        dict_state = None
-        try:
-            if not recorded:
-                raise CheckpointError(f"{path}: names no dictionary (hyper-parameter dictionary_path). {hint_d}")
-            dict_path = Path(dictionary) if dictionary else resolve_artifact(recorded, path, "dictionary", hint_d)
-            dict_state = DictionaryArtifact.load(dict_path).to_dict()
-        except (CheckpointError, FileNotFoundError) as exc:
-            if hp.get("noise_evidence", True) is False:
-                raise CheckpointError(f"{exc} (its noise labels are needed: noise_evidence is false)") from None
-            W = weights.get("dictionary_buffer")
-            if W is None and "dictionary_param" in weights:
-                W = torch.nn.functional.normalize(weights["dictionary_param"].float().relu(), dim=0, eps=1e-12)
-            if W is None:
-                raise
-            warnings.warn(f"{exc} Using the dictionary stored in the interpreter's weights.", stacklevel=2)
-            from l2i.dictionary import frontend_params
-
-            dict_state = {"format": "l2i.dictionary", "version": 1, "dictionary": W.float().cpu(),
-                          "frontend": frontend_params(arch["frontend"]), "meta": {"source": "interpreter weights"}}
+    arch = _architecture(path, kind, hp, embedded, classifier, map_location)
+    dict_state = _dictionary_state(path, hp, embedded, dictionary, weights, arch)
     return {"format": INTERPRETER_FORMAT, "version": INTERPRETER_VERSION, "kind": kind, "classifier": arch,
             "dictionary": dict_state, "interpreter": _plain(hp), "state_dict": weights, "source": str(path)}
 

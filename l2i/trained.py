@@ -31,8 +31,7 @@ from torch import Tensor, nn
 
 from l2i.interpreter.interpretation import Interpretation
 
-__all__ = ["TrainedInterpreter", "ClipInterpretation", "Timeline", "load_interpreter", "build_interpreter",
-           "TrainedClassifier"]
+__all__ = ["TrainedInterpreter", "ClipInterpretation", "Timeline", "load_interpreter", "build_interpreter"]
 
 
 def _evidence(bundle: dict):
@@ -77,7 +76,8 @@ def build_interpreter(bundle: dict) -> nn.Module:
             "psi_variant", "skip_last_layers", "attention_dropout", "top_k", "share_eps")})
         model = PostHocInterpreter(frontend, backbone, W, evidence=_evidence(bundle), **common, **options)
     else:
-        model = ByDesignModel(frontend, backbone, W, mode=hp.get("variant", "bottleneck"), evidence=_evidence(bundle), **common)
+        model = ByDesignModel(frontend, backbone, W, variant=hp.get("variant", "bottleneck"), evidence=_evidence(bundle),
+                              **common)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{source}: the weights do not fit the model its settings describe "
@@ -85,28 +85,6 @@ def build_interpreter(bundle: dict) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-class TrainedClassifier(nn.Module):
-    """The model an interpreter explains, as the evaluation suite sees a classifier:
-    ``forward(waveform (B, N)) -> logits (B, C)``, ``frontend``, ``backbone(logmel) -> logits``, ``task``.
-    Post-hoc: the frozen classifier; by-design: the model's own prediction (Θ(H) in bottleneck mode)."""
-
-    def __init__(self, model: nn.Module, kind: str):
-        super().__init__()
-        self.model, self.kind, self.task = model, kind, model.task
-
-    @property
-    def frontend(self):
-        return self.model.frontend
-
-    def backbone(self, logmel: Tensor) -> Tensor:
-        if self.kind == "bydesign":
-            return self.model.predict_logmel(logmel)
-        return self.model.backbone(logmel)
-
-    def forward(self, waveform: Tensor, sample_rate: int | None = None) -> Tensor:
-        return self.backbone(self.frontend(waveform, sample_rate).logmel)
 
 
 @dataclass
@@ -361,7 +339,8 @@ class TrainedInterpreter(nn.Module):
     Attributes: ``model`` (the pure-torch model), ``kind`` (``posthoc`` | ``bydesign``), ``class_names``,
     ``task``, ``threshold`` (relevance τ), ``class_threshold`` (multilabel decision), ``interpret_options`` (a
     post-hoc interpreter's stored interpretation options, the defaults of :meth:`interpret`), ``frontend``,
-    ``classifier`` (:class:`TrainedClassifier`), ``source`` (the file it came from), ``settings`` (the
+    ``classifier`` (the :class:`~l2i.classifier.Classifier` it explains: post-hoc, the frozen classifier; by-design,
+    the model's own prediction, Θ(H) in bottleneck mode), ``source`` (the file it came from), ``settings`` (the
     interpreter's hyper-parameters), ``dictionary`` (the artifact's dict: W, front-end, labels).
     """
 
@@ -384,7 +363,10 @@ class TrainedInterpreter(nn.Module):
                                                              bool(hp.get("block_evidence")))
         self.settings = dict(hp)
         self.dictionary = bundle["dictionary"]
-        self.classifier = TrainedClassifier(self.model, self.kind)
+        from l2i.classifier import FrozenClassifier, LogmelPredictor
+
+        predictor = self.model.backbone if self.kind == "posthoc" else LogmelPredictor(self.model)
+        self.classifier = FrozenClassifier(self.model.frontend, predictor, self.task, len(self.class_names), self.class_names)
 
     # -- the model's geometry ----------------------------------------------------------------------------
     @property

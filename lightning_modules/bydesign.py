@@ -13,60 +13,32 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Sequence
 
-import lightning as L
 import torch
-from torch import nn
 
 from l2i.backbones import build_backbone
+from l2i.classifier import FrozenClassifier, LogmelPredictor
 from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
-from l2i.interpreter.bydesign import MODES, ByDesignModel, bydesign_losses
+from l2i.interpreter.bydesign import ByDesignModel
+from l2i.interpreter.losses import VARIANTS, LossSchedule, bydesign_losses
 from l2i.interpreter.interpretation import Interpretation
-from l2i.interpreter.posthoc import LossSchedule, PostHocOutput
+from l2i.interpreter.posthoc import PostHocOutput
+from lightning_modules.base import L2IModule
 from lightning_modules.classifier import ClassifierModule, OfficialMetricMixin, is_empty_batch, task_metrics
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.dictionary import theta_evidence as _evidence
 
-__all__ = ["ByDesignModule", "ByDesignClassifier"]
+__all__ = ["ByDesignModule"]
 
 
-class _Predictor(nn.Module):
-    """``logmel (B, n_mels, T) -> prediction logits (B, C)`` of a by-design model."""
-
-    def __init__(self, model: ByDesignModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_logmel(logmel)
-
-
-class ByDesignClassifier(nn.Module):
-    """The by-design model seen as "the classifier being explained" by the evaluation suite:
-    ``forward(waveform) -> logits``, ``frontend``, ``backbone(logmel) -> logits``, ``task``."""
-
-    def __init__(self, model: ByDesignModel):
-        super().__init__()
-        self.model = model
-        self.backbone = _Predictor(model)
-        self.task = model.task
-
-    @property
-    def frontend(self) -> AudioFrontEnd:
-        return self.model.frontend
-
-    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        return self.model(waveform, sample_rate).classifier_logits
-
-
-class ByDesignModule(OfficialMetricMixin, L.LightningModule):
+class ByDesignModule(OfficialMetricMixin, L2IModule):
     """A classifier whose prediction goes through NMF activations (``variant: bottleneck``), or a classifier
     trained jointly with its interpreter (``variant: joint``, FLINT-style).
 
     Args:
         dictionary_path: the :class:`~l2i.dictionary.DictionaryArtifact` (front-end checked against the model's).
-        variant: ``bottleneck`` (Θ(H) is the prediction) or ``joint``. (Not called ``mode``: Lightning merges
+        variant: ``bottleneck`` (Θ(H) is the prediction) or ``joint`` (the core's name too). (Not ``mode``: Lightning merges
             the model's and the DataModule's hyper-parameters for the logger, and the DataModule has a ``mode``.)
         classifier_checkpoint: start the front-end and backbone from a trained ``ClassifierModule`` checkpoint;
             otherwise they are built from ``backbone`` / ``backbone_kwargs`` / ``frontend`` (from scratch, or
@@ -117,9 +89,8 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         dictionary: DictionaryArtifact | None = None,
     ):
         super().__init__()
-        if variant not in MODES:
-            raise ValueError(f"variant must be one of {MODES}, got {variant!r}")
-        mode = variant
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if classifier_checkpoint:
             base = ClassifierModule.load_frozen(classifier_checkpoint)
             if base.num_classes != num_classes or base.task != task:
@@ -135,19 +106,13 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
                     "task": task, "num_classes": num_classes, "class_names": class_names}
         self.save_hyperparameters(ignore=["dictionary", "frontend"])
         self.hparams["frontend"] = fe.config.to_dict()
-        if dictionary is None:
-            if not dictionary_path:
-                raise ValueError("ByDesignModule needs dictionary_path (a DictionaryArtifact file)")
-            dictionary = DictionaryArtifact.load(dictionary_path)
-        dictionary.check_frontend(fe.config, source=str(dictionary_path or "dictionary"))
+        dictionary = self.load_dictionary(dictionary, dictionary_path, fe.config, "ByDesignModule")
         self._embedded = embedded_bundle("bydesign", {**arch, "frontend": fe.config.to_dict()}, dictionary.to_dict())
-        if pos_weight is not None and len(pos_weight) != num_classes:
-            raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
-        self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
-        self.task, self.num_classes, self.mode = task, num_classes, mode
+        self.register_pos_weight(pos_weight, num_classes)
+        self.task, self.num_classes, self.variant = task, num_classes, variant
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.schedule = LossSchedule(loss_weights)
-        self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, mode=mode, layers=layers,
+        self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, variant=variant, layers=layers,
                                    hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
                                    attention_dim=attention_dim, finetune_dictionary=finetune_dictionary,
                                    evidence=_evidence(dictionary, self.class_names, str(dictionary_path or "dictionary"),
@@ -158,7 +123,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
         self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
         self.init_official(dataset_metric, num_classes)
-        if mode == "joint":
+        if variant == "joint":
             fid = fidelity_metrics(task, num_classes, class_threshold)
             self.val_fidelity, self.test_fidelity = fid.clone(prefix="val/"), fid.clone(prefix="test/")
 
@@ -207,9 +172,11 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> PostHocOutput:
         return self.model(waveform, sample_rate)
 
-    def as_classifier(self) -> ByDesignClassifier:
-        """The model's prediction as a classifier (waveform -> logits) for the evaluation suite."""
-        return ByDesignClassifier(self.model)
+    def as_classifier(self) -> FrozenClassifier:
+        """The model's prediction as a :class:`~l2i.classifier.Classifier` (waveform -> logits; its ``backbone``
+        classifies log-mel input) for the evaluation suite."""
+        return FrozenClassifier(self.model.frontend, LogmelPredictor(self.model), self.task, self.num_classes,
+                                self.class_names)
 
     def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
         """The one verb, explaining the model's own prediction (see :meth:`PostHocInterpreter.interpret`)."""
@@ -220,18 +187,17 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
     def loss_weights(self) -> dict[str, float]:
         weights = self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
         weights["task"] = 1.0
-        if self.mode == "bottleneck":
+        if self.variant == "bottleneck":
             weights.pop("fidelity")
         return weights
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
         if is_empty_batch(batch):
             return None  # every clip of this batch was skipped (reported by the DataModule)
-        rate = batch.get("sample_rate")
-        rate = None if rate is None else (int(rate.flatten()[0]) if torch.is_tensor(rate) else int(rate))
+        rate = self.batch_rate(batch)
         out = self(batch["waveform"], rate)
         target = batch["target"]
-        losses = bydesign_losses(out, target, self.task, self.mode, self.pos_weight)
+        losses = bydesign_losses(out, target, self.task, self.variant, self.pos_weight)
         weights = self.loss_weights()
         total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         bs, on_step = target.shape[0], stage == "train"
@@ -245,7 +211,7 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
             metrics.update(probs, target if self.task == "multiclass" else target.long())
             self.log_dict(metrics, prog_bar=stage == "val", on_step=False, on_epoch=True, batch_size=bs)
         self.update_official(stage, prediction.softmax(-1) if self.task == "multiclass" else prediction.sigmoid(), batch)
-        if self.mode == "joint" and stage != "train":
+        if self.variant == "joint" and stage != "train":
             fid = self.val_fidelity if stage == "val" else self.test_fidelity
             fid.update(out.logits.detach(), prediction.detach())
             self.log_dict(fid, on_step=False, on_epoch=True, batch_size=bs)
@@ -264,9 +230,4 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         return self.interpret(batch["waveform"])
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=self.hparams.lr,
-                                      weight_decay=self.hparams.weight_decay)
-        if not self.hparams.cosine or self.trainer is None or not self.trainer.max_epochs or self.trainer.max_epochs < 1:
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return self.optimizer(self.model.trainable_parameters(), adamw=True, cosine=self.hparams.cosine)

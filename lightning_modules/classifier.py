@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from torch import nn
 
 from l2i.backbones import (
     build_backbone,
@@ -19,8 +17,10 @@ from l2i.backbones import (
 )
 from l2i.checkpoints import CheckpointError, safe_load
 from l2i.frontend import AudioFrontEnd, Features, FrontEndConfig
+from lightning_modules.base import L2IModule
 
-__all__ = ["ClassifierModule", "task_metrics", "official_metric", "is_empty_batch", "OfficialMetricMixin"]
+__all__ = ["ClassifierModule", "task_metrics", "official_metric", "is_empty_batch", "OfficialMetricMixin",
+           "frozen_classifier"]
 
 
 def is_empty_batch(batch: dict | None) -> bool:
@@ -108,7 +108,7 @@ class OfficialMetricMixin:
         self._log_official("test")
 
 
-class ClassifierModule(OfficialMetricMixin, L.LightningModule):
+class ClassifierModule(OfficialMetricMixin, L2IModule):
     """f(x): waveform ``(B, samples)`` -> logits ``(B, num_classes)``.
 
     Args:
@@ -172,9 +172,7 @@ class ClassifierModule(OfficialMetricMixin, L.LightningModule):
             self.backbone, finetune, lr, pretrained_lr_scale=pretrained_lr_scale, last_blocks=last_blocks
         )
         prepare_for_device(self.backbone, channels_last=channels_last, compile=compile)
-        if pos_weight is not None and len(pos_weight) != num_classes:
-            raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
-        self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
+        self.register_pos_weight(pos_weight, num_classes)
         metrics = task_metrics(task, num_classes)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -210,20 +208,10 @@ class ClassifierModule(OfficialMetricMixin, L.LightningModule):
             return F.cross_entropy(logits, target)
         return F.binary_cross_entropy_with_logits(logits, target.float(), pos_weight=self.pos_weight)
 
-    def _batch_rate(self, batch: dict) -> int | None:
-        rate = batch.get("sample_rate")
-        if rate is None:
-            return None
-        if torch.is_tensor(rate):
-            if rate.numel() > 1 and not bool((rate == rate.flatten()[0]).all()):
-                raise ValueError(f"a batch mixes sample rates {sorted(set(rate.tolist()))}; resample in the DataModule")
-            return int(rate.flatten()[0])
-        return int(rate)
-
     def _step(self, batch: dict, metrics: torchmetrics.MetricCollection | None, stage: str) -> torch.Tensor | None:
         if is_empty_batch(batch):
             return None  # every clip of this batch was skipped (reported by the DataModule)
-        logits = self(batch["waveform"], self._batch_rate(batch))
+        logits = self(batch["waveform"], self.batch_rate(batch))
         target = batch["target"]
         loss = self.loss(logits, target)
         bs = target.shape[0]
@@ -248,16 +236,12 @@ class ClassifierModule(OfficialMetricMixin, L.LightningModule):
         self._step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        logits = self(batch["waveform"], self._batch_rate(batch))
+        logits = self(batch["waveform"], self.batch_rate(batch))
         return {"id": batch.get("id"), "logits": logits, "probabilities": self.probabilities(logits)}
 
     def configure_optimizers(self):
         groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in self._param_groups]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if not self.hparams.cosine or self.trainer is None or not self.trainer.max_epochs or self.trainer.max_epochs < 1:
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return self.optimizer([g for g in groups if g["params"]], adamw=True, cosine=self.hparams.cosine)
 
     @classmethod
     def load_frozen(cls, checkpoint_path: str, map_location: str | torch.device = "cpu") -> "ClassifierModule":
@@ -280,3 +264,14 @@ class ClassifierModule(OfficialMetricMixin, L.LightningModule):
         model.eval()
         model.requires_grad_(False)
         return model
+
+
+def frozen_classifier(classifier: Any, classifier_checkpoint: str | None, owner: str) -> Any:
+    """The classifier an interpreter explains: ``classifier`` (in memory), else the :class:`ClassifierModule` of
+    ``classifier_checkpoint`` loaded frozen (:meth:`ClassifierModule.load_frozen`); ``ValueError`` naming ``owner``
+    when neither is given."""
+    if classifier is None:
+        if not classifier_checkpoint:
+            raise ValueError(f"{owner} needs classifier_checkpoint (path of a trained classifier)")
+        classifier = ClassifierModule.load_frozen(classifier_checkpoint)
+    return classifier

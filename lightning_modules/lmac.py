@@ -9,23 +9,26 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Sequence
 
-import lightning as L
 import torch
 
 from l2i.baselines.lmac import LMAC_DEFAULT_WEIGHTS, LMACInterpreter
 from l2i.interpreter.interpretation import Interpretation
+from l2i.interpreter.losses import LossSchedule
+from lightning_modules.base import L2IModule
 
 __all__ = ["LMACModule"]
 
 
-class LMACModule(L.LightningModule):
+class LMACModule(L2IModule):
     """The L-MAC decoder of a trained classifier.
 
     Args:
         classifier_checkpoint: path of the trained ``ClassifierModule`` checkpoint (loaded frozen).
         layers: tapped backbone layers (default: its last three).
         hidden: decoder width.
-        loss_weights: ``{"in", "out", "l1", "tv"}`` (default the L-MAC ESC-50 recipe's 4.0, 0.2, 0.4, 0.0).
+        loss_weights: ``{loss: {first_epoch: λ}}`` (or ``{loss: λ}`` from epoch 0) for ``in``, ``out``, ``l1``,
+            ``tv``, as the interpreters' :class:`~l2i.interpreter.losses.LossSchedule` (default the L-MAC ESC-50
+            recipe's 4.0, 0.2, 0.4, 0.0; a loss not named keeps its default).
         out_cap: cap (nats) of the masked-out cross-entropy, keeps the objective bounded.
         lr, weight_decay: Adam settings.
         mask: ``soft`` | ``threshold`` interpretations; threshold: τ used by :meth:`interpret` by default.
@@ -40,7 +43,7 @@ class LMACModule(L.LightningModule):
         classifier_checkpoint: str | None = None,
         layers: Sequence[str] | None = None,
         hidden: int = 32,
-        loss_weights: Mapping[str, float] | None = None,
+        loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         out_cap: float = 5.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -54,20 +57,13 @@ class LMACModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["classifier"])
-        from lightning_modules.classifier import ClassifierModule
+        from lightning_modules.classifier import frozen_classifier
 
-        if classifier is None:
-            if not classifier_checkpoint:
-                raise ValueError("LMACModule needs classifier_checkpoint (path of a trained classifier)")
-            classifier = ClassifierModule.load_frozen(classifier_checkpoint)
-        for name, given, actual in (("num_classes", num_classes, classifier.num_classes), ("task", task, classifier.task)):
-            if given is not None and given != actual:
-                raise ValueError(f"the data's {name} is {given!r} but the classifier ({classifier_checkpoint or 'given'}) has {actual!r}")
-        self.weights = {**LMAC_DEFAULT_WEIGHTS, **dict(loss_weights or {})}
-        unknown = set(self.weights) - set(LMAC_DEFAULT_WEIGHTS)
-        if unknown:
-            raise ValueError(f"loss_weights: unknown key(s) {sorted(unknown)}; known: {sorted(LMAC_DEFAULT_WEIGHTS)}")
-        self.hparams["loss_weights"] = dict(self.weights)
+        classifier = frozen_classifier(classifier, classifier_checkpoint, "LMACModule")
+        self.check_label_space(classifier, num_classes, task, classifier_checkpoint)
+        self.schedule = LossSchedule({**LMAC_DEFAULT_WEIGHTS, **dict(loss_weights or {})}, names=tuple(LMAC_DEFAULT_WEIGHTS),
+                                     optional=())
+        self.hparams["loss_weights"] = self.schedule.to_dict()
         self.task = classifier.task
         self.num_classes = classifier.num_classes
         self.class_names = list(getattr(classifier, "class_names", None) or [str(i) for i in range(self.num_classes)])
@@ -90,8 +86,12 @@ class LMACModule(L.LightningModule):
         return self.interpreter.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold,
                                           sample_rate=sample_rate, class_threshold=class_threshold)
 
+    def loss_weights(self) -> dict[str, float]:
+        """``{loss: λ}`` at the current epoch."""
+        return self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
+
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        losses = self.interpreter.losses(batch["waveform"], self.weights, self.hparams.out_cap)
+        losses = self.interpreter.losses(batch["waveform"], self.loss_weights(), self.hparams.out_cap)
         bs = batch["waveform"].shape[0]
         for key, value in losses.items():
             self.log(f"{stage}/{key}", value, prog_bar=key in ("loss", "fid_in") and stage != "train", batch_size=bs,
@@ -108,4 +108,4 @@ class LMACModule(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.interpreter.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return self.optimizer(self.interpreter.trainable_parameters())

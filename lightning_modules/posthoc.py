@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Sequence
 
-import lightning as L
 import torch
 import torchmetrics
 from lightning.pytorch.utilities import rank_zero_warn
@@ -25,6 +24,7 @@ from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import (LossSchedule, PostHocInterpreter, PostHocOutput, check_interpret_options,
                                     merge_interpret_options)
 from l2i.interpreter.protocol import get_protocol, interpreter_options
+from lightning_modules.base import L2IModule
 
 __all__ = ["PostHocInterpreterModule", "collapsed"]
 
@@ -42,7 +42,7 @@ def collapsed(logits: torch.Tensor, activations: torch.Tensor | None = None) -> 
     return flat
 
 
-class PostHocInterpreterModule(L.LightningModule):
+class PostHocInterpreterModule(L2IModule):
     """A post-hoc interpreter of a trained classifier.
 
     Args:
@@ -135,26 +135,17 @@ class PostHocInterpreterModule(L.LightningModule):
             loss_weights = preset.loss_weights
         options = interpreter_options(preset, psi_variant=psi_variant, skip_last_layers=skip_last_layers,
                                       attention_dropout=attention_dropout, top_k=top_k, share_eps=share_eps)
-        from lightning_modules.classifier import ClassifierModule
+        from lightning_modules.classifier import frozen_classifier
 
-        if classifier is None:
-            if not classifier_checkpoint:
-                raise ValueError("PostHocInterpreterModule needs classifier_checkpoint (path of a trained classifier)")
-            classifier = ClassifierModule.load_frozen(classifier_checkpoint)
+        classifier = frozen_classifier(classifier, classifier_checkpoint, "PostHocInterpreterModule")
         classifier.eval()
         classifier.requires_grad_(False)
-        if dictionary is None:
-            if not dictionary_path:
-                raise ValueError("PostHocInterpreterModule needs dictionary_path (a DictionaryArtifact file)")
-            dictionary = DictionaryArtifact.load(dictionary_path)
-        dictionary.check_frontend(classifier.frontend.config, source=str(dictionary_path or "dictionary"))
+        dictionary = self.load_dictionary(dictionary, dictionary_path, classifier.frontend.config, "PostHocInterpreterModule")
         # what the checkpoint carries besides the weights, so it loads from any folder (see on_save_checkpoint)
         clf_hparams = getattr(classifier, "hparams", None)
         self._embedded = (embedded_bundle("posthoc", dict(clf_hparams), dictionary.to_dict())
                           if clf_hparams is not None and "backbone" in clf_hparams else None)
-        for name, given, actual in (("num_classes", num_classes, classifier.num_classes), ("task", task, classifier.task)):
-            if given is not None and given != actual:
-                raise ValueError(f"the data's {name} is {given!r} but the classifier ({classifier_checkpoint or 'given'}) has {actual!r}")
+        self.check_label_space(classifier, num_classes, task, classifier_checkpoint)
         self.schedule = LossSchedule(loss_weights)
         self.task = classifier.task
         self.num_classes = classifier.num_classes
@@ -255,14 +246,8 @@ class PostHocInterpreterModule(L.LightningModule):
     def loss_weights(self) -> dict[str, float]:
         return self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
 
-    def _rate(self, batch: dict) -> int | None:
-        rate = batch.get("sample_rate")
-        if rate is None:
-            return None
-        return int(rate.flatten()[0]) if torch.is_tensor(rate) else int(rate)
-
     def _step(self, batch: dict, stage: str, metrics: torchmetrics.MetricCollection) -> torch.Tensor:
-        out = self(batch["waveform"], self._rate(batch))
+        out = self(batch["waveform"], self.batch_rate(batch))
         losses = self.interpreter.losses(out)
         weights = self.loss_weights()
         total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
@@ -300,7 +285,7 @@ class PostHocInterpreterModule(L.LightningModule):
         self._step(batch, "test", self.test_fidelity)
 
     def predict_step(self, batch: dict, batch_idx: int) -> Interpretation:
-        return self.interpret(batch["waveform"], sample_rate=self._rate(batch))
+        return self.interpret(batch["waveform"], sample_rate=self.batch_rate(batch))
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.interpreter.trainable_parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return self.optimizer(self.interpreter.trainable_parameters())

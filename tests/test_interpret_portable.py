@@ -115,15 +115,15 @@ def _interpret(*args, capsys=None):
 def test_a_checkpoint_with_relative_artifact_paths_loads_from_another_folder(run, tmp_path, monkeypatch):
     """The previous version's checkpoints name the classifier and dictionary relative to the training folder:
     found relative to the checkpoint now (the old loader raised 'file does not exist' from any other folder)."""
-    from experiments.interpret import load_interpreter
     from l2i import load_interpreter as front_door
+    from lightning_modules.artifacts import load_artifact
 
     monkeypatch.chdir(tmp_path)
     x = torch.randn(1, SR)
     want = run["posthoc"].interpret(x)
     for ckpt in ("runs/demo/posthoc/old.ckpt", "runs/demo/posthoc/interpreter.ckpt"):
         path = run["root"] / ckpt
-        got = load_interpreter(path).interpret(x)
+        got = load_artifact(path, "posthoc").interpret(x)
         assert torch.allclose(got.audio, want.audio, atol=1e-6) and torch.equal(got.components, want.components)
         assert torch.allclose(front_door(path).interpret(x).audio, want.audio, atol=1e-6)
         assert torch.allclose(PostHocInterpreterModule.load_from_checkpoint(path).interpret(x).audio, want.audio, atol=1e-6)

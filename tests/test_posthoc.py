@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from datamodules.synthetic import SyntheticDataModule
-from experiments.interpret import load_interpreter, score_posthoc
+from experiments.interpret import score_posthoc
 from experiments.nmf import NMFSettings, learn_dictionary
+from lightning_modules.artifacts import load_artifact
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.posthoc import PostHocInterpreterModule
 
@@ -130,14 +131,14 @@ def test_checkpoint_round_trip_and_interpret_command(trained, tmp_path):
     from experiments.interpret import main
 
     model = trained["model"]
-    reloaded = load_interpreter(trained["ckpt"])
+    reloaded = load_artifact(trained["ckpt"], "posthoc")
     x = next(iter(trained["dm"].test_dataloader()))["waveform"][:2]
     a, b = model.interpret(x), reloaded.interpret(x)
     assert torch.allclose(a.audio, b.audio, atol=1e-5) and torch.equal(a.components, b.components)
     state = torch.load(trained["ckpt"], weights_only=True)  # as LightningCLI saves it: with _class_path
     state["hyper_parameters"]["_class_path"] = "lightning_modules.PostHocInterpreterModule"
     torch.save(state, tmp_path / "cli.ckpt")
-    assert torch.equal(load_interpreter(tmp_path / "cli.ckpt", overrides={"threshold": 0.3}).interpret(x).components,
+    assert torch.equal(load_artifact(tmp_path / "cli.ckpt", "posthoc", threshold=0.3).interpret(x).components,
                        model.interpret(x, threshold=0.3).components)
     paths = []
     for i in range(2):
@@ -216,7 +217,7 @@ def test_noise_evidence_false_never_chooses_the_noise_block(trained, tmp_path):
     # ... yet the noise block reconstructs the background: it is active in every clip
     assert bool((model.interpreter(wave).activations[:, :8].amax(-1) > 0).any(-1).all())
     # the reloaded checkpoint rebuilds the mask from its configuration
-    assert torch.equal(load_interpreter(trained["ckpt"]).interpreter.theta.evidence, model.interpreter.theta.evidence)
+    assert torch.equal(load_artifact(trained["ckpt"], "posthoc").interpreter.theta.evidence, model.interpreter.theta.evidence)
     # a dictionary without a noise block is refused by name
     bare = DictionaryArtifact(art.W, art.frontend, {k: v for k, v in art.meta.items() if k != "labels"})
     with pytest.raises(ValueError, match="noise_evidence: false needs a dictionary with noise components"):

@@ -110,9 +110,9 @@ def authors_way(net: PostHocInterpreter, clips: np.ndarray, threshold: float, de
 
 def part_a(args, device: torch.device) -> dict:
     if args.ckpt:
-        from experiments.interpret import load_interpreter
+        from lightning_modules.artifacts import load_artifact
 
-        net = load_interpreter(args.ckpt, map_location=str(device)).interpreter.to(device).eval()
+        net = load_artifact(args.ckpt, "posthoc", map_location=str(device)).interpreter.to(device).eval()
     else:
         from lightning_modules.classifier import ClassifierModule
 

@@ -3,8 +3,8 @@
 :class:`PostHocInterpreter` holds the classifier's front-end and backbone (frozen, always in eval mode: its
 batch-norm statistics never move, whatever ``.train()`` is called with), the NMF dictionary ``W (F, K)``
 (a buffer, or a parameter kept non-negative and column-normalised by ReLU + normalisation when
-``finetune_dictionary``), Ψ and Θ. :func:`interpreter_losses` gives the three losses of docs/method.md;
-:class:`LossSchedule` their epoch-dependent weights. No Lightning here.
+``finetune_dictionary``), Ψ and Θ. Its losses and their epoch-dependent weights are in
+:mod:`l2i.interpreter.losses` (re-exported here). No Lightning here.
 """
 
 from __future__ import annotations
@@ -19,72 +19,13 @@ from torch import Tensor, nn
 from l2i.backbones import capture_hidden
 from l2i.frontend import AudioFrontEnd, Features
 from l2i.interpreter.interpretation import EPS, Interpretation, build_interpretation, select_classes
+from l2i.interpreter.losses import AUTHORS_ESC50_SCHEDULE, LossSchedule, interpreter_losses
 from l2i.interpreter.psi import AuthorsPsi, Psi, map_to_grid, map_to_sequence
 from l2i.interpreter.theta import Theta
 
 __all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers",
            "INTERPRET_OPTIONS", "check_interpret_options",
            "merge_interpret_options"]
-
-#: λ per loss as ``{loss: {first epoch: weight}}``, the project's default: the authors' ESC-50 weights
-#: (reconstruction 5.0, fidelity 0.5 then 1.0 from epoch 20, sparsity 0.4) after one reconstruction-only epoch 0
-#: (their code has no such epoch: see :data:`~l2i.interpreter.protocol.AUTHORS_PROTOCOL_SCHEDULE`, the
-#: ``authors`` protocol).
-AUTHORS_ESC50_SCHEDULE: dict[str, dict[int, float]] = {
-    "reconstruction": {0: 5.0},
-    "fidelity": {1: 0.5, 20: 1.0},
-    "sparsity": {1: 0.4},
-}
-LOSS_NAMES = ("fidelity", "reconstruction", "sparsity", "theta_sparsity")
-#: losses beyond docs/method.md: weighted (and in :meth:`LossSchedule.weights`) only when a schedule names them
-OPTIONAL_LOSSES = ("theta_sparsity",)
-
-
-class LossSchedule:
-    """Loss weights by epoch: ``{loss: {first_epoch: weight, …}}``; before a loss's first key its weight is 0.
-
-    ``weights(epoch) -> {"fidelity": λ_fid, "reconstruction": λ_rec, "sparsity": λ_spa}``. Keys may be
-    strings of integers (YAML); a bare number means "this weight from epoch 0".
-    """
-
-    def __init__(self, schedule: Mapping[str, Mapping[int, float] | float] | None = None):
-        schedule = AUTHORS_ESC50_SCHEDULE if schedule is None else schedule
-        unknown = set(schedule) - set(LOSS_NAMES)
-        if unknown:
-            raise ValueError(f"loss_weights: unknown loss(es) {sorted(unknown)}; known: {list(LOSS_NAMES)}")
-        self.schedule: dict[str, list[tuple[int, float]]] = {}
-        for name in LOSS_NAMES:
-            spec = schedule.get(name, {})
-            if isinstance(spec, (int, float)):
-                spec = {0: float(spec)}
-            steps = []
-            for epoch, weight in spec.items():
-                try:
-                    e, w = int(epoch), float(weight)
-                except (TypeError, ValueError) as err:
-                    raise ValueError(f"loss_weights.{name}: entries must be epoch: weight, got {epoch!r}: {weight!r}") from err
-                if e < 0 or not w >= 0 or w != w or w == float("inf"):
-                    raise ValueError(f"loss_weights.{name}: epoch must be >= 0 and weight finite >= 0, got {epoch}: {weight}")
-                steps.append((e, w))
-            self.schedule[name] = sorted(steps)
-
-    def weights(self, epoch: int) -> dict[str, float]:
-        """``{loss: λ}`` at ``epoch`` for the three losses of docs/method.md, and for an optional loss (e.g.
-        ``theta_sparsity``) only when the schedule names it; a loss without a weight counts 0."""
-        out = {}
-        for name, steps in self.schedule.items():
-            if name in OPTIONAL_LOSSES and not steps:
-                continue
-            w = 0.0
-            for e, value in steps:
-                if epoch >= e:
-                    w = value
-            out[name] = w
-        return out
-
-    def to_dict(self) -> dict[str, dict[int, float]]:
-        return {name: dict(steps) for name, steps in self.schedule.items() if steps}
-
 
 @dataclass
 class PostHocOutput:
@@ -97,43 +38,6 @@ class PostHocOutput:
     logits: Tensor
     pooled: Tensor
     reconstruction: Tensor
-
-
-def interpreter_losses(
-    out: PostHocOutput, task: str, class_weights: Tensor | None = None, evidence: Tensor | None = None
-) -> dict[str, Tensor]:
-    """The three losses of docs/method.md, each a scalar, and an optional fourth on Θ.
-
-    * ``fidelity``: multiclass — cross-entropy between softmax(Θ(H)) and softmax(f(x)) (f detached);
-      multilabel — binary cross-entropy between sigmoid(Θ(H)) and sigmoid(f(x));
-    * ``reconstruction``: mean squared error between ``W H`` and ``V = log1p|X|``;
-    * ``sparsity``: mean of ``|H|`` (over the rows of ``evidence``, a ``(K,)`` bool, when given: the
-      components that may carry class evidence; the noise components that reconstruct the background are
-      then free, see :class:`~l2i.interpreter.theta.Theta`);
-    * ``theta_sparsity`` (when ``class_weights`` θ ``(C, K)`` is given): mean of ``|θ|``, an L1 penalty on Θ's
-      (centred) class weights. Not in docs/method.md: it makes each class rest on few components, so the relevance
-      ``z_k θ_ck`` of the components that merely co-occur with a class (a distractor, the background) falls to
-      about 0 and the chosen set is the class's own. On the synthetic default (max pooling, the weight from
-      epoch 0, class blocks learnt on the clips) it takes the interpretation's SI-SDR against the true target
-      from below the mixture's (the paper's settings) to above it at the same fidelity; the measured figures
-      are the README's (section "Headline figures"). Not named in the
-      schedule (the default) it is not weighted: the authors' method.
-    """
-    target = out.classifier_logits.detach()
-    if task == "multiclass":
-        fidelity = -(target.softmax(-1) * out.logits.log_softmax(-1)).sum(-1).mean()
-    elif task == "multilabel":
-        fidelity = F.binary_cross_entropy_with_logits(out.logits, target.sigmoid())
-    else:
-        raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
-    losses = {
-        "fidelity": fidelity,
-        "reconstruction": F.mse_loss(out.reconstruction, out.features.nmf),
-        "sparsity": (out.activations if evidence is None else out.activations[:, evidence]).abs().mean(),
-    }
-    if class_weights is not None:
-        losses["theta_sparsity"] = class_weights.abs().mean()
-    return losses
 
 
 def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None, count: int = 3, skip_last: int = 0) -> list[str]:
