@@ -66,9 +66,15 @@ class PostHocInterpreterModule(L.LightningModule):
         theta_bias: a per-class offset in Θ's logits, outside the relevance. Not in the paper; with
             ``block_evidence`` on multilabel data it lets a class be absent with its block silent instead of
             through negative weights on its own components (which would drop them from its interpretation).
+        block_gate: ``soft`` | ``hard`` (with ``block_evidence``): the classifier-gated block loss
+            (:func:`~l2i.interpreter.posthoc.gated_block_loss`, weighted as ``block_gate`` in ``loss_weights``):
+            class c's block is penalised where the classifier does not detect c (``hard``: probability at most
+            ``block_gate_threshold``; ``soft``: in proportion to 1 - p_c), so Ψ's own activations explain the clip
+            with the detected classes' blocks. Not in the paper; default ``None``: no such loss.
+        block_gate_threshold: the ``hard`` gate's threshold (default 0.2).
         loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` / ``reconstruction`` / ``sparsity`` and
             the optional ``theta_sparsity`` (L1 on Θ's class weights, see
-            :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named)
+            :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named) and ``block_gate``
             (default :data:`~l2i.interpreter.posthoc.AUTHORS_ESC50_SCHEDULE`).
         lr, weight_decay: Adam settings (authors: lr 2e-4 ESC-50, 5e-4 SONYC-UST).
         threshold: relevance threshold τ used by :meth:`interpret` by default.
@@ -107,6 +113,8 @@ class PostHocInterpreterModule(L.LightningModule):
         noise_evidence: bool = True,
         block_evidence: bool = False,
         theta_bias: bool = False,
+        block_gate: Literal["soft", "hard"] | None = None,
+        block_gate_threshold: float = 0.2,
         loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
@@ -174,6 +182,8 @@ class PostHocInterpreterModule(L.LightningModule):
             evidence=_evidence(dictionary, classifier.class_names, str(dictionary_path or "dictionary"), noise_evidence,
                                block_evidence),
             theta_bias=theta_bias,
+            block_gate=block_gate,
+            block_gate_threshold=block_gate_threshold,
             **options,
         )
         self.hparams["layers"] = list(self.interpreter.layers)

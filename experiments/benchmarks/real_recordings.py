@@ -93,11 +93,33 @@ INTERPRETERS = {
         "interpreter_refine": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50},
     }),
 }
+#: the classifier-gated block loss (Ψ trained to explain the clip with the blocks of the classes the classifier
+#: detects at 0.2, :func:`l2i.interpreter.posthoc.gated_block_loss`); its rows: Ψ's own activations, c's block
+#: (no NMF updates), and the separation started from Ψ's activations
+GATED = {"pooling": "max", "block_evidence": True, "theta_bias": True, "block_gate": "hard", "block_gate_threshold": 0.2,
+         "loss_weights": {"block_gate": {0: 2.0}}}
+OWN_BLOCK = {"threshold": 0.0, "mask_mode": "share", "block": True}
+INTERPRETERS["gated"] = ("blocks", GATED, {
+    "": OWN_BLOCK,
+    "refine": {**SEPARATION, "refine_init": "interpreter"},
+    "refine_self": {**SEPARATION, "refine_init": "interpreter", "refine_gate": "interpreter"},
+    "refine_gate0.1": {**SEPARATION, "refine_init": "interpreter", "class_threshold": 0.1},
+})
+INTERPRETERS["gated_soft"] = ("blocks", {**GATED, "block_gate": "soft"}, {
+    "": OWN_BLOCK,
+    "refine": {**SEPARATION, "refine_init": "interpreter"},
+})
 BYDESIGN = {
     "authors": ("authors", {"pooling": "attention"}, {"": {"threshold": 0.2, "mask_mode": "log1p"}}),
     "blocks": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True}, {
         "": SEPARATION,  # gated by the model's own prediction (Θ(H) is its classifier)
         "theta_tied": {"threshold": 0.0, "mask_mode": "share"},
+    }),
+    # started from the classifier and the gated post-hoc interpreter (Ψ, Θ), labels + distillation to the black box
+    "distilled": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True, "interpreter_init": "gated",
+                             "distill": True, "lr": 5e-4, "loss_weights": {"distillation": {0: 1.0}}}, {
+        "": SEPARATION,
+        "own": OWN_BLOCK,
     }),
 }
 
@@ -134,8 +156,11 @@ def learn(dm, name: str, path: Path, seed: int, num_clips: int) -> DictionaryArt
 
 def train_posthoc(classifier, dictionary, path: Path, dm, options: dict, epochs: int, seed: int) -> PostHocInterpreterModule:
     L.seed_everything(seed, workers=True, verbose=False)
+    options = dict(options)
+    weights = {**AUTHORS_SCHEDULE, **options.pop("loss_weights", {})}
+    epochs = options.pop("epochs", epochs)
     model = PostHocInterpreterModule(classifier=classifier, dictionary=dictionary, layers=["block2", "block3", "block4"],
-                                     hidden=64, loss_weights=AUTHORS_SCHEDULE, lr=2e-3, **options)
+                                     hidden=64, loss_weights=weights, lr=options.pop("lr", 2e-3), **options)
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
@@ -146,10 +171,15 @@ def train_posthoc(classifier, dictionary, path: Path, dm, options: dict, epochs:
 
 def train_bydesign(classifier_path: Path, dictionary, path: Path, dm, options: dict, epochs: int, seed: int) -> ByDesignModule:
     L.seed_everything(seed, workers=True, verbose=False)
+    options = dict(options)
+    weights = {"reconstruction": {0: 5.0}, "sparsity": {1: 0.4}, **options.pop("loss_weights", {})}
+    epochs = options.pop("epochs", epochs)
+    if options.get("interpreter_init"):  # the name of a post-hoc interpreter of this seed
+        options["interpreter_init"] = str(path.parent / f"posthoc_{options['interpreter_init']}.pt")
     model = ByDesignModule(dictionary=dictionary, classifier_checkpoint=str(classifier_path), variant="bottleneck",
                            layers=["block2", "block3", "block4"], hidden=64, num_classes=dm.num_classes,
-                           task="multilabel", class_names=dm.class_names, lr=2e-3,
-                           loss_weights={"reconstruction": {0: 5.0}, "sparsity": {1: 0.4}}, **options)
+                           task="multilabel", class_names=dm.class_names, lr=options.pop("lr", 2e-3),
+                           loss_weights=weights, **options)
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
@@ -267,7 +297,7 @@ def _collate_overlap(items):
     return out
 
 
-def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict:
+def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: list[str] | None = None) -> dict:
     folder = out / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     dm = datamodule(seed, sizes)
@@ -286,6 +316,8 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict
     frontend = clf.frontend
     overlap_loader = _overlap_loader(dm, split, 32)
     for name, (dname, options, rows) in INTERPRETERS.items():
+        if only and f"posthoc_{name}" not in only:
+            continue
         model = train_posthoc(clf, dicts[dname], folder / f"posthoc_{name}.pt", dm, options, epochs["posthoc"], seed)
         fid = _fidelity(model, eval_loader)
         for variant, kw in rows.items():
@@ -298,6 +330,8 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict
             res[key] = row
             log(f"seed {seed}: {key}: {json.dumps(_round({k: v for k, v in row.items() if k != 'ground_truth'}))} ({time.perf_counter() - t0:.0f} s)")
     for name, (dname, options, rows) in BYDESIGN.items():
+        if only and f"bydesign_{name}" not in only:
+            continue
         model = train_bydesign(clf_path, dicts[dname], folder / f"bydesign_{name}.pt", dm, options, epochs["bydesign"], seed)
         prauc = tagging_prauc(lambda w: model(w).logits, eval_loader)
         for variant, kw in rows.items():
@@ -307,6 +341,8 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict
             row["prauc"], row["ground_truth"] = prauc, full
             res[key] = row
             log(f"seed {seed}: {key}: {json.dumps(_round({k: v for k, v in row.items() if k != 'ground_truth'}))} ({time.perf_counter() - t0:.0f} s)")
+    if only and "ceiling" not in only:
+        return res
     row = summary(score(label_constrained_nmf(dicts["blocks"], frontend, dm.class_names), frontend, eval_loader))
     row["fidelity"] = float("nan")
     res["ceiling_blocks_true_labels"] = row
@@ -371,6 +407,8 @@ def main(argv=None) -> int:
     p.add_argument("--posthoc_epochs", type=int, default=6)
     p.add_argument("--bydesign_epochs", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="only these interpreters (posthoc_<name>, bydesign_<name>, ceiling); default: all")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -380,7 +418,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, flush=True)
 
-    results = [run_seed(s, out, tuple(args.sizes), epochs, args.split, log) for s in args.seeds]
+    results = [run_seed(s, out, tuple(args.sizes), epochs, args.split, log, args.only) for s in args.seeds]
     (out / f"results_{args.split}.json").write_text(json.dumps(_round(results), indent=1))
     print(table(results))
     return 0

@@ -12,7 +12,10 @@ Losses (:func:`bydesign_losses`), each a scalar:
   (multilabel) of the prediction — Θ(H) in ``bottleneck`` mode, the backbone's head in ``joint`` mode;
 * ``fidelity`` (``joint`` only): as in the post-hoc interpreter, Θ(H) against the backbone's output;
 * ``reconstruction``: mean squared error of ``W H`` against ``V = log1p|X|``;
-* ``sparsity``: mean ``|H|``.
+* ``sparsity``: mean ``|H|``;
+* ``distillation`` (when the black box's logits are given, ``teacher_logits``): Θ(H) against a frozen copy of
+  the classifier the model started from, as the post-hoc fidelity (softmax cross-entropy / sigmoid BCE). Not in
+  docs/method.md: it keeps the bottleneck's prediction close to the black box's while the labels train it.
 
 No Lightning here.
 """
@@ -34,8 +37,10 @@ __all__ = ["ByDesignModel", "bydesign_losses", "MODES"]
 MODES = ("bottleneck", "joint")
 
 
-def bydesign_losses(out: PostHocOutput, target: Tensor, task: str, mode: str, pos_weight: Tensor | None = None) -> dict[str, Tensor]:
-    """``{"task", "reconstruction", "sparsity"}`` (+ ``"fidelity"`` in joint mode); see the module docstring.
+def bydesign_losses(out: PostHocOutput, target: Tensor, task: str, mode: str, pos_weight: Tensor | None = None,
+                    teacher_logits: Tensor | None = None) -> dict[str, Tensor]:
+    """``{"task", "reconstruction", "sparsity"}`` (+ ``"fidelity"`` in joint mode, + ``"distillation"`` when
+    ``teacher_logits (B, C)`` are given); see the module docstring.
 
     ``target``: class indices ``(B,)`` (multiclass) or multi-hot ``(B, C)`` (multilabel).
     """
@@ -49,6 +54,12 @@ def bydesign_losses(out: PostHocOutput, target: Tensor, task: str, mode: str, po
         losses["task"] = F.binary_cross_entropy_with_logits(prediction, target.float(), pos_weight=pos_weight)
     if mode == "bottleneck":
         del losses["fidelity"]  # the bottleneck *is* the prediction: nothing to agree with
+    if teacher_logits is not None:
+        teacher = teacher_logits.detach()
+        if task == "multiclass":
+            losses["distillation"] = -(teacher.softmax(-1) * out.logits.log_softmax(-1)).sum(-1).mean()
+        else:
+            losses["distillation"] = F.binary_cross_entropy_with_logits(out.logits, teacher.sigmoid())
     return losses
 
 

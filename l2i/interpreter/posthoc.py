@@ -23,6 +23,7 @@ from l2i.interpreter.psi import AuthorsPsi, Psi, map_to_grid, map_to_sequence
 from l2i.interpreter.theta import Theta
 
 __all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers",
+           "gated_block_loss", "BLOCK_GATES",
            "INTERPRET_OPTIONS", "check_interpret_options",
            "merge_interpret_options"]
 
@@ -35,9 +36,13 @@ AUTHORS_ESC50_SCHEDULE: dict[str, dict[int, float]] = {
     "fidelity": {1: 0.5, 20: 1.0},
     "sparsity": {1: 0.4},
 }
-LOSS_NAMES = ("fidelity", "reconstruction", "sparsity", "theta_sparsity")
+LOSS_NAMES = ("fidelity", "reconstruction", "sparsity", "theta_sparsity", "block_gate", "distillation")
 #: losses beyond docs/method.md: weighted (and in :meth:`LossSchedule.weights`) only when a schedule names them
-OPTIONAL_LOSSES = ("theta_sparsity",)
+#: (``distillation`` exists for the by-design model only, :func:`~l2i.interpreter.bydesign.bydesign_losses`)
+OPTIONAL_LOSSES = ("theta_sparsity", "block_gate", "distillation")
+#: how :func:`gated_block_loss` weighs a class's block from the classifier's probability p_c: ``soft`` (1 - p_c)
+#: or ``hard`` (1 where p_c <= the gate threshold, else 0)
+BLOCK_GATES = ("soft", "hard")
 
 
 class LossSchedule:
@@ -136,6 +141,30 @@ def interpreter_losses(
     return losses
 
 
+def gated_block_loss(activations: Tensor, blocks: Tensor, classifier_logits: Tensor, gate: str = "hard",
+                     threshold: float = 0.2) -> Tensor:
+    """The classifier-gated block loss, a scalar: the activations of class c's block penalised in proportion to
+    how far the frozen classifier is from detecting c.
+
+    ``activations H (B, K, T)``, ``blocks (C, K)`` bool (class c's components; a component of no class, noise or
+    shared, is never penalised), ``classifier_logits (B, C)`` (multilabel, detached here). Per clip and class the
+    gate is ``g_bc = 1 - sigmoid(f(x))_c`` (``soft``) or ``g_bc = [sigmoid(f(x))_c <= threshold]`` (``hard``); the
+    loss is the mean over ``(B, K, T)`` of ``g_b,c(k) · |H_bkt|``. Beside the reconstruction loss it makes Ψ
+    explain the clip with the blocks of the classes the classifier detects, so Ψ's own activations carry the
+    separation that :meth:`PostHocInterpreter.refine_activations` computes with ``refine_gate="classifier"``.
+    Not in docs/method.md.
+    """
+    if gate not in BLOCK_GATES:
+        raise ValueError(f"block_gate must be one of {', '.join(BLOCK_GATES)}, got {gate!r}")
+    if blocks.dim() != 2 or blocks.shape != (classifier_logits.shape[-1], activations.shape[1]):
+        raise ValueError(f"gated_block_loss: blocks must be (C={classifier_logits.shape[-1]}, K={activations.shape[1]}), "
+                         f"got {tuple(blocks.shape)}")
+    p = classifier_logits.detach().sigmoid()
+    g = 1.0 - p if gate == "soft" else (p <= float(threshold)).to(activations.dtype)
+    weight = g @ blocks.to(activations.dtype)  # (B, K): a component belongs to at most one class
+    return (weight[..., None] * activations.abs()).mean()
+
+
 def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None, count: int = 3, skip_last: int = 0) -> list[str]:
     """The last ``count`` tappable layers whose maps keep a time axis (4-D conv maps preferred), as the authors
     tap three convolutional blocks; ``skip_last``: leave out that many of the last ones first (the authors tap
@@ -229,6 +258,9 @@ class PostHocInterpreter(nn.Module):
         top_k: default cap on the components of an interpretation (``None``: every one with r > τ).
         share_eps: floor of ``W H`` in each component's share (default 1e-8; the authors' 1e-6).
         theta_bias: a per-class offset in Θ's logits, outside the relevance (default off: the authors' Θ).
+        block_gate: ``soft`` | ``hard``: :meth:`losses` adds ``block_gate`` (:func:`gated_block_loss`, needs Θ
+            tied to class blocks, ``evidence (C, K)``), weighted when the schedule names it; ``None`` (default):
+            no such loss, the authors' method. block_gate_threshold: the ``hard`` gate's threshold.
     """
 
     def __init__(
@@ -252,8 +284,15 @@ class PostHocInterpreter(nn.Module):
         top_k: int | None = None,
         share_eps: float = EPS,
         theta_bias: bool = False,
+        block_gate: str | None = None,
+        block_gate_threshold: float = 0.2,
     ):
         super().__init__()
+        if block_gate is not None and block_gate not in BLOCK_GATES:
+            raise ValueError(f"block_gate must be one of {', '.join(BLOCK_GATES)} (or None), got {block_gate!r}")
+        if not 0.0 <= float(block_gate_threshold) <= 1.0:
+            raise ValueError(f"block_gate_threshold must be in [0, 1], got {block_gate_threshold}")
+        self.block_gate, self.block_gate_threshold = block_gate, float(block_gate_threshold)
         if psi_variant not in ("project", "authors"):
             raise ValueError(f"psi_variant must be project|authors, got {psi_variant!r}")
         if top_k is not None and int(top_k) < 1:
@@ -314,6 +353,8 @@ class PostHocInterpreter(nn.Module):
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
                            center=task == "multiclass", evidence=evidence, attention_dropout=attention_dropout,
                            bias=theta_bias)
+        if block_gate is not None and self.theta.evidence.dim() != 2:
+            raise ValueError("block_gate needs Θ tied to class blocks (block_evidence: true)")
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)
@@ -364,7 +405,11 @@ class PostHocInterpreter(nn.Module):
         evidence = None if self.theta.all_evidence else self.theta.evidence
         if evidence is not None and evidence.dim() == 2:  # per-class evidence: the components of any class
             evidence = evidence.any(0)
-        return interpreter_losses(out, self.task, self.theta.class_weights, evidence)
+        losses = interpreter_losses(out, self.task, self.theta.class_weights, evidence)
+        if self.block_gate is not None:
+            losses["block_gate"] = gated_block_loss(out.activations, self.theta.evidence, out.classifier_logits,
+                                                    self.block_gate, self.block_gate_threshold)
+        return losses
 
     @torch.no_grad()
     def refine_activations(self, out: PostHocOutput, iters: int, class_threshold: float | Tensor = 0.5,
