@@ -99,7 +99,7 @@ def test_a_checkpoint_reloads_with_its_options_without_lightning(artifacts, tmp_
 @pytest.mark.parametrize("options, message", [
     ({"refine_iter": 3}, r"model.init_args.interpret_options.refine_iter: unknown interpretation option"),
     ({"threshold": 0.1}, r"interpret_options.threshold: unknown .* the model's own `threshold`"),
-    ({"mask_mode": "hard"}, r"interpret_options.mask_mode must be one of log1p, share, got 'hard'"),
+    ({"mask_mode": "hard"}, r"interpret_options.mask_mode must be one of log1p, share, magnitude, got 'hard'"),
     ({"refine_iters": -1}, r"interpret_options.refine_iters must be a non-negative integer"),
     ({"class_threshold": 2}, r"interpret_options.class_threshold must be a number in \[0, 1\]"),
 ])

@@ -86,7 +86,12 @@ INTERPRETERS = {
         # clip on the blocks of the classes the classifier detects at 0.2
         "": SEPARATION,
         "gate0.05": {**SEPARATION, "class_threshold": 0.05},
+        "gate0.1": {**SEPARATION, "class_threshold": 0.1},
+        "gate0.1_magnitude": {**SEPARATION, "class_threshold": 0.1, "mask_mode": "magnitude"},
+        "gate0.1_iters400": {**SEPARATION, "class_threshold": 0.1, "refine_iters": 400},
+        "magnitude": {**SEPARATION, "mask_mode": "magnitude"},
         "gate0.5": {**SEPARATION, "class_threshold": 0.5},
+        "self": {**SEPARATION, "refine_gate": "interpreter"},
         # the interpreter's own activations: Θ tied to the blocks, relevance > 0, share mask
         "theta_tied": {"threshold": 0.0, "mask_mode": "share"},
         # ... refined from Ψ's H with the blocks of the classes Θ finds absent held at zero
@@ -104,6 +109,18 @@ INTERPRETERS["gated"] = ("blocks", GATED, {
     "refine": {**SEPARATION, "refine_init": "interpreter"},
     "refine_self": {**SEPARATION, "refine_init": "interpreter", "refine_gate": "interpreter"},
     "refine_gate0.1": {**SEPARATION, "refine_init": "interpreter", "class_threshold": 0.1},
+    # the interpreter decides which blocks sound (Θ on Ψ's activations), the NMF updates fit the clip on them
+    "self": {**SEPARATION, "refine_gate": "interpreter"},
+    "self_gate0.1": {**SEPARATION, "refine_gate": "interpreter", "class_threshold": 0.1},
+    "self_gate0.5": {**SEPARATION, "refine_gate": "interpreter", "class_threshold": 0.5},
+    "gate0.1": {**SEPARATION, "class_threshold": 0.1},
+})
+INTERPRETERS["gated_long"] = ("blocks", {**GATED, "epochs": 12, "loss_weights": {"block_gate": {0: 2.0}, "fidelity": {1: 1.0, 3: 2.0}}}, {
+    "": OWN_BLOCK,
+    "self": {**SEPARATION, "refine_gate": "interpreter"},
+    "self_gate0.1": {**SEPARATION, "refine_gate": "interpreter", "class_threshold": 0.1},
+    "self_gate0.5": {**SEPARATION, "refine_gate": "interpreter", "class_threshold": 0.5},
+    "gate0.1": {**SEPARATION, "class_threshold": 0.1},
 })
 INTERPRETERS["gated_soft"] = ("blocks", {**GATED, "block_gate": "soft"}, {
     "": OWN_BLOCK,
@@ -120,6 +137,10 @@ BYDESIGN = {
                              "distill": True, "lr": 5e-4, "loss_weights": {"distillation": {0: 1.0}}}, {
         "": SEPARATION,
         "own": OWN_BLOCK,
+    }),
+    "authors_distilled": ("authors", {"pooling": "attention", "interpreter_init": "authors", "distill": True, "lr": 5e-4,
+                                      "loss_weights": {"distillation": {0: 1.0}}}, {
+        "": {"threshold": 0.2, "mask_mode": "log1p"},
     }),
 }
 
@@ -297,7 +318,8 @@ def _collate_overlap(items):
     return out
 
 
-def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: list[str] | None = None) -> dict:
+def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: list[str] | None = None,
+             train_only: bool = False) -> dict:
     folder = out / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     dm = datamodule(seed, sizes)
@@ -309,7 +331,7 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: l
     clf = train_classifier(dm, clf_path, epochs["classifier"], seed)
     eval_loader = dm._loader(split, shuffle=False)
     res: dict = {"seed": seed, "split": split}
-    res["black_box_prauc"] = tagging_prauc(lambda w: clf(w), eval_loader)
+    res["black_box_prauc"] = float("nan") if train_only else tagging_prauc(lambda w: clf(w), eval_loader)
     log(f"seed {seed}: classifier macro PR-AUC ({split}) {res['black_box_prauc']:.3f} ({time.perf_counter() - t0:.0f} s)")
     dicts = {name: learn(dm, name, folder / f"dictionary_{name}.pt", seed, sizes[0]) for name in DICTIONARIES}
     log(f"seed {seed}: dictionaries ({time.perf_counter() - t0:.0f} s)")
@@ -319,6 +341,9 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: l
         if only and f"posthoc_{name}" not in only:
             continue
         model = train_posthoc(clf, dicts[dname], folder / f"posthoc_{name}.pt", dm, options, epochs["posthoc"], seed)
+        if train_only:
+            log(f"seed {seed}: posthoc_{name} trained ({time.perf_counter() - t0:.0f} s)")
+            continue
         fid = _fidelity(model, eval_loader)
         for variant, kw in rows.items():
             key = f"posthoc_{name}" + (f"[{variant}]" if variant else "")
@@ -333,6 +358,9 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: l
         if only and f"bydesign_{name}" not in only:
             continue
         model = train_bydesign(clf_path, dicts[dname], folder / f"bydesign_{name}.pt", dm, options, epochs["bydesign"], seed)
+        if train_only:
+            log(f"seed {seed}: bydesign_{name} trained ({time.perf_counter() - t0:.0f} s)")
+            continue
         prauc = tagging_prauc(lambda w: model(w).logits, eval_loader)
         for variant, kw in rows.items():
             key = f"bydesign_{name}" + (f"[{variant}]" if variant else "")
@@ -341,7 +369,7 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: l
             row["prauc"], row["ground_truth"] = prauc, full
             res[key] = row
             log(f"seed {seed}: {key}: {json.dumps(_round({k: v for k, v in row.items() if k != 'ground_truth'}))} ({time.perf_counter() - t0:.0f} s)")
-    if only and "ceiling" not in only:
+    if train_only or (only and "ceiling" not in only):
         return res
     row = summary(score(label_constrained_nmf(dicts["blocks"], frontend, dm.class_names), frontend, eval_loader))
     row["fidelity"] = float("nan")
@@ -409,6 +437,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="only these interpreters (posthoc_<name>, bydesign_<name>, ceiling); default: all")
+    p.add_argument("--train_only", action="store_true", help="train and cache the models, score nothing")
+    p.add_argument("--table_only", action="store_true",
+                   help="print the table from the seeds' saved results (<out>/seed<N>/results_<split>.json); "
+                        "lets the seeds run as separate processes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -418,8 +450,22 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, flush=True)
 
-    results = [run_seed(s, out, tuple(args.sizes), epochs, args.split, log, args.only) for s in args.seeds]
-    (out / f"results_{args.split}.json").write_text(json.dumps(_round(results), indent=1))
+    results = []
+    for seed in args.seeds:
+        path = out / f"seed{seed}" / f"results_{args.split}.json"
+        if args.table_only:
+            if not path.is_file():
+                p.error(f"--table_only: no {path} (run the seed first)")
+            results.append(json.loads(path.read_text()))
+            continue
+        res = run_seed(seed, out, tuple(args.sizes), epochs, args.split, log, args.only, args.train_only)
+        if not args.train_only and not args.only:
+            path.write_text(json.dumps(_round(res), indent=1))
+        results.append(res)
+    if args.train_only:
+        return 0
+    if not args.only:
+        (out / f"results_{args.split}.json").write_text(json.dumps(_round(results), indent=1))
     print(table(results))
     return 0
 

@@ -184,7 +184,7 @@ def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None
 #: the interpretation options a trained post-hoc interpreter may carry (``interpret_options``) and their kinds:
 #: a tuple lists the allowed values
 INTERPRET_OPTIONS: dict[str, Any] = {
-    "mask_mode": ("log1p", "share"),
+    "mask_mode": ("log1p", "share", "magnitude"),
     "relevance_weighted": bool,
     "top_k": int,
     "refine_iters": int,
