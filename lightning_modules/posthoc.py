@@ -96,8 +96,8 @@ class PostHocInterpreterModule(L.LightningModule):
             ``mask_mode``, ``relevance_weighted``, ``top_k``, ``refine_iters``, ``refine_gate``, ``refine_init``,
             ``block_components``, ``class_threshold`` (see :meth:`PostHocInterpreter.interpret`). Default empty:
             the authors' interpretation. The real-recording recipe (``experiments/instruments/posthoc_blocks.yaml``)
-            sets ``{mask_mode: share, refine_iters: 150, refine_gate: classifier, refine_init: uniform,
-            class_threshold: 0.2, block_components: true}``. Not used in training.
+            sets ``{mask_mode: share, refine_iters: 150, refine_gate: interpreter, refine_init: uniform,
+            class_threshold: 0.1, block_components: true}``. Not used in training.
     """
 
     def __init__(

@@ -390,6 +390,13 @@ def test_instrument_recipes_run_end_to_end(tmp_path, monkeypatch):
                 main(["fit", *configs, *data, *fit, "--model.init_args.classifier_checkpoint", str(clf),
                       "--model.init_args.dictionary_path", str(tmp_path / dictionary), "--trainer.default_root_dir", str(root)])
                 assert (root / "checkpoints" / "last.ckpt").is_file()
+        # the by-design model started from the recipe's post-hoc interpreter, with distillation to the black box
+        root = tmp_path / "bydesign-distilled"
+        main(["fit", *(x for f in ("bydesign", "bydesign_blocks", "bydesign_distilled") for x in ("--config", str(cfg / f"{f}.yaml"))),
+              *data, *fit, "--model.init_args.classifier_checkpoint", str(clf), "--model.init_args.dictionary_path",
+              str(tmp_path / "blocks.pt"), "--model.init_args.interpreter_init",
+              str(tmp_path / "posthoc-blocks.pt" / "checkpoints" / "last.ckpt"), "--trainer.default_root_dir", str(root)])
+        assert (root / "checkpoints" / "last.ckpt").is_file()
         # the recipe of posthoc_blocks.yaml (its interpret_options, kept in the checkpoint) scored by l2i evaluate:
         # every class explained by its whole 2-component block
         import json

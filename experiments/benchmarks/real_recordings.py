@@ -9,13 +9,18 @@ known; rendered once and cached):
 1. the black box: ``small_cnn`` multilabel classifier (10 epochs);
 2. dictionaries: ``authors`` (one NMF of the clips, K = 64) and ``blocks`` (labels alone: 32 components per
    instrument learnt on the clips whose only label it is, ``nmf.per_class_source: single_label``);
-3. post-hoc interpreters (6 epochs): ``authors`` (attention pooling, the authors' loss schedule, log1p mask,
-   τ 0.2, on the authors' dictionary) and ``blocks`` (Θ tied to the class blocks with a per-class offset, max
-   pooling, on the block dictionary), the latter scored several ways: the recipe (c's whole block after 150
-   multiplicative NMF updates of the clip's activations on the blocks of the classes the classifier detects at
-   0.2, share mask), the same gated at 0.05 / 0.5, ``theta_tied`` (the interpreter's own H, relevance > 0,
-   share mask) and ``interpreter_refine`` (Ψ's H refined, blocks gated by Θ's decisions);
-4. by-design models (bottleneck, started from the classifier, 6 epochs) on each dictionary;
+3. post-hoc interpreters: ``authors`` (6 epochs; attention pooling, the authors' loss schedule, log1p mask, τ 0.2,
+   on the authors' dictionary); ``blocks`` (6 epochs; Θ tied to the class blocks with a per-class offset, max
+   pooling, on the block dictionary; the earlier recipe: c's whole block after 150 multiplicative NMF updates of the
+   clip's activations on the blocks of the classes the *classifier* detects at 0.2, share mask; ``theta_tied``: its
+   own activations); ``gated_long``, **the recipe** (as ``blocks``, trained 12 epochs with the classifier-gated block
+   loss and the fidelity weight doubled; c's whole block after the NMF updates on the blocks of the classes the
+   *interpreter* detects at 0.1 — Θ on Ψ's activations decides which blocks sound; ``own``: Ψ's activations without
+   updates; ``classifier_gate0.1`` / ``self_gate0.2``: the other gate, the other threshold);
+4. by-design models (bottleneck, started from the classifier): ``authors`` and ``blocks`` (6 epochs, from a random
+   Ψ and Θ) and ``distilled_long`` (on the blocks, Ψ and Θ started from the recipe's post-hoc interpreter, labels
+   plus distillation to a frozen copy of the black box, 10 epochs at lr 5e-4; interpreted gated by its own
+   prediction at 0.1);
 5. ``ceiling_blocks_true_labels``: not an interpreter, the block dictionary with the clip's *true* labels
    (what the dictionary can do at best);
 6. ground truth on the held-out split by the project's one evaluator (:class:`l2i.evaluation.GroundTruth`, the
@@ -36,9 +41,11 @@ known; rendered once and cached):
    instrument, piano, from a clip holding it with fewer than three instruments). "gap to oracle" stays the median over pairs of
    oracle minus interpretation, from the evaluator's per-pair values.
 
-Nothing is tuned on the test split: the recipe's settings were chosen on the validation split
-(``--split val``). Artifacts are cached under ``--out`` (a re-run only redoes what is missing). Prints a
-Markdown table per seed and the medians over seeds; writes ``<out>/results.json``.
+Nothing is tuned on the test split: the recipe's settings were chosen on the validation split of seed 0
+(``--split val --seeds 0``). Artifacts are cached under ``--out`` (a re-run only redoes what is missing). Prints a
+Markdown table per seed and the medians over seeds; writes ``<out>/results_<split>.json`` (and each seed's
+``<out>/seed<N>/results_<split>.json``). The seeds may run as separate processes (``--seeds 1``, ``--seeds 2``, …)
+and ``--table_only --seeds 0 1 2`` then prints the table of all; ``--train_only`` caches the models of a seed.
 """
 
 from __future__ import annotations
@@ -439,7 +446,7 @@ def main(argv=None) -> int:
         results.append(res)
     if args.train_only:
         return 0
-    if not args.only:
+    if not args.only:  # every seed's results together (with --table_only, those of the separate runs)
         (out / f"results_{args.split}.json").write_text(json.dumps(_round(results), indent=1))
     print(table(results))
     return 0
