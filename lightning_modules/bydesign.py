@@ -158,6 +158,11 @@ class ByDesignModule(OfficialMetricMixin, L.LightningModule):
         self.task, self.num_classes, self.mode = task, num_classes, mode
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.schedule = LossSchedule(loss_weights)
+        named = self.schedule.to_dict()
+        if "distillation" in named and not distill:
+            raise ValueError("loss_weights.distillation needs model.init_args.distill: true (and classifier_checkpoint)")
+        if "block_gate" in named:
+            raise ValueError("loss_weights.block_gate is a loss of the post-hoc interpreter (block_gate), not the by-design model's")
         self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, mode=mode, layers=layers,
                                    hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
                                    attention_dim=attention_dim, finetune_dictionary=finetune_dictionary,

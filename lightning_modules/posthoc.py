@@ -164,6 +164,11 @@ class PostHocInterpreterModule(L.LightningModule):
             if given is not None and given != actual:
                 raise ValueError(f"the data's {name} is {given!r} but the classifier ({classifier_checkpoint or 'given'}) has {actual!r}")
         self.schedule = LossSchedule(loss_weights)
+        named = self.schedule.to_dict()
+        if "block_gate" in named and block_gate is None:
+            raise ValueError("loss_weights.block_gate needs model.init_args.block_gate (soft or hard) and block_evidence: true")
+        if "distillation" in named:
+            raise ValueError("loss_weights.distillation is a loss of the by-design model (ByDesignModule, distill: true)")
         self.task = classifier.task
         self.num_classes = classifier.num_classes
         self.class_names = list(classifier.class_names)

@@ -131,3 +131,25 @@ def test_bydesign_starts_from_the_interpreter_and_distils_from_a_frozen_black_bo
         ByDesignModule(dictionary=art, num_classes=2, task="multilabel", hidden=8, distill=True)
     with pytest.raises(ValueError, match="interpreter_init: .* does not fit this model"):
         ByDesignModule(**{**kw, "hidden": 16}, interpreter_init=str(tmp_path / "posthoc.pt"))
+
+
+def test_a_loss_weight_without_its_loss_is_named():
+    from lightning_modules import ByDesignModule
+    from lightning_modules.posthoc import PostHocInterpreterModule
+
+    clf = _classifier()
+    art = DictionaryArtifact(W=torch.rand(129, 5) + 0.01, frontend=clf.frontend.config.spectral_params(),
+                             meta={"labels": ["a", "a", "b", "b", "noise"]})
+    kw = dict(classifier=clf, dictionary=art, hidden=8, pooling="max", block_evidence=True, theta_bias=True)
+    with pytest.raises(ValueError, match="loss_weights.block_gate needs model.init_args.block_gate"):
+        PostHocInterpreterModule(**kw, loss_weights={"reconstruction": 1.0, "block_gate": 2.0})
+    with pytest.raises(ValueError, match="loss_weights.distillation is a loss of the by-design model"):
+        PostHocInterpreterModule(**kw, loss_weights={"reconstruction": 1.0, "distillation": 1.0})
+    with pytest.raises(ValueError, match="loss_weights.distillation needs model.init_args.distill: true"):
+        ByDesignModule(dictionary=art, frontend=FE, num_classes=2, task="multilabel", class_names=["a", "b"], hidden=8,
+                       loss_weights={"distillation": 1.0})
+    with pytest.raises(ValueError, match="loss_weights.block_gate is a loss of the post-hoc interpreter"):
+        ByDesignModule(dictionary=art, frontend=FE, num_classes=2, task="multilabel", class_names=["a", "b"], hidden=8,
+                       loss_weights={"block_gate": 1.0})
+    gated = PostHocInterpreterModule(**kw, block_gate="hard", loss_weights={"reconstruction": 1.0, "block_gate": 2.0})
+    assert gated.loss_weights()["block_gate"] == 2.0
