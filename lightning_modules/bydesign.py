@@ -56,6 +56,13 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         num_classes, task, class_names: the label space (linked from the DataModule by the CLI).
         dataset_metric: the data set's official metric at validation / test (as ``ClassifierModule``).
         dictionary: an in-memory artifact instead of ``dictionary_path`` (tests, notebooks).
+        distill: keep a frozen copy of the ``classifier_checkpoint``'s classifier (the black box) and add the
+            ``distillation`` loss (Θ(H) against its output, weighted as ``distillation`` in ``loss_weights``). Not
+            in the paper; default off.
+        interpreter_init: path of a trained post-hoc interpreter of the same classifier and dictionary (its
+            Lightning checkpoint or the state dict of a ``PostHocInterpreterModule``): Ψ and Θ start from its
+            weights instead of at random (same ``layers``, ``hidden``, ``pooling``, evidence). Not in the paper;
+            default ``None``.
     """
 
     def __init__(
@@ -87,10 +94,14 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         class_names: list[str] | None = None,
         dataset_metric: Literal["default", "sonyc_ust_coarse", "sonyc_ust_fine", "clip_tagging"] = "default",
         dictionary: DictionaryArtifact | None = None,
+        distill: bool = False,
+        interpreter_init: str | None = None,
     ):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if distill and not classifier_checkpoint:
+            raise ValueError("distill needs classifier_checkpoint (the black box to distil from)")
         if classifier_checkpoint:
             base = ClassifierModule.load_frozen(classifier_checkpoint)
             if base.num_classes != num_classes or base.task != task:
@@ -112,6 +123,11 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         self.task, self.num_classes, self.variant = task, num_classes, variant
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.schedule = LossSchedule(loss_weights)
+        named = self.schedule.to_dict()
+        if "distillation" in named and not distill:
+            raise ValueError("loss_weights.distillation needs model.init_args.distill: true (and classifier_checkpoint)")
+        if "block_gate" in named:
+            raise ValueError("loss_weights.block_gate is a loss of the post-hoc interpreter (block_gate), not the by-design model's")
         self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, variant=variant, layers=layers,
                                    hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
                                    attention_dim=attention_dim, finetune_dictionary=finetune_dictionary,
@@ -119,6 +135,10 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
                                                       True, block_evidence), theta_bias=theta_bias)
         self.hparams["layers"] = list(self.model.layers)
         self.hparams["loss_weights"] = self.schedule.to_dict()
+        # the black box as it was (a second, frozen copy: the model's own backbone trains)
+        self.teacher = ClassifierModule.load_frozen(classifier_checkpoint) if distill else None
+        if interpreter_init:
+            self._init_from_interpreter(interpreter_init)
         metrics = task_metrics(task, num_classes)
         self.train_metrics = metrics.clone(prefix="train/") if task == "multiclass" else None
         self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
@@ -126,6 +146,31 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         if variant == "joint":
             fid = fidelity_metrics(task, num_classes, class_threshold)
             self.val_fidelity, self.test_fidelity = fid.clone(prefix="val/"), fid.clone(prefix="test/")
+
+    def _init_from_interpreter(self, path: str) -> None:
+        """Ψ and Θ from a post-hoc interpreter's weights (``interpreter.psi.*`` / ``interpreter.theta.*``)."""
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"interpreter_init: no file {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        for part in ("psi", "theta"):
+            prefix = f"interpreter.{part}."
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not sub:
+                raise ValueError(f"interpreter_init: {path} holds no post-hoc interpreter weights ({prefix}*)")
+            try:
+                getattr(self.model, part).load_state_dict(sub)
+            except RuntimeError as err:
+                raise ValueError(f"interpreter_init: {path}: its {part} does not fit this model "
+                                 f"(same layers, hidden, pooling and dictionary needed): {str(err).splitlines()[0]}") from None
+
+    def train(self, mode: bool = True) -> "ByDesignModule":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the black box stays as it was
+        return self
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -153,8 +198,9 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         dictionary = DictionaryArtifact(W=d["dictionary"], frontend=d["frontend"], meta=d.get("meta") or {})
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "dictionary"}
         arch = {k: v for k, v in bundle["classifier"].items() if v is not None}
+        # training-only options: the black box copy and the interpreter the model started from are not needed
         hp = {k: v for k, v in {**bundle["interpreter"], **arch, "classifier_checkpoint": None, "pretrained": None,
-                                **overrides}.items() if k in accepted}
+                                "distill": False, "interpreter_init": None, **overrides}.items() if k in accepted}
         model = cls(dictionary=dictionary, **hp)
         missing, unexpected = model.load_state_dict({f"model.{k}": v for k, v in bundle["state_dict"].items()}, strict=False)
         missing = [k for k in missing if not k.startswith(("train_", "val_", "test_"))]
@@ -197,7 +243,11 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         rate = self.batch_rate(batch)
         out = self(batch["waveform"], rate)
         target = batch["target"]
-        losses = bydesign_losses(out, target, self.task, self.variant, self.pos_weight)
+        teacher = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher = self.teacher(batch["waveform"])
+        losses = bydesign_losses(out, target, self.task, self.variant, self.pos_weight, teacher)
         weights = self.loss_weights()
         total = sum(weights.get(name, 0.0) * value for name, value in losses.items())
         bs, on_step = target.shape[0], stage == "train"

@@ -66,9 +66,15 @@ class PostHocInterpreterModule(L2IModule):
         theta_bias: a per-class offset in Θ's logits, outside the relevance. Not in the paper; with
             ``block_evidence`` on multilabel data it lets a class be absent with its block silent instead of
             through negative weights on its own components (which would drop them from its interpretation).
+        block_gate: ``soft`` | ``hard`` (with ``block_evidence``): the classifier-gated block loss
+            (:func:`~l2i.interpreter.posthoc.gated_block_loss`, weighted as ``block_gate`` in ``loss_weights``):
+            class c's block is penalised where the classifier does not detect c (``hard``: probability at most
+            ``block_gate_threshold``; ``soft``: in proportion to 1 - p_c), so Ψ's own activations explain the clip
+            with the detected classes' blocks. Not in the paper; default ``None``: no such loss.
+        block_gate_threshold: the ``hard`` gate's threshold (default 0.2).
         loss_weights: ``{loss: {first_epoch: λ}}`` for ``fidelity`` / ``reconstruction`` / ``sparsity`` and
             the optional ``theta_sparsity`` (L1 on Θ's class weights, see
-            :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named)
+            :func:`~l2i.interpreter.posthoc.interpreter_losses`; 0 unless named) and ``block_gate``
             (default :data:`~l2i.interpreter.posthoc.AUTHORS_ESC50_SCHEDULE`).
         lr, weight_decay: Adam settings (authors: lr 2e-4 ESC-50, 5e-4 SONYC-UST).
         threshold: relevance threshold τ used by :meth:`interpret` by default.
@@ -90,8 +96,8 @@ class PostHocInterpreterModule(L2IModule):
             ``mask_mode``, ``relevance_weighted``, ``top_k``, ``refine_iters``, ``refine_gate``, ``refine_init``,
             ``block_components``, ``class_threshold`` (see :meth:`PostHocInterpreter.interpret`). Default empty:
             the authors' interpretation. The real-recording recipe (``experiments/instruments/posthoc_blocks.yaml``)
-            sets ``{mask_mode: share, refine_iters: 150, refine_gate: classifier, refine_init: uniform,
-            class_threshold: 0.2, block_components: true}``. Not used in training.
+            sets ``{mask_mode: share, refine_iters: 150, refine_gate: interpreter, refine_init: uniform,
+            class_threshold: 0.1, block_components: true}``. Not used in training.
     """
 
     def __init__(
@@ -107,6 +113,8 @@ class PostHocInterpreterModule(L2IModule):
         noise_evidence: bool = True,
         block_evidence: bool = False,
         theta_bias: bool = False,
+        block_gate: Literal["soft", "hard"] | None = None,
+        block_gate_threshold: float = 0.2,
         loss_weights: Mapping[str, Mapping[int, float] | float] | None = None,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
@@ -147,6 +155,11 @@ class PostHocInterpreterModule(L2IModule):
                           if clf_hparams is not None and "backbone" in clf_hparams else None)
         self.check_label_space(classifier, num_classes, task, classifier_checkpoint)
         self.schedule = LossSchedule(loss_weights)
+        named = self.schedule.to_dict()
+        if "block_gate" in named and block_gate is None:
+            raise ValueError("loss_weights.block_gate needs model.init_args.block_gate (soft or hard) and block_evidence: true")
+        if "distillation" in named:
+            raise ValueError("loss_weights.distillation is a loss of the by-design model (ByDesignModule, distill: true)")
         self.task = classifier.task
         self.num_classes = classifier.num_classes
         self.class_names = list(classifier.class_names)
@@ -165,6 +178,8 @@ class PostHocInterpreterModule(L2IModule):
             evidence=_evidence(dictionary, classifier.class_names, str(dictionary_path or "dictionary"), noise_evidence,
                                block_evidence),
             theta_bias=theta_bias,
+            block_gate=block_gate,
+            block_gate_threshold=block_gate_threshold,
             **options,
         )
         self.hparams["layers"] = list(self.interpreter.layers)

@@ -9,13 +9,18 @@ known; rendered once and cached):
 1. the black box: ``small_cnn`` multilabel classifier (10 epochs);
 2. dictionaries: ``authors`` (one NMF of the clips, K = 64) and ``blocks`` (labels alone: 32 components per
    instrument learnt on the clips whose only label it is, ``nmf.per_class_source: single_label``);
-3. post-hoc interpreters (6 epochs): ``authors`` (attention pooling, the authors' loss schedule, log1p mask,
-   τ 0.2, on the authors' dictionary) and ``blocks`` (Θ tied to the class blocks with a per-class offset, max
-   pooling, on the block dictionary), the latter scored several ways: the recipe (c's whole block after 150
-   multiplicative NMF updates of the clip's activations on the blocks of the classes the classifier detects at
-   0.2, share mask), the same gated at 0.05 / 0.5, ``theta_tied`` (the interpreter's own H, relevance > 0,
-   share mask) and ``interpreter_refine`` (Ψ's H refined, blocks gated by Θ's decisions);
-4. by-design models (bottleneck, started from the classifier, 6 epochs) on each dictionary;
+3. post-hoc interpreters: ``authors`` (6 epochs; attention pooling, the authors' loss schedule, log1p mask, τ 0.2,
+   on the authors' dictionary); ``blocks`` (6 epochs; Θ tied to the class blocks with a per-class offset, max
+   pooling, on the block dictionary; the earlier recipe: c's whole block after 150 multiplicative NMF updates of the
+   clip's activations on the blocks of the classes the *classifier* detects at 0.2, share mask; ``theta_tied``: its
+   own activations); ``gated_long``, **the recipe** (as ``blocks``, trained 12 epochs with the classifier-gated block
+   loss and the fidelity weight doubled; c's whole block after the NMF updates on the blocks of the classes the
+   *interpreter* detects at 0.1 — Θ on Ψ's activations decides which blocks sound; ``own``: Ψ's activations without
+   updates; ``classifier_gate0.1`` / ``self_gate0.2``: the other gate, the other threshold);
+4. by-design models (bottleneck, started from the classifier): ``authors`` and ``blocks`` (6 epochs, from a random
+   Ψ and Θ) and ``distilled_long`` (on the blocks, Ψ and Θ started from the recipe's post-hoc interpreter, labels
+   plus distillation to a frozen copy of the black box, 10 epochs at lr 5e-4; interpreted gated by its own
+   prediction at 0.1);
 5. ``ceiling_blocks_true_labels``: not an interpreter, the block dictionary with the clip's *true* labels
    (what the dictionary can do at best);
 6. ground truth on the held-out split by the project's one evaluator (:class:`l2i.evaluation.GroundTruth`, the
@@ -36,9 +41,11 @@ known; rendered once and cached):
    instrument, piano, from a clip holding it with fewer than three instruments). "gap to oracle" stays the median over pairs of
    oracle minus interpretation, from the evaluator's per-pair values.
 
-Nothing is tuned on the test split: the recipe's settings were chosen on the validation split
-(``--split val``). Artifacts are cached under ``--out`` (a re-run only redoes what is missing). Prints a
-Markdown table per seed and the medians over seeds; writes ``<out>/results.json``.
+Nothing is tuned on the test split: the recipe's settings were chosen on the validation split of seed 0
+(``--split val --seeds 0``). Artifacts are cached under ``--out`` (a re-run only redoes what is missing). Prints a
+Markdown table per seed and the medians over seeds; writes ``<out>/results_<split>.json`` (and each seed's
+``<out>/seed<N>/results_<split>.json``). The seeds may run as separate processes (``--seeds 1``, ``--seeds 2``, …)
+and ``--table_only --seeds 0 1 2`` then prints the table of all; ``--train_only`` caches the models of a seed.
 """
 
 from __future__ import annotations
@@ -76,28 +83,46 @@ DICTIONARIES = {
     "blocks": {"per_class_components": 32, "per_class_source": "single_label", "sparsity": 0.0},
 }
 #: interpreters: name -> (dictionary, module options, {row: interpretation options}); ``block: True`` explains c
-#: with c's whole block (``components=``) instead of the components above the relevance threshold
+#: with c's whole block (``components=``) instead of the components above the relevance threshold. Every option
+#: below was chosen on the validation split of seed 0 (``--split val --seeds 0``; the README says what was tried).
+#: the separation: c's whole block after 150 multiplicative NMF updates of the clip's activations (from a uniform
+#: start) on the blocks of the classes detected, share mask; ``refine_gate`` says whose decision detects
 SEPARATION = {"threshold": 0.0, "mask_mode": "share", "refine_iters": 150, "refine_gate": "classifier",
               "refine_init": "uniform", "block": True, "class_threshold": 0.2}
+#: the recipe's interpreter: Θ tied to the class blocks with a per-class offset, max pooling, trained 12 epochs with
+#: the classifier-gated block loss (:func:`l2i.interpreter.posthoc.gated_block_loss`: Ψ explains the clip with the
+#: blocks of the classes the classifier detects at 0.2) and the fidelity weight doubled from epoch 3
+GATED = {"pooling": "max", "block_evidence": True, "theta_bias": True, "block_gate": "hard", "block_gate_threshold": 0.2,
+         "epochs": 12, "loss_weights": {"block_gate": {0: 2.0}, "fidelity": {1: 1.0, 3: 2.0}}}
+#: the recipe's interpretation: the separation gated by the *interpreter's* decisions (Θ on Ψ's activations) at 0.1
+RECIPE = {**SEPARATION, "refine_gate": "interpreter", "class_threshold": 0.1}
+#: Ψ's own activations, c's whole block, no NMF updates
+OWN_BLOCK = {"threshold": 0.0, "mask_mode": "share", "block": True}
 INTERPRETERS = {
     "authors": ("authors", {"pooling": "attention"}, {"": {"threshold": 0.2, "mask_mode": "log1p"}}),
+    # the earlier recipe: Θ tied to the blocks, no gated loss; the separation gated by the classifier at 0.2
     "blocks": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True}, {
-        # the recipe (chosen on the validation split of seed 0): c's whole block after 150 NMF updates of the
-        # clip on the blocks of the classes the classifier detects at 0.2
         "": SEPARATION,
-        "gate0.05": {**SEPARATION, "class_threshold": 0.05},
-        "gate0.5": {**SEPARATION, "class_threshold": 0.5},
-        # the interpreter's own activations: Θ tied to the blocks, relevance > 0, share mask
-        "theta_tied": {"threshold": 0.0, "mask_mode": "share"},
-        # ... refined from Ψ's H with the blocks of the classes Θ finds absent held at zero
-        "interpreter_refine": {"threshold": 0.0, "mask_mode": "share", "refine_iters": 50},
+        "theta_tied": {"threshold": 0.0, "mask_mode": "share"},  # its own activations, relevance > 0
+    }),
+    "gated_long": ("blocks", GATED, {
+        "": RECIPE,
+        "own": OWN_BLOCK,
+        "classifier_gate0.1": {**SEPARATION, "class_threshold": 0.1},
+        "self_gate0.2": {**SEPARATION, "refine_gate": "interpreter"},
     }),
 }
 BYDESIGN = {
     "authors": ("authors", {"pooling": "attention"}, {"": {"threshold": 0.2, "mask_mode": "log1p"}}),
     "blocks": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True}, {
         "": SEPARATION,  # gated by the model's own prediction (Θ(H) is its classifier)
-        "theta_tied": {"threshold": 0.0, "mask_mode": "share"},
+    }),
+    # started from the classifier and the recipe's post-hoc interpreter (Ψ, Θ); labels + distillation to a frozen
+    # copy of the black box, 10 epochs at a lower learning rate
+    "distilled_long": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True,
+                                  "interpreter_init": "gated_long", "distill": True, "lr": 5e-4, "epochs": 10,
+                                  "loss_weights": {"distillation": {0: 2.0}}}, {
+        "": {**SEPARATION, "class_threshold": 0.1},
     }),
 }
 
@@ -134,8 +159,11 @@ def learn(dm, name: str, path: Path, seed: int, num_clips: int) -> DictionaryArt
 
 def train_posthoc(classifier, dictionary, path: Path, dm, options: dict, epochs: int, seed: int) -> PostHocInterpreterModule:
     L.seed_everything(seed, workers=True, verbose=False)
+    options = dict(options)
+    weights = {**AUTHORS_SCHEDULE, **options.pop("loss_weights", {})}
+    epochs = options.pop("epochs", epochs)
     model = PostHocInterpreterModule(classifier=classifier, dictionary=dictionary, layers=["block2", "block3", "block4"],
-                                     hidden=64, loss_weights=AUTHORS_SCHEDULE, lr=2e-3, **options)
+                                     hidden=64, loss_weights=weights, lr=options.pop("lr", 2e-3), **options)
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
@@ -146,10 +174,15 @@ def train_posthoc(classifier, dictionary, path: Path, dm, options: dict, epochs:
 
 def train_bydesign(classifier_path: Path, dictionary, path: Path, dm, options: dict, epochs: int, seed: int) -> ByDesignModule:
     L.seed_everything(seed, workers=True, verbose=False)
+    options = dict(options)
+    weights = {"reconstruction": {0: 5.0}, "sparsity": {1: 0.4}, **options.pop("loss_weights", {})}
+    epochs = options.pop("epochs", epochs)
+    if options.get("interpreter_init"):  # the name of a post-hoc interpreter of this seed
+        options["interpreter_init"] = str(path.parent / f"posthoc_{options['interpreter_init']}.pt")
     model = ByDesignModule(dictionary=dictionary, classifier_checkpoint=str(classifier_path), variant="bottleneck",
                            layers=["block2", "block3", "block4"], hidden=64, num_classes=dm.num_classes,
-                           task="multilabel", class_names=dm.class_names, lr=2e-3,
-                           loss_weights={"reconstruction": {0: 5.0}, "sparsity": {1: 0.4}}, **options)
+                           task="multilabel", class_names=dm.class_names, lr=options.pop("lr", 2e-3),
+                           loss_weights=weights, **options)
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
@@ -267,7 +300,8 @@ def _collate_overlap(items):
     return out
 
 
-def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict:
+def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: list[str] | None = None,
+             train_only: bool = False) -> dict:
     folder = out / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     dm = datamodule(seed, sizes)
@@ -279,14 +313,19 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict
     clf = train_classifier(dm, clf_path, epochs["classifier"], seed)
     eval_loader = dm._loader(split, shuffle=False)
     res: dict = {"seed": seed, "split": split}
-    res["black_box_prauc"] = tagging_prauc(lambda w: clf(w), eval_loader)
+    res["black_box_prauc"] = float("nan") if train_only else tagging_prauc(lambda w: clf(w), eval_loader)
     log(f"seed {seed}: classifier macro PR-AUC ({split}) {res['black_box_prauc']:.3f} ({time.perf_counter() - t0:.0f} s)")
     dicts = {name: learn(dm, name, folder / f"dictionary_{name}.pt", seed, sizes[0]) for name in DICTIONARIES}
     log(f"seed {seed}: dictionaries ({time.perf_counter() - t0:.0f} s)")
     frontend = clf.frontend
     overlap_loader = _overlap_loader(dm, split, 32)
     for name, (dname, options, rows) in INTERPRETERS.items():
+        if only and f"posthoc_{name}" not in only:
+            continue
         model = train_posthoc(clf, dicts[dname], folder / f"posthoc_{name}.pt", dm, options, epochs["posthoc"], seed)
+        if train_only:
+            log(f"seed {seed}: posthoc_{name} trained ({time.perf_counter() - t0:.0f} s)")
+            continue
         fid = _fidelity(model, eval_loader)
         for variant, kw in rows.items():
             key = f"posthoc_{name}" + (f"[{variant}]" if variant else "")
@@ -298,7 +337,12 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict
             res[key] = row
             log(f"seed {seed}: {key}: {json.dumps(_round({k: v for k, v in row.items() if k != 'ground_truth'}))} ({time.perf_counter() - t0:.0f} s)")
     for name, (dname, options, rows) in BYDESIGN.items():
+        if only and f"bydesign_{name}" not in only:
+            continue
         model = train_bydesign(clf_path, dicts[dname], folder / f"bydesign_{name}.pt", dm, options, epochs["bydesign"], seed)
+        if train_only:
+            log(f"seed {seed}: bydesign_{name} trained ({time.perf_counter() - t0:.0f} s)")
+            continue
         prauc = tagging_prauc(lambda w: model(w).logits, eval_loader)
         for variant, kw in rows.items():
             key = f"bydesign_{name}" + (f"[{variant}]" if variant else "")
@@ -307,6 +351,8 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log) -> dict
             row["prauc"], row["ground_truth"] = prauc, full
             res[key] = row
             log(f"seed {seed}: {key}: {json.dumps(_round({k: v for k, v in row.items() if k != 'ground_truth'}))} ({time.perf_counter() - t0:.0f} s)")
+    if train_only or (only and "ceiling" not in only):
+        return res
     row = summary(score(label_constrained_nmf(dicts["blocks"], frontend, dm.class_names), frontend, eval_loader))
     row["fidelity"] = float("nan")
     res["ceiling_blocks_true_labels"] = row
@@ -371,6 +417,12 @@ def main(argv=None) -> int:
     p.add_argument("--posthoc_epochs", type=int, default=6)
     p.add_argument("--bydesign_epochs", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="only these interpreters (posthoc_<name>, bydesign_<name>, ceiling); default: all")
+    p.add_argument("--train_only", action="store_true", help="train and cache the models, score nothing")
+    p.add_argument("--table_only", action="store_true",
+                   help="print the table from the seeds' saved results (<out>/seed<N>/results_<split>.json); "
+                        "lets the seeds run as separate processes")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -380,8 +432,22 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, flush=True)
 
-    results = [run_seed(s, out, tuple(args.sizes), epochs, args.split, log) for s in args.seeds]
-    (out / f"results_{args.split}.json").write_text(json.dumps(_round(results), indent=1))
+    results = []
+    for seed in args.seeds:
+        path = out / f"seed{seed}" / f"results_{args.split}.json"
+        if args.table_only:
+            if not path.is_file():
+                p.error(f"--table_only: no {path} (run the seed first)")
+            results.append(json.loads(path.read_text()))
+            continue
+        res = run_seed(seed, out, tuple(args.sizes), epochs, args.split, log, args.only, args.train_only)
+        if not args.train_only and not args.only:
+            path.write_text(json.dumps(_round(res), indent=1))
+        results.append(res)
+    if args.train_only:
+        return 0
+    if not args.only:  # every seed's results together (with --table_only, those of the separate runs)
+        (out / f"results_{args.split}.json").write_text(json.dumps(_round(results), indent=1))
     print(table(results))
     return 0
 

@@ -12,7 +12,10 @@ Losses (:func:`~l2i.interpreter.losses.bydesign_losses`, re-exported here), each
   (multilabel) of the prediction — Θ(H) in the ``bottleneck`` variant, the backbone's head in ``joint``;
 * ``fidelity`` (``joint`` only): as in the post-hoc interpreter, Θ(H) against the backbone's output;
 * ``reconstruction``: mean squared error of ``W H`` against ``V = log1p|X|``;
-* ``sparsity``: mean ``|H|``.
+* ``sparsity``: mean ``|H|``;
+* ``distillation`` (when the black box's logits are given, ``teacher_logits``): Θ(H) against a frozen copy of
+  the classifier the model started from, as the post-hoc fidelity (softmax cross-entropy / sigmoid BCE). Not in
+  docs/method.md: it keeps the bottleneck's prediction close to the black box's while the labels train it.
 
 No Lightning here.
 """

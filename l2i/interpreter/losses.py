@@ -14,7 +14,8 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AUTHORS_ESC50_SCHEDULE", "LOSS_NAMES", "OPTIONAL_LOSSES", "LossSchedule", "interpreter_losses", "VARIANTS",
+__all__ = ["AUTHORS_ESC50_SCHEDULE", "LOSS_NAMES", "OPTIONAL_LOSSES", "BLOCK_GATES", "LossSchedule", "interpreter_losses",
+           "gated_block_loss", "VARIANTS",
            "bydesign_losses", "ForwardOutput"]
 
 
@@ -39,9 +40,13 @@ AUTHORS_ESC50_SCHEDULE: dict[str, dict[int, float]] = {
     "fidelity": {1: 0.5, 20: 1.0},
     "sparsity": {1: 0.4},
 }
-LOSS_NAMES = ("fidelity", "reconstruction", "sparsity", "theta_sparsity")
+LOSS_NAMES = ("fidelity", "reconstruction", "sparsity", "theta_sparsity", "block_gate", "distillation")
 #: losses beyond docs/method.md: weighted (and in :meth:`LossSchedule.weights`) only when a schedule names them
-OPTIONAL_LOSSES = ("theta_sparsity",)
+#: (``distillation`` exists for the by-design model only, :func:`bydesign_losses`)
+OPTIONAL_LOSSES = ("theta_sparsity", "block_gate", "distillation")
+#: how :func:`gated_block_loss` weighs a class's block from the classifier's probability p_c: ``soft`` (1 - p_c)
+#: or ``hard`` (1 where p_c <= the gate threshold, else 0)
+BLOCK_GATES = ("soft", "hard")
 
 
 class LossSchedule:
@@ -131,17 +136,46 @@ def interpreter_losses(
     return losses
 
 
+
+def gated_block_loss(activations: Tensor, blocks: Tensor, classifier_logits: Tensor, gate: str = "hard",
+                     threshold: float = 0.2) -> Tensor:
+    """The classifier-gated block loss, a scalar: the activations of class c's block penalised in proportion to
+    how far the frozen classifier is from detecting c.
+
+    ``activations H (B, K, T)``, ``blocks (C, K)`` bool (class c's components; a component of no class, noise or
+    shared, is never penalised), ``classifier_logits (B, C)`` (multilabel, detached here). Per clip and class the
+    gate is ``g_bc = 1 - sigmoid(f(x))_c`` (``soft``) or ``g_bc = [sigmoid(f(x))_c <= threshold]`` (``hard``); the
+    loss is the mean over ``(B, K, T)`` of ``g_b,c(k) · |H_bkt|``. Beside the reconstruction loss it makes Ψ
+    explain the clip with the blocks of the classes the classifier detects, so Ψ's own activations carry the
+    separation that :meth:`PostHocInterpreter.refine_activations` computes with ``refine_gate="classifier"``.
+    Not in docs/method.md.
+    """
+    if gate not in BLOCK_GATES:
+        raise ValueError(f"block_gate must be one of {', '.join(BLOCK_GATES)}, got {gate!r}")
+    if blocks.dim() != 2 or blocks.shape != (classifier_logits.shape[-1], activations.shape[1]):
+        raise ValueError(f"gated_block_loss: blocks must be (C={classifier_logits.shape[-1]}, K={activations.shape[1]}), "
+                         f"got {tuple(blocks.shape)}")
+    p = classifier_logits.detach().sigmoid()
+    g = 1.0 - p if gate == "soft" else (p <= float(threshold)).to(activations.dtype)
+    weight = g @ blocks.to(activations.dtype)  # (B, K): a component belongs to at most one class
+    return (weight[..., None] * activations.abs()).mean()
+
+
 #: the by-design model's variants: Θ(H) is the prediction (``bottleneck``) or agrees with the backbone's head (``joint``)
 VARIANTS = ("bottleneck", "joint")
 
 
-def bydesign_losses(out: ForwardOutput, target: Tensor, task: str, variant: str, pos_weight: Tensor | None = None) -> dict[str, Tensor]:
+def bydesign_losses(out: ForwardOutput, target: Tensor, task: str, variant: str, pos_weight: Tensor | None = None,
+                    teacher_logits: Tensor | None = None) -> dict[str, Tensor]:
     """The by-design model's losses: ``{"task", "reconstruction", "sparsity"}`` (+ ``"fidelity"`` in the ``joint``
-    variant), each a scalar (see :mod:`l2i.interpreter.bydesign`):
+    variant, + ``"distillation"`` when ``teacher_logits (B, C)`` are given), each a scalar (see
+    :mod:`l2i.interpreter.bydesign`):
 
     * ``task``: cross-entropy (multiclass) or binary cross-entropy with optional per-class ``pos_weight``
       (multilabel) of the prediction — Θ(H) in the ``bottleneck`` variant, the backbone's head in ``joint``;
-    * ``fidelity`` (``joint`` only), ``reconstruction``, ``sparsity``: as :func:`interpreter_losses`.
+    * ``fidelity`` (``joint`` only), ``reconstruction``, ``sparsity``: as :func:`interpreter_losses`;
+    * ``distillation``: Θ(H) against a frozen copy of the black box the model started from (its detached
+      ``teacher_logits``), as the post-hoc fidelity (softmax cross-entropy / sigmoid BCE). Not in docs/method.md.
 
     ``target``: class indices ``(B,)`` (multiclass) or multi-hot ``(B, C)`` (multilabel).
     """
@@ -155,4 +189,10 @@ def bydesign_losses(out: ForwardOutput, target: Tensor, task: str, variant: str,
         losses["task"] = F.binary_cross_entropy_with_logits(prediction, target.float(), pos_weight=pos_weight)
     if variant == "bottleneck":
         del losses["fidelity"]  # the bottleneck *is* the prediction: nothing to agree with
+    if teacher_logits is not None:
+        teacher = teacher_logits.detach()
+        if task == "multiclass":
+            losses["distillation"] = -(teacher.softmax(-1) * out.logits.log_softmax(-1)).sum(-1).mean()
+        else:
+            losses["distillation"] = F.binary_cross_entropy_with_logits(out.logits, teacher.sigmoid())
     return losses

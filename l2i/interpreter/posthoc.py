@@ -19,11 +19,13 @@ from torch import Tensor, nn
 from l2i.backbones import capture_hidden
 from l2i.frontend import AudioFrontEnd, Features
 from l2i.interpreter.interpretation import EPS, Interpretation, build_interpretation, select_classes
-from l2i.interpreter.losses import AUTHORS_ESC50_SCHEDULE, LossSchedule, interpreter_losses
+from l2i.interpreter.losses import (AUTHORS_ESC50_SCHEDULE, BLOCK_GATES, LossSchedule, gated_block_loss,
+                                    interpreter_losses)
 from l2i.interpreter.psi import AuthorsPsi, Psi, map_to_grid, map_to_sequence
 from l2i.interpreter.theta import Theta
 
 __all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers",
+           "gated_block_loss", "BLOCK_GATES",
            "INTERPRET_OPTIONS", "check_interpret_options",
            "merge_interpret_options"]
 
@@ -59,7 +61,7 @@ def default_layers(backbone: nn.Module, maps: Mapping[str, Tensor] | None = None
 #: the interpretation options a trained post-hoc interpreter may carry (``interpret_options``) and their kinds:
 #: a tuple lists the allowed values
 INTERPRET_OPTIONS: dict[str, Any] = {
-    "mask_mode": ("log1p", "share"),
+    "mask_mode": ("log1p", "share", "magnitude"),
     "relevance_weighted": bool,
     "top_k": int,
     "refine_iters": int,
@@ -133,6 +135,9 @@ class PostHocInterpreter(nn.Module):
         top_k: default cap on the components of an interpretation (``None``: every one with r > τ).
         share_eps: floor of ``W H`` in each component's share (default 1e-8; the authors' 1e-6).
         theta_bias: a per-class offset in Θ's logits, outside the relevance (default off: the authors' Θ).
+        block_gate: ``soft`` | ``hard``: :meth:`losses` adds ``block_gate`` (:func:`gated_block_loss`, needs Θ
+            tied to class blocks, ``evidence (C, K)``), weighted when the schedule names it; ``None`` (default):
+            no such loss, the authors' method. block_gate_threshold: the ``hard`` gate's threshold.
     """
 
     def __init__(
@@ -156,8 +161,15 @@ class PostHocInterpreter(nn.Module):
         top_k: int | None = None,
         share_eps: float = EPS,
         theta_bias: bool = False,
+        block_gate: str | None = None,
+        block_gate_threshold: float = 0.2,
     ):
         super().__init__()
+        if block_gate is not None and block_gate not in BLOCK_GATES:
+            raise ValueError(f"block_gate must be one of {', '.join(BLOCK_GATES)} (or None), got {block_gate!r}")
+        if not 0.0 <= float(block_gate_threshold) <= 1.0:
+            raise ValueError(f"block_gate_threshold must be in [0, 1], got {block_gate_threshold}")
+        self.block_gate, self.block_gate_threshold = block_gate, float(block_gate_threshold)
         if psi_variant not in ("project", "authors"):
             raise ValueError(f"psi_variant must be project|authors, got {psi_variant!r}")
         if top_k is not None and int(top_k) < 1:
@@ -218,6 +230,8 @@ class PostHocInterpreter(nn.Module):
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
                            center=task == "multiclass", evidence=evidence, attention_dropout=attention_dropout,
                            bias=theta_bias)
+        if block_gate is not None and self.theta.evidence.dim() != 2:
+            raise ValueError("block_gate needs Θ tied to class blocks (block_evidence: true)")
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)
@@ -268,7 +282,11 @@ class PostHocInterpreter(nn.Module):
         evidence = None if self.theta.all_evidence else self.theta.evidence
         if evidence is not None and evidence.dim() == 2:  # per-class evidence: the components of any class
             evidence = evidence.any(0)
-        return interpreter_losses(out, self.task, self.theta.class_weights, evidence)
+        losses = interpreter_losses(out, self.task, self.theta.class_weights, evidence)
+        if self.block_gate is not None:
+            losses["block_gate"] = gated_block_loss(out.activations, self.theta.evidence, out.classifier_logits,
+                                                    self.block_gate, self.block_gate_threshold)
+        return losses
 
     @torch.no_grad()
     def refine_activations(self, out: PostHocOutput, iters: int, class_threshold: float | Tensor = 0.5,
