@@ -277,7 +277,7 @@ def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
                  "overrides": tiny + [f"--data.init_args.{k}={v}" for k, v in data.items()]},
         "benchmark": {"data": bench_data, "max_batches": 1, "listening_clips": 1,
                       "interpreters": {"posthoc": {}, "saliency": {}}},
-        "instruments": {"instruments": ["flute", "cello"], "num_train": 8, "num_val": 2, "num_test": 4, "duration_s": 1.0,
+        "instruments": {"instruments": ["flute", "cello"], "max_labels": 2, "num_train": 8, "num_val": 2, "num_test": 4, "duration_s": 1.0,
                         "classifier_epochs": 1, "posthoc_epochs": 1, "authors_components": 4, "block_components": 2,
                         "nmf_epochs": 1, "batch_size": 4, "listening_clips": 1, "cache_dir": str(tmp_path / "cache")},
     }
