@@ -14,7 +14,8 @@ Figures: ``instruments.ground_truth.<authors|recipe>.<all|single|multi>.<key>`` 
 keys), ``instruments.fidelity.<authors|recipe>``, the classifier's macro PR-AUC, each phase's wall and CPU time
 (``<phase>_seconds``, ``<phase>_cpu_seconds``); both ground-truth tables as ``l2i evaluate`` prints them in
 ``<out>/instruments/ground_truth.md``; the listening table (:func:`experiments.listening.listening_table`:
-mixture, true source, both interpretations, each at its own threshold and options) under
+mixture, true source, both interpretations, each at its own threshold and options; clips with several
+instruments first) under
 ``<out>/instruments/listening/index.html``, also logged with the ground-truth table to the stage's W&B run
 (offline by default, ``<out>/instruments/wandb``). Nothing is tuned on the test split (the recipe's settings
 come from the benchmark's validation split).
@@ -155,7 +156,7 @@ def instruments_stage(ctx, settings: dict) -> dict:
         tables.append(ground_truth_markdown(res, title=f"{name}: SI-SDR (dB) against the instrument's stem, median (mean)"))
         entries.append((name, model, clf))
     with clock("listening"):
-        batch = next(iter(dm.test_dataloader()))
+        batch = several_first(next(iter(dm.test_dataloader())), int(s["listening_clips"]))
         # each interpreter at its own threshold and interpretation options: what the evaluator scored
         page = listening_table(out / "listening", entries, batch, dm.class_names, threshold=None,
                                clips=int(s["listening_clips"]),
@@ -195,6 +196,24 @@ def _log_wandb(ctx, out: Path, settings: dict, figures: dict, listening: dict) -
         return "ok" if logger.failed is None else str(logger.failed)
     except Exception as err:  # noqa: BLE001 - W&B is a convenience, never a reason to fail the stage
         return f"{type(err).__name__}: {err}"
+
+
+def several_first(batch: dict, clips: int) -> dict:
+    """The first ``clips`` clips of ``batch`` with those of several instruments first (where an interpretation has
+    something to separate; a single-instrument clip's mixture already is its source), in their order."""
+    n = int(batch["waveform"].shape[0])
+    several = batch["target"].sum(-1) >= 2
+    order = torch.cat([torch.nonzero(several).flatten(), torch.nonzero(~several).flatten()])[: max(int(clips), 0)]
+    picked = order.tolist()
+
+    def take(v):
+        if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n:
+            return v[order]
+        if isinstance(v, (list, tuple)) and len(v) == n:
+            return [v[i] for i in picked]
+        return v
+
+    return {k: take(v) for k, v in batch.items()}
 
 
 @torch.no_grad()

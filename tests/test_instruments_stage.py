@@ -34,6 +34,16 @@ def test_the_default_demo_runs_the_real_recording_stage_with_known_settings():
     assert list(alone["stages"]) == ["instruments"]
 
 
+def test_the_listening_clips_are_those_with_several_instruments_first():
+    from experiments.instruments_stage import several_first
+
+    batch = {"waveform": torch.arange(4.0)[:, None].repeat(1, 3), "id": ["a", "b", "c", "d"], "sample_rate": 8000,
+             "target": torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]])}
+    picked = several_first(batch, 3)
+    assert picked["id"] == ["b", "d", "a"] and picked["waveform"][:, 0].tolist() == [1.0, 3.0, 0.0]
+    assert picked["target"].tolist() == [[1, 1, 0], [0, 1, 1], [1, 0, 0]] and picked["sample_rate"] == 8000
+
+
 def test_l2i_demo_reports_both_side_by_side_with_a_listening_table_and_a_wandb_table(tmp_path):
     from experiments.cli import main
     from test_wandb_pipeline import finished_runs
@@ -80,6 +90,8 @@ def test_l2i_demo_reports_both_side_by_side_with_a_listening_table_and_a_wandb_t
     rows = json.loads((page.parent / "rows.json").read_text())
     assert rows["interpreters"] == ["authors", "recipe"] and rows["has_sources"] and len(rows["rows"]) == 2
     assert rows["threshold"] is None  # each at its own threshold and options: what the evaluator scored
+    several = ["," in row["true_label"] for row in rows["rows"]]
+    assert several[0] and several == sorted(several, reverse=True), several  # clips with several instruments first
     for row in rows["rows"]:
         for column in ("mixture", "source", "authors", "recipe"):
             data, rate = sf.read(str(page.parent / row["files"][column]))
