@@ -11,16 +11,22 @@ __all__ = ["bydesign_stage"]
 
 def bydesign_stage(ctx, settings: dict) -> dict:
     """settings: ``config`` (default experiments/synthetic/bydesign.yaml), ``overrides`` (CLI arguments),
-    ``threshold`` (relevance τ), ``max_batches`` (test batches scored by the suite, default all),
-    ``noise_snr_db`` (default none)."""
+    ``from_classifier`` (start the front-end and backbone from the classifier stage's checkpoint instead of from
+    scratch: ``model.init_args.classifier_checkpoint``; default false), ``threshold`` (relevance τ),
+    ``max_batches`` (test batches scored by the suite, default all), ``noise_snr_db`` (default none)."""
     from experiments.pipeline import fit_stage_config
     from l2i.evaluation import DESCRIPTIONS, evaluate_interpreter
     from lightning_modules.artifacts import load_artifact
 
     if "dictionary" not in ctx.artifacts:
         raise ValueError("bydesign stage: no dictionary artifact; run the 'dictionary' stage first")
-    run = fit_stage_config(ctx, "bydesign", settings, "experiments/synthetic/bydesign.yaml",
-                           ["--model.init_args.dictionary_path", str(ctx.artifacts["dictionary"])])
+    extra = ["--model.init_args.dictionary_path", str(ctx.artifacts["dictionary"])]
+    if settings.get("from_classifier"):
+        if "classifier" not in ctx.artifacts:
+            raise ValueError("bydesign stage: from_classifier is set but there is no classifier artifact; run the "
+                             "'classifier' stage first")
+        extra += ["--model.init_args.classifier_checkpoint", str(ctx.artifacts["classifier"])]
+    run = fit_stage_config(ctx, "bydesign", settings, "experiments/synthetic/bydesign.yaml", extra)
     final = run.checkpoint
     ctx.artifacts["bydesign"] = str(final)
     figures: dict[str, Any] = {}

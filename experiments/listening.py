@@ -59,8 +59,8 @@ def _spectrogram_png(path: Path, magnitude: torch.Tensor, title: str) -> str:
 
 @torch.no_grad()
 def listening_table(folder: str | Path, entries: Sequence[tuple[str, Any, Any]], batch: dict, class_names: Sequence[str],
-                    threshold: float = 0.2, clips: int = 8, device: str | torch.device = "cpu",
-                    images: bool = True) -> dict:
+                    threshold: float | None = 0.2, clips: int = 8, device: str | torch.device = "cpu",
+                    images: bool = True, title: str | None = None) -> dict:
     """Interpret ``batch``'s first ``clips`` clips with every interpreter and write the listening table.
 
     Args:
@@ -70,8 +70,11 @@ def listening_table(folder: str | Path, entries: Sequence[tuple[str, Any, Any]],
         batch: a benchmark batch: ``waveform (B, N)``, ``target``, optional ``id``, ``sources (B, S, N)``,
             ``source_labels (B, S)``, ``source_targets (B, S, C)``.
         class_names: label names (index -> name).
-        threshold: relevance threshold τ of every interpreter.
+        threshold: relevance threshold τ of every interpreter; ``None``: each interpreter's own (its ``interpret``
+            default, e.g. a post-hoc model's ``hparams.threshold`` and ``interpret_options``), as the evaluator
+            scores a trained model.
         clips: rows (at most the batch size).
+        title: the page's title (default: "Listening table — every interpreter on the same clips").
     Returns:
         ``{"interpreters": [...], "has_sources": bool, "sample_rate": int, "rows": [...], "page": path}``;
         each row ``{"id", "true_label", "explained_class", "files": {column: file name},
@@ -118,7 +121,8 @@ def listening_table(folder: str | Path, entries: Sequence[tuple[str, Any, Any]],
     for name, interp, model in entries:
         if hasattr(interp, "observe") and has_sources:  # the oracle reads the sources of the clips it explains
             interp.observe(sub)
-        it = interp.interpret(wave, target=target if has_sources else None, threshold=threshold)
+        tau = {} if threshold is None else {"threshold": threshold}
+        it = interp.interpret(wave, target=target if has_sources else None, **tau)
         classes = it.classes[:, :1].to(device)  # the first explained slot of every clip
         if explained is None:
             explained = classes
@@ -163,9 +167,9 @@ def listening_table(folder: str | Path, entries: Sequence[tuple[str, Any, Any]],
                 "explained_class": _label(class_names, c),
             }
     record = {"interpreters": [e[0] for e in entries], "has_sources": has_sources, "sample_rate": sr,
-              "threshold": float(threshold), "rows": rows}
+              "threshold": None if threshold is None else float(threshold), "rows": rows}
     (folder / "rows.json").write_text(json.dumps(record, indent=1))
-    record["page"] = str(_write_page(folder, record))
+    record["page"] = str(_write_page(folder, record, title or "Listening table — every interpreter on the same clips"))
     return record
 
 
@@ -173,7 +177,7 @@ def _fmt_db(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f} dB"
 
 
-def _write_page(folder: Path, record: dict) -> Path:
+def _write_page(folder: Path, record: dict, title: str) -> Path:
     from callbacks.gallery import card, image, page, player
 
     esc = html.escape
@@ -201,11 +205,12 @@ def _write_page(folder: Path, record: dict) -> Path:
         sections.append(f"<div class='clip'><h2>{esc(r['id'])}: explains {esc(r['explained_class'])}</h2>"
                         f"<div class='meta'>true label {esc(r['true_label'])}{mix}</div>"
                         f"<div class='cards'>{''.join(cards)}</div></div>")
-    intro = (f"<div class='meta'>Every interpreter's interpretation of the same clips (relevance threshold "
-             f"{record['threshold']:g}); SI-SDR against the true source where the data set knows it, faithfulness: "
+    tau = ("each interpreter's own relevance threshold" if record["threshold"] is None
+           else f"relevance threshold {record['threshold']:g}")
+    intro = (f"<div class='meta'>Every interpreter's interpretation of the same clips ({tau}); SI-SDR against the true source where the data set knows it, faithfulness: "
              f"drop of the explained class's probability when the interpretation is removed.</div>")
     out = folder / "index.html"
-    out.write_text(page("Listening table — every interpreter on the same clips", intro + "\n".join(sections)))
+    out.write_text(page(title, intro + "\n".join(sections)))
     return out
 
 

@@ -33,6 +33,8 @@ class PipelineContext:
     wandb_group: str = ""
     #: figure key -> requirement (``">= 3"``), checked in the report's summary
     targets: dict[str, str] = field(default_factory=dict)
+    #: wall time (s) of each stage :func:`run_pipeline` ran itself (not of the stages those ran inside them)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def stage_dir(self, name: str) -> Path:
         d = self.out_dir / name
@@ -76,7 +78,7 @@ def get_stage(name: str) -> StageFn:
 
 #: figure names (last part of a key) that count things: written as integers
 COUNT_NAMES = ("clips", "frames", "epochs", "n_components", "n_freq", "noise_components", "components", "count",
-               "steps", "batches", "rows", "examples")
+               "steps", "batches", "rows", "examples", "pairs")
 
 
 def format_value(key: str, value: Any) -> str:
@@ -115,6 +117,19 @@ HEADLINE: dict[str, str] = {
     "posthoc.faithfulness.random_prob_drop_mean": "removal: probability drop, as many random components",
     "bydesign.test_accuracy": "by-design model: test accuracy",
     "bydesign.accuracy_gap": "accuracy gap classifier minus by-design",
+}
+
+#: the real-recording stage's side-by-side table in the summary: ``figure of ground_truth.<row>.multi -> label``
+#: (``fidelity`` is ``instruments.fidelity.<row>``)
+REAL_RECORDINGS: dict[str, str] = {
+    "interpretation_median": "interpretation of instrument c: SI-SDR vs c's stem, median (dB)",
+    "mixture_median": "the mixture itself, median (dB)",
+    "over_mixture_median": "interpretation minus mixture, median (dB)",
+    "better_than_mixture": "pairs where the interpretation is closer to the stem than the mixture",
+    "specificity": "specificity: c's own interpretation closer to c's stem than another present instrument's",
+    "oracle_median": "ideal ratio mask (oracle), median (dB)",
+    "fidelity": "interpreter fidelity to the classifier",
+    "pairs": "(clip, instrument present) pairs",
 }
 
 #: descriptions of figures whose stage gave none (fnmatch patterns, first match wins)
@@ -196,7 +211,12 @@ def summary_lines(ctx: "PipelineContext") -> list[str]:
     for stage, what in (("posthoc", "post-hoc interpreter"), ("bydesign", "by-design model"), ("lmac", "L-MAC decoder")):
         if f"{stage}.checkpoint" in r:
             trained.append(what)
-    total = sum(float(r[f"{s}.seconds"]) for s in ran if isinstance(r.get(f"{s}.seconds"), (int, float)))
+    if "instruments.classifier_prauc" in r:
+        trained.append("on real recordings (instruments): a classifier, the authors' and the class-block dictionaries, "
+                       "a post-hoc interpreter on each")
+    # a stage run inside another (the benchmark's L-MAC stage) is in the outer one's time already
+    top = ctx.stage_seconds or {s: r[f"{s}.seconds"] for s in ran if isinstance(r.get(f"{s}.seconds"), (int, float))}
+    total = sum(float(v) for v in top.values())
     lines.append(f"- **Stages run:** {', '.join(ran) or 'none'} in {total:.1f} s"
                  + (f"; figures kept from the earlier run: {', '.join(earlier)}" if earlier else "")
                  + (f"; artifacts reused: {', '.join(reused)}" if reused else "") + ".")
@@ -206,7 +226,10 @@ def summary_lines(ctx: "PipelineContext") -> list[str]:
     galleries = sorted(ctx.out_dir.rglob("interpretations/index.html"))
     if galleries:
         links.append("listen: " + ", ".join(_link(ctx, g) for g in galleries))
-    for key, label in (("benchmark.table", "benchmark table"), ("evaluation.md", "evaluation")):
+    for key, label in (("benchmark.listening", "every interpreter on the same clips"),
+                       ("instruments.listening", "real recordings: mixture, true source, both interpretations"),
+                       ("benchmark.table", "benchmark table"), ("evaluation.md", "evaluation"),
+                       ("instruments.ground_truth_md", "real recordings' ground truth")):
         if isinstance(r.get(key), str) and Path(r[key]).is_file():
             links.append(f"{label}: {_link(ctx, r[key])}")
     evaluation_md = ctx.out_dir / "evaluation" / "evaluation.md"
@@ -220,6 +243,7 @@ def summary_lines(ctx: "PipelineContext") -> list[str]:
         lines += ["| key figure | value |", "|---|---:|"]
         lines += [f"| {label} (`{k}`) | {format_value(k, r[k])} |" for k, label in key_rows]
         lines.append("")
+    lines += real_recording_lines(r)
     checks = check_targets(r, ctx.targets)
     if checks:
         passed = sum(1 for c in checks if c["passed"])
@@ -230,6 +254,25 @@ def summary_lines(ctx: "PipelineContext") -> list[str]:
             value = "—" if c["value"] is None else format_value(c["key"], c["value"])
             lines.append(f"| `{c['key']}` | {value} | {c['target']} | {verdict} |")
         lines.append("")
+    return lines
+
+
+def real_recording_lines(r: dict) -> list[str]:
+    """The real-recording stage's figures side by side (the authors' settings, the recipe) on the clips with several
+    instruments, or nothing when the stage did not run."""
+    rows = [n for n in ("authors", "recipe") if f"instruments.ground_truth.{n}.multi.pairs" in r]
+    if not rows:
+        return []
+    head = {"authors": "authors' settings", "recipe": "recipe (class blocks, gated separation)"}
+    lines = ["Real recordings (`instruments` stage; sampled instruments, held-out test clips with several instruments; "
+             f"classifier macro PR-AUC {format_value('prauc', r.get('instruments.classifier_prauc', float('nan')))}):", "",
+             "| figure | " + " | ".join(head[n] for n in rows) + " |", "|---|" + "---:|" * len(rows)]
+    for key, label in REAL_RECORDINGS.items():
+        keys = [f"instruments.fidelity.{n}" if key == "fidelity" else f"instruments.ground_truth.{n}.multi.{key}" for n in rows]
+        if any(k in r for k in keys):
+            cells = ["—" if r.get(k) is None else format_value(k, r[k]) for k in keys]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
     return lines
 
 
@@ -307,6 +350,14 @@ def earlier_figures(out_dir: str | Path, rerun: list[str]) -> dict:
     return {k: v for k, v in figures.items() if k.split(".", 1)[0] not in set(rerun) and not k.startswith("reused.")}
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process's threads and of its finished child processes so far (s)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int = 0,
                  artifacts: dict[str, str] | None = None, earlier: dict | None = None,
                  group: str | None = None, targets: dict[str, str] | None = None) -> PipelineContext:
@@ -339,15 +390,19 @@ def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int
         ctx.descriptions[f"reused.{key}"] = "artifact of an earlier run in out_dir (its stage was not run now)"
     for name, settings in stage_settings.items():
         print(f"[l2i] stage {name!r} …", flush=True)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         with pipeline_stage(name, ctx.wandb_group, ctx.artifacts):
             figures = get_stage(name)(ctx, dict(settings or {}))
         figures["seconds"] = round(time.perf_counter() - start, 2)
+        figures["cpu_seconds"] = round(cpu_seconds() - cpu_start, 2)
+        ctx.stage_seconds[name] = figures["seconds"]
         ctx.descriptions.setdefault(f"{name}.seconds", "wall time of the stage (s)")
+        ctx.descriptions.setdefault(f"{name}.cpu_seconds", "CPU time of the stage, user + system, every thread and "
+                                    "finished worker process (s): on a loaded machine, the measure of its cost")
         for key, value in figures.items():
             ctx.report[f"{name}.{key}"] = value
         write_report(ctx)
-        print(f"[l2i] stage {name!r} done in {figures['seconds']:.1f} s", flush=True)
+        print(f"[l2i] stage {name!r} done in {figures['seconds']:.1f} s ({figures['cpu_seconds']:.1f} s CPU)", flush=True)
     return ctx
 
 
@@ -443,7 +498,7 @@ def classifier_stage(ctx: PipelineContext, settings: dict) -> dict:
 
 
 #: the demo's stages in pipeline order (``--stages`` help)
-STAGE_ORDER = ("classifier", "dictionary", "posthoc", "evaluation", "bydesign", "lmac", "benchmark")
+STAGE_ORDER = ("classifier", "dictionary", "posthoc", "evaluation", "bydesign", "lmac", "benchmark", "instruments")
 
 
 def demo_main(argv: list[str]) -> int:
@@ -452,14 +507,15 @@ def demo_main(argv: list[str]) -> int:
 
     from experiments.cli import resolve_config
 
-    parser = ArgumentParser(prog="l2i demo", description="Run the main job on the embedded synthetic data set: "
-                            "train, interpret, evaluate, benchmark; writes <out_dir>/report.md (summary first).")
+    parser = ArgumentParser(prog="l2i demo", description="Run the main job on the embedded synthetic data set (train, "
+                            "interpret, evaluate, benchmark), then on real recordings with known sources (instruments); "
+                            "writes <out_dir>/report.md (summary first).")
     parser.add_argument("--config", default="experiments/demo.yaml", help="pipeline config (stages and their settings)")
     parser.add_argument("--out_dir", default=None, help="where the report and every stage's folder go "
                         "(default: the config's out_dir, runs/demo)")
     parser.add_argument("--stages", default=None, help="comma-separated subset of the config's stages, among "
-                        f"{', '.join(STAGE_ORDER)}; the others' artifacts and figures are reused from out_dir (optional "
-                        "stage, in its own config: instruments, experiments/demo_instruments.yaml)")
+                        f"{', '.join(STAGE_ORDER)}; the others' artifacts and figures are reused from out_dir (the "
+                        "instruments stage alone, at its larger defaults: --config experiments/demo_instruments.yaml)")
     parser.add_argument("--group", default=None, help="W&B group of the stages' runs (default: $WANDB_RUN_GROUP, else "
                         "<out_dir name>-<start time>)")
     args = parser.parse_args(argv)
@@ -491,6 +547,9 @@ def demo_main(argv: list[str]) -> int:
     listening = ctx.report.get("benchmark.listening")
     if listening:
         print(f"[l2i] every interpreter on the same clips, side by side: {listening}")
+    real = ctx.report.get("instruments.listening")
+    if real:
+        print(f"[l2i] real recordings: mixture, true source and both interpretations, side by side: {real}")
     print(f"[l2i] report: {md_path} and {json_path}")
     from callbacks.summary import print_summary  # what the run wrote, where
 

@@ -251,8 +251,8 @@ def _tiny_config(src: str, dst: Path, data: dict) -> str:
 
 
 def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
-    """The demo's seven stages, tiny, in one process: every stage (the trainer-less ``dictionary`` and ``evaluation``
-    too) makes one run with the pipeline's group and its own job_type, and names the artifacts it was given; the
+    """The demo's eight stages, tiny, in one process: every stage (the trainer-less ``dictionary``, ``evaluation`` and
+    ``instruments`` too) makes one run with the pipeline's group and its own job_type, and names the artifacts it was given; the
     post-hoc and by-design runs' galleries have the final model's ``test-final`` section."""
     from experiments.pipeline import STAGE_ORDER, run_pipeline
 
@@ -278,6 +278,9 @@ def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
                  "overrides": tiny + [f"--data.init_args.{k}={v}" for k, v in data.items()]},
         "benchmark": {"data": bench_data, "max_batches": 1, "listening_clips": 1,
                       "interpreters": {"posthoc": {}, "saliency": {}}},
+        "instruments": {"instruments": ["flute", "cello"], "max_labels": 2, "num_train": 8, "num_val": 2, "num_test": 4, "duration_s": 1.0,
+                        "classifier_epochs": 1, "posthoc_epochs": 1, "authors_components": 4, "block_components": 2,
+                        "nmf_epochs": 1, "batch_size": 4, "listening_clips": 1, "cache_dir": str(tmp_path / "cache")},
     }
     assert tuple(stages) == STAGE_ORDER
     ctx = run_pipeline(stages, tmp_path / "demo", group="tiny-demo")
@@ -294,6 +297,8 @@ def test_every_demo_stage_has_its_own_run_in_the_group(tmp_path, monkeypatch):
     assert evaluation["config"]["l2i"]["artifacts"]["interpreter"] == ctx.artifacts["interpreter"]
     assert evaluation["folder"].is_relative_to(tmp_path / "demo" / "evaluation")
     assert evaluation["summary"]["fidelity.top1"] == pytest.approx(ctx.report["evaluation.fidelity.top1"])
+    assert by_job["instruments"]["folder"].is_relative_to(tmp_path / "demo" / "instruments")
+    assert any(name.endswith("-listening") for name in by_job["instruments"]["artifacts"])
     # the post-hoc and by-design stages' galleries hold the final model on the test clips
     for job in ("posthoc", "bydesign"):
         final = by_job[job]["folder"] / "interpretations" / "test-final"
