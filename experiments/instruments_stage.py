@@ -7,8 +7,9 @@ interpreters on the same classifier, both scored by the one evaluator
 (:func:`l2i.evaluation.evaluate_interpreter`) on the test split:
 
 * ``authors``: attention pooling, log1p mask, τ 0.2, on the authors' dictionary;
-* ``recipe``: Θ tied to the class blocks with a per-class offset, max pooling, and the interpretation options of
-  ``experiments/instruments/posthoc_blocks.yaml`` (the separation gated by the classifier's decisions at 0.2).
+* ``recipe``: as ``experiments/instruments/posthoc_blocks.yaml`` sets it (:data:`RECIPE_KEYS`): Θ tied to the class
+  blocks with a per-class offset, max pooling, Ψ trained with the classifier-gated block loss, and its
+  interpretation options (the separation gated by the interpreter's own decisions).
 
 Figures: ``instruments.ground_truth.<authors|recipe>.<all|single|multi>.<key>`` (the evaluator's ground-truth
 keys), ``instruments.fidelity.<authors|recipe>``, the classifier's macro PR-AUC, each phase's wall and CPU time
@@ -31,13 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 __all__ = ["instruments_stage", "DEFAULTS"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: the recipe's settings are read from here (its post-hoc overlay), never copied
 RECIPE = "experiments/instruments/posthoc_blocks.yaml"
+#: what the stage takes from the recipe (its epochs and data stay the stage's own, small ones)
+RECIPE_KEYS = ("pooling", "block_evidence", "theta_bias", "block_gate", "block_gate_threshold", "threshold",
+               "interpret_options")
 
 #: the stage's default settings (each may be given in the stage's section of the demo config)
 DEFAULTS: dict[str, Any] = {
@@ -81,6 +84,7 @@ def instruments_stage(ctx, settings: dict) -> dict:
     import lightning as L
 
     from datamodules.instruments import InstrumentDataModule
+    from experiments.cli import read_config
     from experiments.listening import listening_table
     from experiments.nmf import NMFSettings, learn_dictionary
     from l2i.evaluation import evaluate_interpreter, ground_truth_markdown
@@ -127,19 +131,21 @@ def instruments_stage(ctx, settings: dict) -> dict:
                                                          seed=ctx.seed), out / "dictionary_blocks.pt", device="cpu",
                                      save_images=False, progress=False, eval_split=None, threads=1)
 
-    recipe_args = yaml.safe_load((REPO / RECIPE).read_text())["model"]["init_args"]
+    recipe_args = read_config(REPO / RECIPE)["model"]["init_args"]
     schedule = {"reconstruction": {0: 5.0}, "fidelity": {1: 0.5, 2: 1.0}, "sparsity": {1: 0.4}}
+    recipe = {k: recipe_args[k] for k in RECIPE_KEYS if k in recipe_args}
+    if recipe.get("block_gate"):  # Ψ trained as the recipe trains it: the classifier-gated block loss, at its weight
+        recipe["loss_weights"] = {**schedule, "block_gate": recipe_args["loss_weights"]["block_gate"]}
     rows = {
         "authors": (plain, {"pooling": "attention", "threshold": 0.2}),
-        "recipe": (blocks, {k: recipe_args[k] for k in ("pooling", "block_evidence", "theta_bias", "threshold",
-                                                          "interpret_options")}),
+        "recipe": (blocks, recipe),
     }
     entries, tables = [], [f"# Real recordings: the authors' settings and the recipe ({dm.num_classes} instruments, "
                            f"test split, {len(test.dataset)} clips, seed {ctx.seed})", ""]
     for name, (art, options) in rows.items():
         L.seed_everything(ctx.seed, verbose=False)
-        model = PostHocInterpreterModule(classifier=clf, dictionary=art, hidden=32, lr=5e-3, loss_weights=schedule,
-                                         class_threshold=0.5, **options)
+        model = PostHocInterpreterModule(classifier=clf, dictionary=art, hidden=32, lr=5e-3, class_threshold=0.5,
+                                         **{"loss_weights": schedule, **options})
         with clock(f"train.{name}"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _trainer(int(s["posthoc_epochs"])).fit(model, datamodule=dm)
