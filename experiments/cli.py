@@ -91,8 +91,11 @@ def resolve_config(path: str | os.PathLike) -> Path:
     """A config path as given, or relative to the repository / installed ``experiments`` folder."""
     p = Path(path)
     for candidate in (p, EXPERIMENTS_DIR.parent / p, EXPERIMENTS_DIR / p):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # not a path at all (e.g. a config given inline as YAML text, longer than a file name)
+            break
     raise FileNotFoundError(f"config file not found: {path} (looked in ., {EXPERIMENTS_DIR.parent}, {EXPERIMENTS_DIR})")
 
 

@@ -101,3 +101,19 @@ def test_instantiate_reads_a_config_as_fit_does(tmp_path):
     assert read.init_args("model", given=True)["threshold"] == 0.3
     with pytest.raises(ValueError, match=r"data.init_args.batch_size: Expected a <class 'int'>. Got value: many"):
         instantiate({"data": data}, {"data.init_args.batch_size": "many"})
+
+
+def test_instantiate_reads_a_config_given_inline_longer_than_a_file_name():
+    """A config dict is passed to the parser as YAML text; text longer than a file name (255 bytes) must not be
+    taken for a path (``is_file`` raises ENAMETOOLONG there): the benchmark's own data section is such a dict."""
+    from experiments.cli import instantiate
+
+    init = {"mode": "multiclass", "num_classes": 8, "num_train": 2000, "num_val": 200, "num_test": 500,
+            "sample_rate": 16000, "duration_s": 2.0, "distractor_prob": 0.5, "seed": 0, "batch_size": 32}
+    config = {"data": {"class_path": "datamodules.SyntheticDataModule", "init_args": init}}
+    import yaml
+
+    assert len(yaml.safe_dump(config)) > 255
+    read = instantiate([config], sections=("data",))
+    assert type(read.data).__name__ == "SyntheticDataModule"
+    assert read.config["data"]["init_args"]["num_train"] == 2000
