@@ -113,12 +113,48 @@ def test_a_checkpoint_reloads_with_its_options_without_lightning(artifacts, tmp_
     ({"mask_mode": "hard"}, r"interpret_options.mask_mode must be one of log1p, share, magnitude, got 'hard'"),
     ({"refine_iters": -1}, r"interpret_options.refine_iters must be a non-negative integer"),
     ({"class_threshold": 2}, r"interpret_options.class_threshold must be a number in \[0, 1\]"),
+    ({"mask_power": 0}, r"interpret_options.mask_power must be a finite number > 0, got 0"),
+    ({"mask_power": -2.0}, r"interpret_options.mask_power must be a finite number > 0, got -2.0"),
+    ({"mask_power": float("nan")}, r"interpret_options.mask_power must be a finite number > 0, got nan"),
+    ({"mask_power": True}, r"interpret_options.mask_power must be a finite number > 0, got True"),
 ])
 def test_a_wrong_option_is_named_in_one_line(artifacts, options, message):
     with pytest.raises(ValueError, match=message):
         PostHocInterpreterModule(classifier_checkpoint=str(artifacts["root"] / "classifier.ckpt"),
                                  dictionary_path=str(artifacts["root"] / "blocks.pt"), block_evidence=True,
                                  interpret_options=options)
+
+
+def test_mask_power_one_is_the_share_bit_for_bit_and_two_sharpens_it(artifacts):
+    """``mask_power``: 1 is today's share mask exactly; 2 moves each bin towards the part that dominates it; stored
+    in the options it is the default of ``interpret``; a bad value given to ``interpret`` fails in one line."""
+    from l2i.interpreter.interpretation import sharpen_share
+
+    recipe, plain, x = artifacts["recipe"], artifacts["plain"], artifacts["x"]
+    target = torch.zeros(2, 8)
+    target[:, [0, 3]] = 1.0
+    base = recipe.interpret(x, target)
+    one = recipe.interpret(x, target, mask_power=1.0)
+    assert torch.equal(one.mask, base.mask) and torch.equal(one.audio, base.audio)
+    two = recipe.interpret(x, target, mask_power=2.0)
+    s, m = base.mask[base.valid], two.mask[two.valid]  # share masks of the explained classes
+    assert torch.allclose(m, s**2 / (s**2 + (1 - s) ** 2))
+    major, minor = s > 0.6, (s < 0.4) & (s > 0)
+    assert major.any() and minor.any()
+    assert bool((m[major] > s[major]).all()) and bool((m[minor] < s[minor]).all())
+    assert float(m.max()) <= 1.0 and float(m.min()) >= 0.0
+    share = torch.tensor([0.0, 0.2, 0.5, 0.8, 1.0])
+    torch.testing.assert_close(sharpen_share(share, 2.0), torch.tensor([0.0, 0.2**2 / 0.68, 0.5, 0.8**2 / 0.68, 1.0]))
+    assert sharpen_share(share, 1.0) is share
+    stored = PostHocInterpreterModule(classifier_checkpoint=str(artifacts["root"] / "classifier.ckpt"),
+                                      dictionary_path=str(artifacts["root"] / "blocks.pt"), hidden=8, pooling="max",
+                                      block_evidence=True, theta_bias=True, threshold=0.0,
+                                      interpret_options={**RECIPE, "mask_power": 2})
+    stored.load_state_dict(recipe.state_dict())
+    assert stored.interpret_options["mask_power"] == 2.0
+    torch.testing.assert_close(stored.eval().interpret(x, target).mask, two.mask)
+    with pytest.raises(ValueError, match=r"^mask_power must be a finite number > 0, got nan$"):
+        recipe.interpret(x, target, mask_power=float("nan"))
 
 
 def test_block_components_need_block_evidence(artifacts):

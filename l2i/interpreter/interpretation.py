@@ -30,6 +30,7 @@ Pure torch; no Lightning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Literal, Protocol, Sequence, runtime_checkable
 
@@ -45,6 +46,7 @@ __all__ = [
     "random_components",
     "component_share",
     "magnitude_mask",
+    "sharpen_share",
     "synthesize",
     "build_interpretation",
 ]
@@ -313,6 +315,31 @@ def component_share(
     return (part / (full[:, None] + eps)).clamp(0.0, 1.0)
 
 
+def sharpen_share(share: Tensor, power: float = 1.0) -> Tensor:
+    """The share raised to ``power`` against the rest: ``s^p / (s^p + (1 - s)^p)`` (Wiener-style sharpening).
+
+    The two parts are the chosen components (c's, e.g. c's whole block) and everything else the decoder puts in
+    the bin (``W H - W_S H_S``: every other component together, not each other class's block on its own), so
+    with ``s = W_S H_S / W H`` this is ``(W_S H_S)^p / ((W_S H_S)^p + (W H - W_S H_S)^p)``; ``p = 2`` is the
+    ratio of the two power estimates. ``p > 1`` moves a bin towards the part that dominates it (share above 1/2
+    towards 1, below towards 0), ``p = 1`` returns ``share`` itself (the same tensor), a bin at share 0 stays 0.
+
+    Args:
+        share: ``(B, C', F, T)`` in [0, 1], from :func:`component_share`.
+        power: ``p > 0``.
+
+    Returns:
+        ``(B, C', F, T)`` in [0, 1].
+    """
+    p = float(power)
+    if not math.isfinite(p) or p <= 0:
+        raise ValueError(f"mask_power must be a finite number > 0, got {power!r}")
+    if p == 1.0:
+        return share
+    part, rest = share.pow(p), (1.0 - share).clamp_min(0.0).pow(p)
+    return (part / (part + rest)).clamp(0.0, 1.0)  # part + rest >= 2^(1-p) > 0 for share in [0, 1]
+
+
 def magnitude_mask(share: Tensor, nmf_spectrum: Tensor, magnitude: Tensor, mode: str = "log1p") -> Tensor:
     """The soft mask on the magnitude from the chosen components' share of V.
 
@@ -376,6 +403,7 @@ def build_interpretation(
     components: Tensor | None = None,
     top_k: int | None = None,
     eps: float = EPS,
+    mask_power: float = 1.0,
 ) -> Interpretation:
     """Assemble an :class:`Interpretation` from what any NMF-bottleneck interpreter computes.
 
@@ -393,6 +421,8 @@ def build_interpretation(
             components of a baseline).
         top_k: at most this many chosen components per class, the most relevant (see :func:`choose_components`).
         eps: floor of ``W H`` in the share (see :func:`component_share`; the authors' code uses 1e-6).
+        mask_power: the share sharpened against the rest before the mask (see :func:`sharpen_share`); default
+            1: the share as it is.
     """
     relevance = relevance_scores(pooled, class_weights)
     chosen_all = choose_components(relevance, threshold, top_k) if components is None else components.bool()
@@ -400,7 +430,7 @@ def build_interpretation(
     idx = classes.clamp_min(0)[..., None].expand(*classes.shape, relevance.shape[-1])
     chosen = torch.take_along_dim(chosen_all, idx, dim=1) & valid[..., None]  # (B, C', K)
     weights = torch.take_along_dim(relevance, idx, dim=1) if relevance_weighted else None
-    share = component_share(dictionary, activations, chosen, weights, eps=eps)
+    share = sharpen_share(component_share(dictionary, activations, chosen, weights, eps=eps), mask_power)
     mask = magnitude_mask(share, features.nmf, features.magnitude, mask_mode)
     audio, residual = synthesize(frontend, mask, features.magnitude, features.phase, features.waveform.shape[-1])
     pad = (~valid)[..., None]

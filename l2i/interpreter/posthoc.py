@@ -9,6 +9,7 @@ batch-norm statistics never move, whatever ``.train()`` is called with), the NMF
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from l2i.backbones import capture_hidden
 from l2i.frontend import AudioFrontEnd, Features
-from l2i.interpreter.interpretation import EPS, Interpretation, build_interpretation, select_classes
+from l2i.interpreter.interpretation import EPS, Interpretation, build_interpretation, select_classes, sharpen_share
 from l2i.interpreter.losses import (AUTHORS_ESC50_SCHEDULE, BLOCK_GATES, LossSchedule, gated_block_loss,
                                     interpreter_losses)
 from l2i.interpreter.psi import AuthorsPsi, Psi, map_to_grid, map_to_sequence
@@ -69,6 +70,7 @@ INTERPRET_OPTIONS: dict[str, Any] = {
     "refine_init": ("interpreter", "uniform"),
     "block_components": bool,
     "class_threshold": float,
+    "mask_power": "positive",
 }
 
 
@@ -93,6 +95,10 @@ def check_interpret_options(options: Mapping[str, Any] | None, where: str = "int
         elif kind is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"{where}.{key} must be true or false, got {value!r}")
+        elif kind == "positive":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{where}.{key} must be a finite number > 0, got {value!r}")
+            value = float(value)
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{where}.{key} must be a non-negative integer, got {value!r}")
@@ -335,6 +341,7 @@ class PostHocInterpreter(nn.Module):
         refine_gate: str = "interpreter",
         refine_init: str = "interpreter",
         block_components: bool = False,
+        mask_power: float = 1.0,
     ) -> Interpretation:
         """Listenable interpretations of ``waveform (B, samples)``; see :class:`Interpretation` for shapes.
 
@@ -362,7 +369,11 @@ class PostHocInterpreter(nn.Module):
                 interpretation is the NMF of the clip on the blocks of the classes f detects).
             block_components: explain c with every component of c's block (Θ's per-class ``evidence``)
                 instead of the components above the relevance threshold (``components``, when given, wins).
+            mask_power: ``p``: the share of the chosen components against the rest raised to ``p`` before the
+                mask, ``s^p / (s^p + (1 - s)^p)`` (:func:`~l2i.interpreter.interpretation.sharpen_share`);
+                default 1: the share as it is.
         """
+        sharpen_share(torch.zeros(()), mask_power)  # a bad power fails before the forward pass
         top_k = self.top_k if top_k is None else (None if int(top_k) == 0 else int(top_k))
         was_training = self.training
         self.eval()
@@ -392,6 +403,7 @@ class PostHocInterpreter(nn.Module):
                 components=components,
                 top_k=top_k,
                 eps=self.share_eps,
+                mask_power=mask_power,
             )
         finally:
             self.train(was_training)
