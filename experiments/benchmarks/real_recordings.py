@@ -16,7 +16,8 @@ known; rendered once and cached):
    own activations); ``gated_long``, **the recipe** (as ``blocks``, trained 12 epochs with the classifier-gated block
    loss and the fidelity weight doubled; c's whole block after the NMF updates on the blocks of the classes the
    *interpreter* detects at 0.1 — Θ on Ψ's activations decides which blocks sound; ``own``: Ψ's activations without
-   updates; ``classifier_gate0.1`` / ``self_gate0.2``: the other gate, the other threshold);
+   updates; ``classifier_gate0.1`` / ``self_gate0.2``: the other gate, the other threshold; ``mask_power<p>``: the
+   share mask sharpened or softened, ``mask_power`` p);
 4. by-design models (bottleneck, started from the classifier): ``authors`` and ``blocks`` (6 epochs, from a random
    Ψ and Θ) and ``distilled_long`` (on the blocks, Ψ and Θ started from the recipe's post-hoc interpreter, labels
    plus distillation to a frozen copy of the black box, 10 epochs at lr 5e-4; interpreted gated by its own
@@ -110,6 +111,8 @@ INTERPRETERS = {
         "own": OWN_BLOCK,
         "classifier_gate0.1": {**SEPARATION, "class_threshold": 0.1},
         "self_gate0.2": {**SEPARATION, "refine_gate": "interpreter"},
+        # the recipe with c's share against the rest sharpened (p > 1) or softened: s^p / (s^p + (1 - s)^p)
+        **{f"mask_power{p:g}": {**RECIPE, "mask_power": p} for p in (0.5, 0.75, 1.5, 2.0, 3.0)},
     }),
 }
 BYDESIGN = {
@@ -320,7 +323,7 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: l
     frontend = clf.frontend
     overlap_loader = _overlap_loader(dm, split, 32)
     for name, (dname, options, rows) in INTERPRETERS.items():
-        if only and f"posthoc_{name}" not in only:
+        if only and not any(o == f"posthoc_{name}" or o.startswith(f"posthoc_{name}[") for o in only):
             continue
         model = train_posthoc(clf, dicts[dname], folder / f"posthoc_{name}.pt", dm, options, epochs["posthoc"], seed)
         if train_only:
@@ -329,6 +332,8 @@ def run_seed(seed: int, out: Path, sizes, epochs: dict, split: str, log, only: l
         fid = _fidelity(model, eval_loader)
         for variant, kw in rows.items():
             key = f"posthoc_{name}" + (f"[{variant}]" if variant else "")
+            if only and f"posthoc_{name}" not in only and f"posthoc_{name}[{variant}]" not in only:  # some rows named
+                continue
             full = score(_interpret_fn(model, kw), frontend, eval_loader)
             row = summary(full)
             row["fidelity"], row["ground_truth"] = fid, full
@@ -418,7 +423,9 @@ def main(argv=None) -> int:
     p.add_argument("--bydesign_epochs", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
-                   help="only these interpreters (posthoc_<name>, bydesign_<name>, ceiling); default: all")
+                   help="only these interpreters (posthoc_<name>, bydesign_<name>, ceiling) or rows "
+                        "('posthoc_<name>[<row>]'; the interpreter's own row: posthoc_<name>[]); default: all. "
+                        "The rows scored are written over a seed's saved results_<split>.json when there is one")
     p.add_argument("--train_only", action="store_true", help="train and cache the models, score nothing")
     p.add_argument("--table_only", action="store_true",
                    help="print the table from the seeds' saved results (<out>/seed<N>/results_<split>.json); "
@@ -443,6 +450,10 @@ def main(argv=None) -> int:
         res = run_seed(seed, out, tuple(args.sizes), epochs, args.split, log, args.only, args.train_only)
         if not args.train_only and not args.only:
             path.write_text(json.dumps(_round(res), indent=1))
+        elif args.only and not args.train_only and path.is_file():  # the rows scored now, over the saved ones
+            saved = json.loads(path.read_text())
+            saved.update({k: v for k, v in _round(res).items() if k not in ("seed", "split")})
+            path.write_text(json.dumps(saved, indent=1))
         results.append(res)
     if args.train_only:
         return 0
