@@ -192,3 +192,15 @@ def stage_run(save_dir: str | os.PathLike, name: str, job_type: str, config: dic
                 run.finish()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def finish_loggers(trainer) -> None:
+    """End the W&B runs a stage's trainer opened: one run per stage, and a run left open would be silently
+    reused by the next stage's logger in the same process."""
+    for logger in getattr(trainer, "loggers", []) or []:
+        run = getattr(logger, "_experiment", None)
+        if run is not None and hasattr(run, "finish"):
+            try:
+                run.finish()
+            except Exception:  # noqa: BLE001 - logging never takes a pipeline down
+                pass

@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None, friendly_errors: bool | None = None) -> 
             cli = lightning_cli(None)
         else:
             cli = lightning_cli(argv)
-        from experiments.pipeline import finish_loggers
+        from callbacks.wandb_runs import finish_loggers
 
         # end the run's W&B run: one left open is silently reused by the next logger in the same process
         finish_loggers(cli.trainer)

@@ -106,7 +106,7 @@ def run_fold(config: str, fold: int, val: str, out_dir: Path, extra: Sequence[st
     ckpt_cb = cli.trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb is not None else ""
     results = cli.trainer.test(cli.model, datamodule=dm, ckpt_path=best or None, verbose=False)
-    from experiments.pipeline import finish_loggers
+    from callbacks.wandb_runs import finish_loggers
 
     finish_loggers(cli.trainer)  # one W&B run per fold: a run left open is silently reused by the next fold
     return {

@@ -10,7 +10,7 @@ folder of ``out``:
 * ``reconstructions.png`` — a few clips: V, W H and the relative error;
 * ``dictionary.yaml`` — the resolved config.
 
-The same work is the pipeline stage ``dictionary`` (:func:`dictionary_stage`), which takes the front-end
+The same work is the pipeline stage ``dictionary`` (:func:`experiments.stages.dictionary.dictionary_stage`), which takes the front-end
 from the classifier checkpoint so dictionary and classifier always match.
 """
 
@@ -36,7 +36,7 @@ from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.nmf import NMF, NMFResult, concat_dictionaries, fit_weak_labels, nmf_objective
 from l2i.storage import check_writable
 
-__all__ = ["NMFSettings", "learn_dictionary", "dictionary_stage", "main", "build_parser", "PER_CLASS_SOURCES"]
+__all__ = ["NMFSettings", "learn_dictionary", "main", "build_parser", "PER_CLASS_SOURCES"]
 
 #: what the class blocks of ``per_class_components`` learn from (see :class:`NMFSettings`)
 PER_CLASS_SOURCES = ("mixture", "sources", "single_label", "weak_labels")
@@ -909,13 +909,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def classifier_frontend(cfg):
     """``cfg`` with its ``frontend`` taken from ``cfg.classifier`` (a checkpoint or a fit config) when given, and
     the data's sample rate checked against the front-end's (a mismatch names both keys)."""
@@ -953,55 +946,3 @@ def frontend_from_checkpoint(path: str | Path) -> dict:
     if fe is None:
         raise ValueError(f"{path}: checkpoint has no hyper_parameters['frontend'] (not a ClassifierModule checkpoint?)")
     return FrontEndConfig.from_any(dict(fe) if not isinstance(fe, FrontEndConfig) else fe).to_dict()
-
-
-def dictionary_stage(ctx, settings: dict) -> dict:
-    """Pipeline stage ``dictionary``: learn W on the training split with the classifier's front-end.
-
-    settings: ``config`` (optional ``l2i nmf`` YAML to start from) plus any of its keys (``data``,
-    ``frontend``, ``nmf``, ``split``, ``num_clips``, ``device``, …) as overrides. The front-end comes from
-    ``ctx.artifacts["classifier"]`` when a classifier was trained, so dictionary and classifier match.
-    Writes ``<out>/dictionary/dictionary.pt`` and sets ``ctx.artifacts["dictionary"]``.
-    """
-    from experiments.cli import read_config
-
-    settings = dict(settings or {})
-    base: dict = {}
-    if settings.get("config"):
-        base = read_config(settings.pop("config"))
-    merged = _deep_merge(base, settings)
-    source = "settings"
-    if ctx.artifacts.get("classifier"):
-        fe = frontend_from_checkpoint(ctx.artifacts["classifier"])
-        merged["frontend"] = fe
-        source = str(ctx.artifacts["classifier"])
-    merged.setdefault("nmf", {}).setdefault("seed", ctx.seed)
-    merged["out"] = str(ctx.stage_dir("dictionary") / "dictionary.pt")
-    merged.setdefault("progress", False)
-    parser = build_parser()
-    cfg = parser.parse_object(merged)
-    art, figures = _run(cfg, parser, wandb_run=True)  # the stage's own W&B run (job_type "dictionary"), unless wandb: false
-    ctx.artifacts["dictionary"] = figures["dictionary"]
-    out = {k: v for k, v in figures.items() if isinstance(v, (int, float, str)) and k != "images_logged"}
-    out["frontend_from"] = source
-    descriptions = {
-        "objective": "NMF objective 0.5||V-WH||^2 + sparsity*sum(H) on the training frames (W fixed, H re-estimated)",
-        "objective_per_frame": "objective divided by the number of training frames",
-        "relative_error": "||V - WH|| / ||V|| on the training frames (V = log1p|X|)",
-        "activation_zeros": "fraction of exactly-zero activations (sparsity of H)",
-        "class_purity": "activation mass of each component in its top class, mass-weighted mean (1/C = none)",
-        "n_components": "K, columns of the dictionary",
-        "n_freq": "F, frequency bins (n_fft/2+1)",
-        "noise_components": "columns learnt on noise-only material and kept fixed (first in W)",
-        "frames": "training frames seen per epoch",
-        "clips": "training clips seen per epoch",
-        "epochs": "passes of the online NMF",
-        "fit_seconds": "wall time of the streaming fit (s)",
-        "eval_frames": "frames of the exact objective evaluation",
-        "dictionary": "dictionary artifact (W + front-end + settings)",
-        "frontend_from": "where the front-end parameters came from",
-    }
-    for k in out:
-        if k in descriptions:
-            ctx.descriptions[f"dictionary.{k}"] = descriptions[k]
-    return out

@@ -3,21 +3,23 @@
 Each stage reads what earlier stages left in the :class:`PipelineContext` (artifact paths), does its work,
 and returns flat figures (``{"test_accuracy": 0.97}``) that land in the report as ``<stage>.<key>``.
 The report is rewritten after every stage, so a run stopped half-way still leaves what it measured.
+The stages themselves live in :mod:`experiments.stages`, one per file.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-__all__ = ["PipelineContext", "STAGES", "register_stage", "run_pipeline", "write_report", "demo_main"]
+from experiments.stages import LAZY_STAGES, STAGES, get_stage
+
+__all__ = ["PipelineContext", "run_pipeline", "write_report", "demo_main"]
 
 
 @dataclass
@@ -40,40 +42,6 @@ class PipelineContext:
         d = self.out_dir / name
         d.mkdir(parents=True, exist_ok=True)
         return d
-
-
-StageFn = Callable[[PipelineContext, dict], dict]
-STAGES: dict[str, StageFn] = {}
-#: stages defined in other modules, ``name -> "module:function"``, imported when a pipeline uses them
-LAZY_STAGES: dict[str, str] = {
-    "dictionary": "experiments.nmf:dictionary_stage",
-    "posthoc": "experiments.interpret:posthoc_stage",
-    "bydesign": "experiments.bydesign:bydesign_stage",
-    "evaluation": "experiments.evaluate:evaluation_stage",
-    "lmac": "experiments.benchmark:lmac_stage",
-    "benchmark": "experiments.benchmark:benchmark_stage",
-    "instruments": "experiments.instruments_stage:instruments_stage",
-}
-
-
-def register_stage(name: str) -> Callable[[StageFn], StageFn]:
-    def deco(fn: StageFn) -> StageFn:
-        STAGES[name] = fn
-        return fn
-
-    return deco
-
-
-def get_stage(name: str) -> StageFn:
-    """The stage function registered under ``name`` (importing its module for lazy stages)."""
-    if name not in STAGES and name in LAZY_STAGES:
-        import importlib
-
-        module, func = LAZY_STAGES[name].split(":")
-        STAGES[name] = getattr(importlib.import_module(module), func)
-    if name not in STAGES:
-        raise ValueError(f"unknown pipeline stage {name!r}; known stages: {sorted({*STAGES, *LAZY_STAGES})}")
-    return STAGES[name]
 
 
 #: figure names (last part of a key) that count things: written as integers
@@ -404,94 +372,6 @@ def run_pipeline(stage_settings: dict[str, dict], out_dir: str | Path, seed: int
         write_report(ctx)
         print(f"[l2i] stage {name!r} done in {figures['seconds']:.1f} s ({figures['cpu_seconds']:.1f} s CPU)", flush=True)
     return ctx
-
-
-# -- stages ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit_stage_config` leaves: the trained module, its DataModule and trainer, the copied best
-    checkpoint, the test metrics (``test/…`` keys, empty when not tested) and the fit time (s)."""
-
-    trainer: Any
-    model: Any
-    datamodule: Any
-    checkpoint: Path
-    test: dict[str, float]
-    train_seconds: float
-
-
-def finish_loggers(trainer) -> None:
-    """End the W&B runs a stage's trainer opened: one run per stage, and a run left open would be silently
-    reused by the next stage's logger in the same process."""
-    for logger in getattr(trainer, "loggers", []) or []:
-        run = getattr(logger, "_experiment", None)
-        if run is not None and hasattr(run, "finish"):
-            try:
-                run.finish()
-            except Exception:  # noqa: BLE001 - logging never takes a pipeline down
-                pass
-
-
-def fit_stage_config(ctx: PipelineContext, stage: str, settings: dict, default_config: str,
-                     extra_args: list[str] = (), test: bool = True) -> FitResult:
-    """Fit a LightningCLI config as a pipeline stage: run folder ``<out>/<stage>``, the context's seed, W&B run
-    ``<stage>``, extra arguments (paths of earlier artifacts) and ``settings["overrides"]``; then copy the best
-    checkpoint to ``<out>/<stage>/<stage>.ckpt`` and (``test``) test it. The arguments are written to
-    ``<out>/<stage>/args.yaml`` so the run can be repeated; the resolved config is ``<out>/<stage>/config.yaml``
-    (``l2i fit --config`` reads it), the checkpoints ``<out>/<stage>/checkpoints/{best,last}.ckpt``."""
-    from experiments.cli import lightning_cli
-
-    out = ctx.stage_dir(stage)
-    args = ["--config", settings.get("config", default_config)]
-    args += ["--seed_everything", str(ctx.seed), "--trainer.default_root_dir", str(out)]
-    # the stage's W&B run, CSV mirror, config.yaml and checkpoints/ all live in <out>/<stage>
-    args += ["--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", stage]
-    args += [str(a) for a in extra_args] + [str(a) for a in settings.get("overrides", [])]
-    cli = lightning_cli(args, run=False)
-    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    train_seconds = time.perf_counter() - start
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    results = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0] if test else {}
-    final = out / f"{stage}.ckpt"
-    if best:
-        shutil.copyfile(best, final)
-    else:
-        trainer.save_checkpoint(final)
-    (out / "args.yaml").write_text(yaml.safe_dump({"command": "l2i fit", "args": args}, sort_keys=False))
-    finish_loggers(trainer)
-    return FitResult(trainer, model, dm, final, {k: float(v) for k, v in results.items()}, train_seconds)
-
-
-@register_stage("classifier")
-def classifier_stage(ctx: PipelineContext, settings: dict) -> dict:
-    """Train the black-box classifier f from a LightningCLI config, test its best checkpoint.
-
-    settings: ``config`` (path of a ``l2i fit`` config), ``overrides`` (extra CLI arguments, list).
-    """
-    run = fit_stage_config(ctx, "classifier", settings, "experiments/synthetic/classifier.yaml")
-    ctx.artifacts["classifier"] = str(run.checkpoint)
-    figures: dict[str, Any] = {}
-    for key, value in run.test.items():
-        name = key.replace("test/", "test_")
-        figures[name] = value
-        ctx.descriptions[f"classifier.{name}"] = f"{key} of the classifier on the test split"
-    figures["epochs"] = int(run.trainer.current_epoch)
-    figures["train_seconds"] = round(run.train_seconds, 2)
-    figures["checkpoint"] = str(run.checkpoint)
-    hparams = getattr(run.model, "hparams", {}) or {}
-    if hparams.get("backbone"):
-        figures["backbone"] = str(hparams["backbone"])
-        ctx.descriptions["classifier.backbone"] = "the classifier's backbone"
-    figures["data"] = type(run.datamodule).__name__
-    ctx.descriptions["classifier.data"] = "the data module it was trained on"
-    ctx.descriptions["classifier.epochs"] = "training epochs run"
-    ctx.descriptions["classifier.train_seconds"] = "classifier training time (s)"
-    ctx.descriptions["classifier.checkpoint"] = "trained classifier (input of later stages)"
-    return figures
 
 
 # -- the demo command -------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_tiny_benchmark_writes_a_full_finite_table(artifacts, tmp_path):
 
 def test_benchmark_stage_from_a_pipeline_context(artifacts, tmp_path):
     """What ``l2i demo`` runs: the stage on what earlier stages left in the context (two rows, no W&B)."""
-    from experiments.benchmark import benchmark_stage
+    from experiments.stages.benchmark import benchmark_stage
     from experiments.pipeline import PipelineContext
 
     ctx = PipelineContext(out_dir=tmp_path, seed=1, artifacts={k: artifacts[k] for k in ("classifier", "dictionary", "interpreter")})
@@ -143,7 +143,8 @@ def test_benchmark_stage_from_a_pipeline_context(artifacts, tmp_path):
 
 
 def test_missing_artifacts_and_bad_settings_are_named(artifacts, tmp_path):
-    from experiments.benchmark import benchmark_stage, run_benchmark
+    from experiments.benchmark import run_benchmark
+    from experiments.stages.benchmark import benchmark_stage
     from experiments.pipeline import PipelineContext
 
     cfg = _config(artifacts, tmp_path)
@@ -203,7 +204,7 @@ def test_seeds_rows_and_max_batches_from_the_command_line(artifacts, tmp_path):
 def test_rows_are_written_as_they_finish(artifacts, tmp_path, monkeypatch):
     """A run killed during its second row keeps the first row's table (marked partial)."""
     import l2i.evaluation
-    from experiments.benchmark import benchmark_stage
+    from experiments.stages.benchmark import benchmark_stage
     from experiments.pipeline import PipelineContext
 
     real = l2i.evaluation.evaluate_interpreter
@@ -229,7 +230,7 @@ def test_rows_are_written_as_they_finish(artifacts, tmp_path, monkeypatch):
 
 
 def test_one_number_format_and_the_best_value_marked():
-    from experiments.benchmark import _fmt, table_latex, table_markdown
+    from experiments.stages.benchmark import _fmt, table_latex, table_markdown
 
     assert [_fmt(v) for v in (6.404e-05, 1.613e-07, 1.0, 70.125, -5.2149, 12345.6)] == \
         ["0.00", "0.00", "1.00", "70.12", "-5.21", "12346"]
@@ -246,7 +247,7 @@ def test_the_demo_and_l2i_benchmark_share_one_configuration():
     """The demo's benchmark stage reads ``l2i benchmark``'s config: the same rows with the same settings (integrated
     gradients' steps, occlusion's patch …) and L-MAC training, on the first half of the command's clips, so their
     tables are comparable."""
-    from experiments.benchmark import resolve_settings
+    from experiments.stages.benchmark import resolve_settings
 
     root = Path(__file__).resolve().parents[1]
     demo = yaml.safe_load((root / "experiments/demo.yaml").read_text())["stages"]["benchmark"]
@@ -266,7 +267,7 @@ def test_the_demo_and_l2i_benchmark_share_one_configuration():
 def test_lmac_stage_keeps_best_and_last_checkpoints_and_its_config_in_its_folder(artifacts, tmp_path):
     """The L-MAC stage (plain ModelCheckpoint before) now checkpoints like every stage: ``lmac/checkpoints/best.ckpt``
     and ``last.ckpt``, its resolved ``config.yaml`` and W&B run in ``lmac/``, nothing in the pipeline's root."""
-    from experiments.benchmark import lmac_stage
+    from experiments.stages.lmac import lmac_stage
     from experiments.pipeline import PipelineContext
 
     ctx = PipelineContext(out_dir=tmp_path, artifacts={"classifier": artifacts["classifier"]})
@@ -285,7 +286,7 @@ def test_lmac_stage_keeps_best_and_last_checkpoints_and_its_config_in_its_folder
 
 
 def test_an_all_pass_lmac_row_is_called_one_in_the_table(artifacts, tmp_path):
-    from experiments.benchmark import benchmark_stage
+    from experiments.stages.benchmark import benchmark_stage
     from experiments.pipeline import PipelineContext
 
     ctx = PipelineContext(out_dir=tmp_path, artifacts={k: artifacts[k] for k in ("classifier", "lmac")})
@@ -303,7 +304,7 @@ def test_the_authors_protocol_on_a_tiny_benchmark(artifacts, tmp_path, monkeypat
     which the component baselines also use, is left as it is); the post-hoc and by-design rows carry the authors'
     figures — the same numbers as evaluate_authors_protocol on the same clips — in benchmark.json, report.json and
     benchmark.md; other rows have none; an unknown protocol is named."""
-    from experiments.benchmark import _Loaded, _batches, _datamodule, benchmark_stage, build_row
+    from experiments.stages.benchmark import _Loaded, _batches, _datamodule, benchmark_stage, build_row
     from experiments.cli import main
     from experiments.pipeline import PipelineContext
     from l2i.evaluation.authors import evaluate_authors_protocol

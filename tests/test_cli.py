@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from experiments.cli import COMMANDS, main, read_config
-from experiments.pipeline import LAZY_STAGES, STAGES
+from experiments.stages import LAZY_STAGES, STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(ROOT) for p in (ROOT / "experiments").rglob("*.yaml"))

@@ -146,7 +146,7 @@ def test_learn_dictionary_cli(tmp_path):
 
 
 def test_dictionary_stage_uses_the_classifier_frontend(tmp_path):
-    from experiments.nmf import dictionary_stage
+    from experiments.stages.dictionary import dictionary_stage
     from experiments.pipeline import PipelineContext
 
     fe = FrontEndConfig(sample_rate=8000, n_fft=128, hop_length=64, n_mels=32)

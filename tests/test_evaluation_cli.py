@@ -85,7 +85,7 @@ def test_l2i_evaluate_writes_json_and_markdown(tmp_path):
 
     # the same as a pipeline stage: the figures land in the demo report with their descriptions
     from experiments.pipeline import PipelineContext, write_report
-    from experiments.evaluate import evaluation_stage
+    from experiments.stages.evaluation import evaluation_stage
 
     ctx = PipelineContext(out_dir=tmp_path / "demo", artifacts={"interpreter": str(ckpt)})
     with one_thread():

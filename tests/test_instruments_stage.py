@@ -19,7 +19,7 @@ TINY = dict(instruments=["flute", "cello", "trumpet"], num_train=12, num_val=4, 
 
 
 def test_the_default_demo_runs_the_real_recording_stage_with_known_settings():
-    from experiments.instruments_stage import DEFAULTS
+    from experiments.stages.instruments import DEFAULTS
     from experiments.pipeline import STAGE_ORDER, parse_target
 
     demo = yaml.safe_load((REPO / "experiments/demo.yaml").read_text())
@@ -35,7 +35,7 @@ def test_the_default_demo_runs_the_real_recording_stage_with_known_settings():
 
 
 def test_the_listening_clips_are_those_with_several_instruments_first():
-    from experiments.instruments_stage import several_first
+    from experiments.stages.instruments import several_first
 
     batch = {"waveform": torch.arange(4.0)[:, None].repeat(1, 3), "id": ["a", "b", "c", "d"], "sample_rate": 8000,
              "target": torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]])}

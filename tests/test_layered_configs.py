@@ -102,7 +102,7 @@ def test_nmf_takes_the_front_end_of_the_classifier_config():
 
 
 def test_the_benchmark_reads_the_data_sets_data_file_with_its_overrides(tmp_path):
-    from experiments.benchmark import _datamodule
+    from experiments.stages.benchmark import _datamodule
 
     dm, info = _datamodule({"data_config": "experiments/esc50/data.yaml", "batch_size": 16,
                             "data": {"init_args": {"root": str(tmp_path)}}})

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from datamodules.synthetic import SyntheticDataModule
-from experiments.interpret import score_posthoc
+from experiments.stages.posthoc import score_posthoc
 from experiments.nmf import NMFSettings, learn_dictionary
 from lightning_modules.artifacts import load_artifact
 from lightning_modules.classifier import ClassifierModule
@@ -180,7 +180,7 @@ def test_posthoc_stage_trains_evaluates_and_reports(trained, tmp_path):
     """The demo's ``posthoc`` stage through LightningCLI, shrunk to a few batches."""
     from pathlib import Path
 
-    from experiments.interpret import posthoc_stage
+    from experiments.stages.posthoc import posthoc_stage
     from experiments.pipeline import PipelineContext
 
     ctx = PipelineContext(out_dir=tmp_path / "run")

@@ -217,7 +217,7 @@ def test_listening_table_without_sources_has_no_source_column(artifacts, tmp_pat
     """A data set that does not know its sources (ESC-50 and the like): the explained model's own class, no
     source column, no SI-SDR; every interpreter's interpretation and faithfulness are still there."""
     from datamodules import SyntheticDataModule
-    from experiments.benchmark import _Loaded
+    from experiments.stages.benchmark import _Loaded
     from experiments.listening import listening_columns, listening_table
     from experiments.pipeline import PipelineContext
 

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 
 from datamodules.synthetic import SyntheticDataModule
-from experiments.interpret import learn_dictionary
+from experiments.stages.posthoc import learn_dictionary
 from l2i.evaluation import evaluate_interpreter
 from l2i.evaluation.authors import evaluate_authors_protocol
 from lightning_modules.classifier import ClassifierModule

@@ -35,7 +35,7 @@ import torch
 
 __all__ = ["instruments_stage", "DEFAULTS"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: the recipe's settings are read from here (its post-hoc overlay), never copied
 RECIPE = "experiments/instruments/posthoc_blocks.yaml"
 #: what the stage takes from the recipe (its epochs and data stay the stage's own, small ones)

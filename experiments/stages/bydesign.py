@@ -14,7 +14,7 @@ def bydesign_stage(ctx, settings: dict) -> dict:
     ``from_classifier`` (start the front-end and backbone from the classifier stage's checkpoint instead of from
     scratch: ``model.init_args.classifier_checkpoint``; default false), ``threshold`` (relevance τ),
     ``max_batches`` (test batches scored by the suite, default all), ``noise_snr_db`` (default none)."""
-    from experiments.pipeline import fit_stage_config
+    from experiments.stages import fit_stage_config
     from l2i.evaluation import DESCRIPTIONS, evaluate_interpreter
     from lightning_modules.artifacts import load_artifact
 
