@@ -234,7 +234,8 @@ def interpreter_for(ckpt: str | Path, read=None, classifier: str | Path | None =
     """The :class:`~l2i.trained.TrainedInterpreter` of ``ckpt`` with the interpretation settings of ``read`` (see
     :func:`config_model_args`); an old checkpoint whose artifacts moved finds them as given, else where the
     config's ``classifier_checkpoint`` / ``dictionary_path`` say."""
-    from l2i.checkpoints import CheckpointError, read_interpreter
+    from l2i.bundle import read_interpreter
+    from l2i.checkpoints import CheckpointError
     from l2i.trained import TrainedInterpreter
 
     init = read.init_args("model", given=True) if read is not None else {}
@@ -591,7 +592,7 @@ def export_main(argv: list[str]) -> int:
     def run() -> int:
         from jsonargparse import ArgumentParser
 
-        from l2i.checkpoints import export_interpreter
+        from l2i.bundle import export_interpreter
 
         p = ArgumentParser(prog="l2i export", description="Write one self-contained file of a trained interpreter "
                            "(post-hoc or by-design): the classifier it explains, the NMF dictionary and its own weights "
