@@ -12,6 +12,16 @@ folder of ``out``:
 
 The same work is the pipeline stage ``dictionary`` (:func:`dictionary_stage`), which takes the front-end
 from the classifier checkpoint so dictionary and classifier always match.
+
+**Its config.** An ``l2i nmf`` config is not a LightningCLI config: it has no model and no trainer (nothing is
+fitted by a Trainer), but a DataModule (``data``), a front-end, :class:`NMFSettings` and the job's options. So it
+is not read by :func:`experiments.cli.instantiate`; it is read as every other config file is, by
+:func:`experiments.cli.read_config` (the path found from any folder, the ``data:`` / ``frontend:`` files it names
+read in), several ``--config`` composed in order, and the dotted ``--a.b VALUE`` and plain ``--key VALUE``
+overrides applied with :func:`experiments.cli.split_overrides` / :func:`experiments.cli.apply_overrides`
+(:func:`read_nmf_config`). Only then does its schema (:func:`build_parser`: the DataModule's and
+``NMFSettings``' signatures) check the types and build the objects; the command and the pipeline stage take the
+same path.
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.nmf import NMF, NMFResult, concat_dictionaries, fit_weak_labels, nmf_objective
 from l2i.storage import check_writable
 
-__all__ = ["NMFSettings", "learn_dictionary", "dictionary_stage", "main", "build_parser", "PER_CLASS_SOURCES"]
+__all__ = ["NMFSettings", "learn_dictionary", "dictionary_stage", "main", "build_parser", "read_nmf_config",
+           "PER_CLASS_SOURCES"]
 
 #: what the class blocks of ``per_class_components`` learn from (see :class:`NMFSettings`)
 PER_CLASS_SOURCES = ("mixture", "sources", "single_label", "weak_labels")
@@ -806,14 +817,16 @@ def _write_dictionary(art: DictionaryArtifact, out: Path, figures: dict[str, Any
 # the command and the pipeline stage
 # ---------------------------------------------------------------------------------------------------------
 def build_parser():
-    """jsonargparse parser of ``l2i nmf`` (every option also a YAML key of ``--config``)."""
+    """The schema of an ``l2i nmf`` config (jsonargparse: every key typed by its class's signature; the file itself
+    is read by :func:`read_nmf_config`). Its ``--help`` is the command's."""
     import lightning as L
-    from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
+    from jsonargparse import ArgumentParser, lazy_instance
 
     from datamodules.synthetic import SyntheticDataModule
 
-    p = ArgumentParser(prog="l2i nmf", description="Learn an NMF dictionary W (F x K) for a data set (stage 1).")
-    p.add_argument("--config", action=ActionConfigFile, help="YAML config (e.g. experiments/synthetic/nmf.yaml)")
+    p = ArgumentParser(prog="l2i nmf", description="Learn an NMF dictionary W (F x K) for a data set (stage 1). "
+                       "--config FILE (repeatable: composed in order; e.g. experiments/synthetic/nmf.yaml) and any key "
+                       "below as --key VALUE.", exit_on_error=False)
     p.add_subclass_arguments(L.LightningDataModule, "data", default=lazy_instance(SyntheticDataModule), help="DataModule (class_path/init_args)")
     p.add_class_arguments(FrontEndConfig, "frontend", help="front-end; must match the classifier that will use W")
     p.add_argument("--classifier", type=Optional[str], default=None,
@@ -882,15 +895,60 @@ def _plain_cfg(cfg, parser) -> dict:
         return {}
 
 
+def read_nmf_config(argv: list[str]):
+    """``(cfg, parser)`` of ``l2i nmf``'s arguments: every ``--config FILE`` read by :func:`experiments.cli.read_config`
+    and composed in order (a later file's keys win, sections merge), then the ``--key VALUE`` / ``--key=VALUE``
+    options and the dotted overrides (:func:`experiments.cli.split_overrides`) applied with
+    :func:`experiments.cli.apply_overrides` (values read as YAML), then checked and typed by :func:`build_parser`.
+    ``ValueError`` naming the key for an unknown key or a wrong type."""
+    from argparse import ArgumentError
+
+    from experiments.cli import apply_overrides, one_line, read_config, split_overrides
+
+    rest, dotted = split_overrides(list(argv))
+    parser = build_parser()
+    config: dict = {}
+    options: list[tuple[str, str]] = []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg in ("-h", "--help"):
+            parser.print_help()
+            raise SystemExit(0)
+        if not arg.startswith("--") or arg == "--":
+            raise ValueError(f"unexpected argument {arg!r} (options are --key VALUE; see l2i nmf --help)")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(rest):
+                raise ValueError(f"{arg}: the option needs a value (--{key} VALUE)")
+            value, i = rest[i + 1], i + 1
+        i += 1
+        if key == "config":
+            config = _deep_merge(config, read_config(value))
+        else:
+            options.append((key, value))
+    config = apply_overrides(config, options + dotted)
+    try:
+        return parser.parse_object(config), parser
+    except ArgumentError as err:
+        message = one_line(err)
+        if "\n" in message:  # a bare type error: jsonargparse's listing, said in one line
+            import re
+
+            keys = re.findall(r'Parser key "([^"]+)"', message)
+            wanted = [w for w in re.findall(r"Expected a <class '(\w+)'>", message) if w != "NoneType"]
+            given = re.search(r"Given value: (.*)", message)
+            message = (f"{'.'.join(keys) or 'a value'}: expected {' or '.join(wanted) or 'another type'}"
+                       f"{', or null' if 'NoneType' in message else ''}; got {given.group(1) if given else 'something else'}")
+        raise ValueError(message) from err
+
+
 def main(argv: list[str] | None = None) -> int:
     """``l2i nmf --config experiments/synthetic/nmf.yaml [--nmf.n_components 100] [--out_dir DIR | --out FILE]``."""
     from l2i.checkpoints import CheckpointError
-    from experiments.cli import _expand_config_paths
 
-    parser = build_parser()
-    # --config experiments/x.yaml from any working directory, as for the other verbs
-    cfg = parser.parse_args(_expand_config_paths(list(sys.argv[1:] if argv is None else argv)))
     try:
+        cfg, parser = read_nmf_config(list(sys.argv[1:] if argv is None else argv))
         art, figures = _run(cfg, parser, wandb_run=True)
     except (ValueError, FileNotFoundError, TypeError, OSError, CheckpointError) as exc:
         print(f"l2i nmf: error: {exc}", file=sys.stderr)
