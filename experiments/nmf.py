@@ -977,7 +977,7 @@ def _deep_merge(base: dict, over: dict) -> dict:
 def classifier_frontend(cfg):
     """``cfg`` with its ``frontend`` taken from ``cfg.classifier`` (a checkpoint or a fit config) when given, and
     the data's sample rate checked against the front-end's (a mismatch names both keys)."""
-    from experiments.cli import check_sample_rates
+    from experiments.cli_lightning import check_sample_rates
 
     source = cfg.get("classifier")
     if source:
