@@ -825,8 +825,8 @@ def build_parser():
     from datamodules.synthetic import SyntheticDataModule
 
     p = ArgumentParser(prog="l2i nmf", description="Learn an NMF dictionary W (F x K) for a data set (stage 1). "
-                       "--config FILE (repeatable: composed in order; e.g. experiments/synthetic/nmf.yaml) and any key "
-                       "below as --key VALUE.", exit_on_error=False)
+                       "--config FILE (repeatable: composed in order; e.g. experiments/synthetic/nmf.yaml), any key "
+                       "below as --key VALUE, --print_config to print the resolved config.", exit_on_error=False)
     p.add_subclass_arguments(L.LightningDataModule, "data", default=lazy_instance(SyntheticDataModule), help="DataModule (class_path/init_args)")
     p.add_class_arguments(FrontEndConfig, "frontend", help="front-end; must match the classifier that will use W")
     p.add_argument("--classifier", type=Optional[str], default=None,
@@ -900,7 +900,8 @@ def read_nmf_config(argv: list[str]):
     and composed in order (a later file's keys win, sections merge), then the ``--key VALUE`` / ``--key=VALUE``
     options and the dotted overrides (:func:`experiments.cli.split_overrides`) applied with
     :func:`experiments.cli.apply_overrides` (values read as YAML), then checked and typed by :func:`build_parser`.
-    ``ValueError`` naming the key for an unknown key or a wrong type."""
+    ``--print_config`` prints the resolved config and exits, as for every verb. ``ValueError`` naming the key for
+    an unknown key or a wrong type."""
     from argparse import ArgumentError
 
     from experiments.cli import apply_overrides, one_line, read_config, split_overrides
@@ -909,6 +910,7 @@ def read_nmf_config(argv: list[str]):
     parser = build_parser()
     config: dict = {}
     options: list[tuple[str, str]] = []
+    print_config = False
     i = 0
     while i < len(rest):
         arg = rest[i]
@@ -918,6 +920,9 @@ def read_nmf_config(argv: list[str]):
         if not arg.startswith("--") or arg == "--":
             raise ValueError(f"unexpected argument {arg!r} (options are --key VALUE; see l2i nmf --help)")
         key, eq, value = arg[2:].partition("=")
+        if key == "print_config":  # as every verb: print the resolved config and stop
+            print_config, i = True, i + 1
+            continue
         if not eq:
             if i + 1 >= len(rest):
                 raise ValueError(f"{arg}: the option needs a value (--{key} VALUE)")
@@ -929,7 +934,7 @@ def read_nmf_config(argv: list[str]):
             options.append((key, value))
     config = apply_overrides(config, options + dotted)
     try:
-        return parser.parse_object(config), parser
+        cfg = parser.parse_object(config)
     except ArgumentError as err:
         message = one_line(err)
         if "\n" in message:  # a bare type error: jsonargparse's listing, said in one line
@@ -941,6 +946,10 @@ def read_nmf_config(argv: list[str]):
             message = (f"{'.'.join(keys) or 'a value'}: expected {' or '.join(wanted) or 'another type'}"
                        f"{', or null' if 'NoneType' in message else ''}; got {given.group(1) if given else 'something else'}")
         raise ValueError(message) from err
+    if print_config:
+        print(parser.dump(cfg), end="")
+        raise SystemExit(0)
+    return cfg, parser
 
 
 def main(argv: list[str] | None = None) -> int:
