@@ -15,13 +15,12 @@ from the classifier checkpoint so dictionary and classifier always match.
 
 **Its config.** An ``l2i nmf`` config is not a LightningCLI config: it has no model and no trainer (nothing is
 fitted by a Trainer), but a DataModule (``data``), a front-end, :class:`NMFSettings` and the job's options. So it
-is not read by :func:`experiments.cli.instantiate`; it is read as every other config file is, by
+is not read by :func:`experiments.cli.instantiate`; its files are read as every other config file is, by
 :func:`experiments.cli.read_config` (the path found from any folder, the ``data:`` / ``frontend:`` files it names
-read in), several ``--config`` composed in order, and the dotted ``--a.b VALUE`` and plain ``--key VALUE``
-overrides applied with :func:`experiments.cli.split_overrides` / :func:`experiments.cli.apply_overrides`
-(:func:`read_nmf_config`). Only then does its schema (:func:`build_parser`: the DataModule's and
-``NMFSettings``' signatures) check the types and build the objects; the command and the pipeline stage take the
-same path.
+read in), and their text goes to its schema (:func:`build_parser`: the DataModule's and ``NMFSettings``'
+signatures), which composes several ``--config`` in order and types the ``--key VALUE`` overrides as ``l2i fit``
+types its own (:func:`read_nmf_config`). The pipeline stage reads its settings the same way (``read_config``,
+then the schema).
 """
 
 from __future__ import annotations
@@ -817,16 +816,18 @@ def _write_dictionary(art: DictionaryArtifact, out: Path, figures: dict[str, Any
 # the command and the pipeline stage
 # ---------------------------------------------------------------------------------------------------------
 def build_parser():
-    """The schema of an ``l2i nmf`` config (jsonargparse: every key typed by its class's signature; the file itself
-    is read by :func:`read_nmf_config`). Its ``--help`` is the command's."""
+    """The schema of an ``l2i nmf`` config (jsonargparse: every key typed by its class's signature). Its files are
+    read by :func:`read_nmf_config`, which hands their text to ``--config``. Its ``--help`` is the command's."""
     import lightning as L
-    from jsonargparse import ArgumentParser, lazy_instance
+    from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
 
     from datamodules.synthetic import SyntheticDataModule
 
-    p = ArgumentParser(prog="l2i nmf", description="Learn an NMF dictionary W (F x K) for a data set (stage 1). "
-                       "--config FILE (repeatable: composed in order; e.g. experiments/synthetic/nmf.yaml), any key "
-                       "below as --key VALUE, --print_config to print the resolved config.", exit_on_error=False)
+    p = ArgumentParser(prog="l2i nmf", description="Learn an NMF dictionary W (F x K) for a data set (stage 1).",
+                       exit_on_error=False)
+    # the files are read by experiments.cli.read_config (read_nmf_config); the schema receives their text
+    p.add_argument("--config", action=ActionConfigFile, help="YAML config (repeatable, composed in order; e.g. "
+                   "experiments/synthetic/nmf.yaml)")
     p.add_subclass_arguments(L.LightningDataModule, "data", default=lazy_instance(SyntheticDataModule), help="DataModule (class_path/init_args)")
     p.add_class_arguments(FrontEndConfig, "frontend", help="front-end; must match the classifier that will use W")
     p.add_argument("--classifier", type=Optional[str], default=None,
@@ -896,45 +897,27 @@ def _plain_cfg(cfg, parser) -> dict:
 
 
 def read_nmf_config(argv: list[str]):
-    """``(cfg, parser)`` of ``l2i nmf``'s arguments: every ``--config FILE`` read by :func:`experiments.cli.read_config`
-    and composed in order (a later file's keys win, sections merge), then the ``--key VALUE`` / ``--key=VALUE``
-    options and the dotted overrides (:func:`experiments.cli.split_overrides`) applied with
-    :func:`experiments.cli.apply_overrides` (values read as YAML), then checked and typed by :func:`build_parser`.
-    ``--print_config`` prints the resolved config and exits, as for every verb. ``ValueError`` naming the key for
-    an unknown key or a wrong type."""
+    """``(cfg, parser)`` of ``l2i nmf``'s arguments. Every ``--config FILE`` is read by
+    :func:`experiments.cli.read_config` (found from any folder, the ``data:`` / ``frontend:`` files it names read in)
+    and handed to the schema (:func:`build_parser`) as text, as :func:`experiments.cli.instantiate` hands its files
+    to the parser of ``l2i fit``; the files compose in order and the ``--key VALUE`` / dotted overrides that follow
+    are typed by the schema, as ``l2i fit`` types them (``--print_config``, ``--help`` as for every verb).
+    ``ValueError`` naming the key for an unknown key or a wrong type."""
     from argparse import ArgumentError
 
-    from experiments.cli import apply_overrides, one_line, read_config, split_overrides
+    import yaml
 
-    rest, dotted = split_overrides(list(argv))
+    from experiments.cli import one_line, read_config
+
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            args[i + 1] = yaml.safe_dump(read_config(args[i + 1]), sort_keys=False)
+        elif arg.startswith("--config="):
+            args[i] = "--config=" + yaml.safe_dump(read_config(arg.split("=", 1)[1]), sort_keys=False)
     parser = build_parser()
-    config: dict = {}
-    options: list[tuple[str, str]] = []
-    print_config = False
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        if arg in ("-h", "--help"):
-            parser.print_help()
-            raise SystemExit(0)
-        if not arg.startswith("--") or arg == "--":
-            raise ValueError(f"unexpected argument {arg!r} (options are --key VALUE; see l2i nmf --help)")
-        key, eq, value = arg[2:].partition("=")
-        if key == "print_config":  # as every verb: print the resolved config and stop
-            print_config, i = True, i + 1
-            continue
-        if not eq:
-            if i + 1 >= len(rest):
-                raise ValueError(f"{arg}: the option needs a value (--{key} VALUE)")
-            value, i = rest[i + 1], i + 1
-        i += 1
-        if key == "config":
-            config = _deep_merge(config, read_config(value))
-        else:
-            options.append((key, value))
-    config = apply_overrides(config, options + dotted)
     try:
-        cfg = parser.parse_object(config)
+        return parser.parse_args(args), parser
     except ArgumentError as err:
         message = one_line(err)
         if "\n" in message:  # a bare type error: jsonargparse's listing, said in one line
@@ -946,10 +929,6 @@ def read_nmf_config(argv: list[str]):
             message = (f"{'.'.join(keys) or 'a value'}: expected {' or '.join(wanted) or 'another type'}"
                        f"{', or null' if 'NoneType' in message else ''}; got {given.group(1) if given else 'something else'}")
         raise ValueError(message) from err
-    if print_config:
-        print(parser.dump(cfg), end="")
-        raise SystemExit(0)
-    return cfg, parser
 
 
 def main(argv: list[str] | None = None) -> int:
