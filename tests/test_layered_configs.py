@@ -101,6 +101,9 @@ def test_nmf_reads_its_configs_as_every_verb_composed_in_order():
     assert cfg.data.init_args.root == "/data/esc50" and cfg.device == "cpu"
     assert (cfg.nmf.n_components, cfg.nmf.per_class_components, cfg.nmf.seed) == (100, 2, 3)  # both files, then the override
     assert cfg.out == "runs/esc50/dictionary_blocks.pt" and cfg.frontend.sample_rate == 32000
+    # an override is typed by the schema, as l2i fit types it (as YAML, "|" would be an empty block scalar)
+    cfg, _ = read_nmf_config(["--config", "experiments/custom/nmf.yaml", "--data.init_args.label_separator", "|"])
+    assert cfg.data.init_args.label_separator == "|"
 
 
 def test_nmf_takes_the_front_end_of_the_classifier_config():
