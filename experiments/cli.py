@@ -231,24 +231,6 @@ def cli_class():
     return L2ICLI
 
 
-def _dotted(node, key: str):
-    """``node``'s value at the dotted ``key`` (a dict or a jsonargparse Namespace), None where absent."""
-    for part in key.split("."):
-        node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
-        if node is None:
-            return None
-    return node
-
-
-def check_sample_rates(config, frontend_key: str, data_key: str = "data.init_args.sample_rate") -> None:
-    """Refuse a config whose data are decoded at one rate and whose front-end expects another: the rate is stated
-    once per data set (its ``data.yaml`` and the front-end file it names agree); a mismatch names both keys."""
-    data_rate, frontend_rate = _dotted(config, data_key), _dotted(config, frontend_key)
-    if data_rate is not None and frontend_rate is not None and int(data_rate) != int(frontend_rate):
-        raise ValueError(f"{data_key} is {int(data_rate)} but {frontend_key} is {int(frontend_rate)}: the clips would be "
-                         "decoded at one rate and resampled to another; give both the same rate")
-
-
 def _expand_config_paths(args: list[str]) -> list[str]:
     """Let ``--config experiments/x.yaml`` work from any working directory."""
     out = list(args)

@@ -4,7 +4,9 @@ verb needs them: importing Lightning takes seconds).
 * :class:`L2ICLI`: ``l2i fit|validate|test|predict`` and every fit stage of the pipeline;
 * :class:`ConfigReader`: the same parser (omegaconf interpolation, the label-space links, type checks) for the
   verbs that only read a config (``l2i evaluate``, ``l2i interpret``, ``l2i benchmark``), instantiating only the
-  sections they ask for (:func:`experiments.cli.instantiate`).
+  sections they ask for (:func:`experiments.cli.instantiate`);
+* :func:`check_sample_rates`: the parse-time check that the data's and the front-end's rates agree (also run by
+  ``l2i nmf`` on its own config).
 """
 
 from __future__ import annotations
@@ -15,7 +17,25 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-__all__ = ["RunConfig", "L2ICLI", "ConfigReader"]
+__all__ = ["RunConfig", "L2ICLI", "ConfigReader", "check_sample_rates"]
+
+
+def _dotted(node, key: str):
+    """``node``'s value at the dotted ``key`` (a dict or a jsonargparse Namespace), None where absent."""
+    for part in key.split("."):
+        node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def check_sample_rates(config, frontend_key: str, data_key: str = "data.init_args.sample_rate") -> None:
+    """Refuse a config whose data are decoded at one rate and whose front-end expects another: the rate is stated
+    once per data set (its ``data.yaml`` and the front-end file it names agree); a mismatch names both keys."""
+    data_rate, frontend_rate = _dotted(config, data_key), _dotted(config, frontend_key)
+    if data_rate is not None and frontend_rate is not None and int(data_rate) != int(frontend_rate):
+        raise ValueError(f"{data_key} is {int(data_rate)} but {frontend_key} is {int(frontend_rate)}: the clips would be "
+                         "decoded at one rate and resampled to another; give both the same rate")
 
 
 class RunConfig(SaveConfigCallback):
@@ -27,6 +47,7 @@ class RunConfig(SaveConfigCallback):
         root.mkdir(parents=True, exist_ok=True)
         self.parser.save(self.config, str(root / self.config_filename), skip_none=False, overwrite=True,
                          multifile=self.multifile)
+
 
 class L2ICLI(LightningCLI):
     """LightningCLI with the DataModule's label space linked into the model."""
@@ -106,10 +127,8 @@ class L2ICLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _before_run
 
     def before_instantiate_classes(self) -> None:
-        """The data's and the front-end's sample rates agree (:func:`experiments.cli.check_sample_rates`); the default
+        """The data's and the front-end's sample rates agree (:func:`check_sample_rates`); the default
         logger (``save_dir: null``) writes into the run's ``trainer.default_root_dir``."""
-        from experiments.cli import check_sample_rates
-
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_sample_rates(config, "model.init_args.frontend.sample_rate")
         trainer = config.get("trainer")

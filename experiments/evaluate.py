@@ -5,7 +5,7 @@ The config is the ``l2i fit`` config the interpreter was trained with, read as `
 (:func:`experiments.cli.instantiate`: interpolation, links, type checks; its ``data`` section is the DataModule
 evaluated on; dotted overrides such as ``--data.init_args.root`` work as for ``l2i fit``). A post-hoc
 interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
-:func:`l2i.checkpoints.read_interpreter` from any folder, and f is the classifier it explains (by-design: the
+:func:`l2i.bundle.read_interpreter` from any folder, and f is the classifier it explains (by-design: the
 model's own prediction); another LightningModule (anything with ``interpret(...)``) is loaded as the class it
 stores (:func:`lightning_modules.artifacts.load_artifact`; the config's class when that cannot be told) and f is
 its ``classifier``, else the checkpoint named by its
@@ -64,7 +64,7 @@ def load_evaluated(read, ckpt: str, device: str = "cpu", classifier: str | None 
     :class:`~experiments.cli.Instantiated` config).
 
     A post-hoc interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
-    :func:`l2i.checkpoints.read_interpreter` from any folder, whatever the config's ``model.init_args`` say
+    :func:`l2i.bundle.read_interpreter` from any folder, whatever the config's ``model.init_args`` say
     (a config naming another model class is refused) but for a post-hoc ``interpret_options``: the config's,
     when it names them, replace the checkpoint's (they choose how it interprets, not what it learnt). Any other
     checkpoint is loaded as the class it stores (:func:`lightning_modules.artifacts.load_artifact`), or, when
@@ -72,8 +72,8 @@ def load_evaluated(read, ckpt: str, device: str = "cpu", classifier: str | None 
     stored class is the config's; a classifier's checkpoint is refused with what evaluate needs."""
     import importlib
 
-    from l2i.checkpoints import (INTERPRETER_KINDS, KIND_CLASSES, CheckpointKindError, checkpoint_kind, read_interpreter,
-                                 require_kind, safe_load)
+    from l2i.bundle import read_interpreter
+    from l2i.checkpoints import INTERPRETER_KINDS, KIND_CLASSES, CheckpointKindError, checkpoint_kind, require_kind, safe_load
     from l2i.trained import TrainedInterpreter
 
     state = safe_load(ckpt, what="interpreter checkpoint")

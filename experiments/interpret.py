@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import yaml
 
 __all__ = [
     "write_interpretations",
@@ -163,7 +161,8 @@ def interpreter_for(ckpt: str | Path, read=None, classifier: str | Path | None =
     """The :class:`~l2i.trained.TrainedInterpreter` of ``ckpt`` with the interpretation settings of ``read`` (see
     :func:`config_model_args`); an old checkpoint whose artifacts moved finds them as given, else where the
     config's ``classifier_checkpoint`` / ``dictionary_path`` say."""
-    from l2i.checkpoints import CheckpointError, read_interpreter
+    from l2i.bundle import read_interpreter
+    from l2i.checkpoints import CheckpointError
     from l2i.trained import TrainedInterpreter
 
     init = read.init_args("model", given=True) if read is not None else {}
@@ -386,7 +385,7 @@ def export_main(argv: list[str]) -> int:
     def run() -> int:
         from jsonargparse import ArgumentParser
 
-        from l2i.checkpoints import export_interpreter
+        from l2i.bundle import export_interpreter
 
         p = ArgumentParser(prog="l2i export", description="Write one self-contained file of a trained interpreter "
                            "(post-hoc or by-design): the classifier it explains, the NMF dictionary and its own weights "

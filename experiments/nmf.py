@@ -12,6 +12,15 @@ folder of ``out``:
 
 The same work is the pipeline stage ``dictionary`` (:func:`experiments.stages.dictionary.dictionary_stage`), which takes the front-end
 from the classifier checkpoint so dictionary and classifier always match.
+
+**Its config.** An ``l2i nmf`` config is not a LightningCLI config: it has no model and no trainer (nothing is
+fitted by a Trainer), but a DataModule (``data``), a front-end, :class:`NMFSettings` and the job's options. So it
+is not read by :func:`experiments.cli.instantiate`; its files are read as every other config file is, by
+:func:`experiments.cli.read_config` (the path found from any folder, the ``data:`` / ``frontend:`` files it names
+read in), and their text goes to its schema (:func:`build_parser`: the DataModule's and ``NMFSettings``'
+signatures), which composes several ``--config`` in order and types the ``--key VALUE`` overrides as ``l2i fit``
+types its own (:func:`read_nmf_config`). The pipeline stage reads its settings the same way (``read_config``,
+then the schema).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.nmf import NMF, NMFResult, concat_dictionaries, fit_weak_labels, nmf_objective
 from l2i.storage import check_writable
 
-__all__ = ["NMFSettings", "learn_dictionary", "main", "build_parser", "PER_CLASS_SOURCES"]
+__all__ = ["NMFSettings", "learn_dictionary", "main", "build_parser", "read_nmf_config", "PER_CLASS_SOURCES"]
 
 #: what the class blocks of ``per_class_components`` learn from (see :class:`NMFSettings`)
 PER_CLASS_SOURCES = ("mixture", "sources", "single_label", "weak_labels")
@@ -806,14 +815,18 @@ def _write_dictionary(art: DictionaryArtifact, out: Path, figures: dict[str, Any
 # the command and the pipeline stage
 # ---------------------------------------------------------------------------------------------------------
 def build_parser():
-    """jsonargparse parser of ``l2i nmf`` (every option also a YAML key of ``--config``)."""
+    """The schema of an ``l2i nmf`` config (jsonargparse: every key typed by its class's signature). Its files are
+    read by :func:`read_nmf_config`, which hands their text to ``--config``. Its ``--help`` is the command's."""
     import lightning as L
     from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
 
     from datamodules.synthetic import SyntheticDataModule
 
-    p = ArgumentParser(prog="l2i nmf", description="Learn an NMF dictionary W (F x K) for a data set (stage 1).")
-    p.add_argument("--config", action=ActionConfigFile, help="YAML config (e.g. experiments/synthetic/nmf.yaml)")
+    p = ArgumentParser(prog="l2i nmf", description="Learn an NMF dictionary W (F x K) for a data set (stage 1).",
+                       exit_on_error=False)
+    # the files are read by experiments.cli.read_config (read_nmf_config); the schema receives their text
+    p.add_argument("--config", action=ActionConfigFile, help="YAML config (repeatable, composed in order; e.g. "
+                   "experiments/synthetic/nmf.yaml)")
     p.add_subclass_arguments(L.LightningDataModule, "data", default=lazy_instance(SyntheticDataModule), help="DataModule (class_path/init_args)")
     p.add_class_arguments(FrontEndConfig, "frontend", help="front-end; must match the classifier that will use W")
     p.add_argument("--classifier", type=Optional[str], default=None,
@@ -882,15 +895,47 @@ def _plain_cfg(cfg, parser) -> dict:
         return {}
 
 
+def read_nmf_config(argv: list[str]):
+    """``(cfg, parser)`` of ``l2i nmf``'s arguments. Every ``--config FILE`` is read by
+    :func:`experiments.cli.read_config` (found from any folder, the ``data:`` / ``frontend:`` files it names read in)
+    and handed to the schema (:func:`build_parser`) as text, as :func:`experiments.cli.instantiate` hands its files
+    to the parser of ``l2i fit``; the files compose in order and the ``--key VALUE`` / dotted overrides that follow
+    are typed by the schema, as ``l2i fit`` types them (``--print_config``, ``--help`` as for every verb).
+    ``ValueError`` naming the key for an unknown key or a wrong type."""
+    from argparse import ArgumentError
+
+    import yaml
+
+    from experiments.cli import one_line, read_config
+
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            args[i + 1] = yaml.safe_dump(read_config(args[i + 1]), sort_keys=False)
+        elif arg.startswith("--config="):
+            args[i] = "--config=" + yaml.safe_dump(read_config(arg.split("=", 1)[1]), sort_keys=False)
+    parser = build_parser()
+    try:
+        return parser.parse_args(args), parser
+    except ArgumentError as err:
+        message = one_line(err)
+        if "\n" in message:  # a bare type error: jsonargparse's listing, said in one line
+            import re
+
+            keys = re.findall(r'Parser key "([^"]+)"', message)
+            wanted = [w for w in re.findall(r"Expected a <class '(\w+)'>", message) if w != "NoneType"]
+            given = re.search(r"Given value: (.*)", message)
+            message = (f"{'.'.join(keys) or 'a value'}: expected {' or '.join(wanted) or 'another type'}"
+                       f"{', or null' if 'NoneType' in message else ''}; got {given.group(1) if given else 'something else'}")
+        raise ValueError(message) from err
+
+
 def main(argv: list[str] | None = None) -> int:
     """``l2i nmf --config experiments/synthetic/nmf.yaml [--nmf.n_components 100] [--out_dir DIR | --out FILE]``."""
     from l2i.checkpoints import CheckpointError
-    from experiments.cli import _expand_config_paths
 
-    parser = build_parser()
-    # --config experiments/x.yaml from any working directory, as for the other verbs
-    cfg = parser.parse_args(_expand_config_paths(list(sys.argv[1:] if argv is None else argv)))
     try:
+        cfg, parser = read_nmf_config(list(sys.argv[1:] if argv is None else argv))
         art, figures = _run(cfg, parser, wandb_run=True)
     except (ValueError, FileNotFoundError, TypeError, OSError, CheckpointError) as exc:
         print(f"l2i nmf: error: {exc}", file=sys.stderr)
@@ -912,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
 def classifier_frontend(cfg):
     """``cfg`` with its ``frontend`` taken from ``cfg.classifier`` (a checkpoint or a fit config) when given, and
     the data's sample rate checked against the front-end's (a mismatch names both keys)."""
-    from experiments.cli import check_sample_rates
+    from experiments.cli_lightning import check_sample_rates
 
     source = cfg.get("classifier")
     if source:

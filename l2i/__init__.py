@@ -20,7 +20,7 @@ def __getattr__(name: str):
 
         return getattr(trained, name)
     if name == "export_interpreter":
-        from l2i.checkpoints import export_interpreter
+        from l2i.bundle import export_interpreter
 
         return export_interpreter
     raise AttributeError(f"module 'l2i' has no attribute {name!r}")

@@ -5,6 +5,8 @@ A :class:`Classifier` maps ``waveform (B, N) -> logits (B, C)`` and exposes its 
 logits (B, C)``, so evaluation can classify masked spectrograms), its ``task`` (``multiclass`` |
 ``multilabel``), ``num_classes`` and ``class_names``. A trained ``ClassifierModule`` is one; any other model is
 seen as one through :class:`FrozenClassifier` (a front-end plus a log-mel predictor) or :func:`classifier_of`.
+The baselines (:mod:`l2i.baselines`) hold the f they explain as a ``FrozenClassifier(..., freeze=True)``: no
+gradient reaches its weights and it stays in eval mode (batch-norm statistics and dropout never move).
 No Lightning here.
 """
 
@@ -52,23 +54,39 @@ class FrozenClassifier(nn.Module):
         backbone: ``logmel (B, n_mels, T) -> logits (B, C)`` (a classifier's CNN, or :class:`LogmelPredictor`).
         task: ``multiclass`` | ``multilabel``.
         num_classes, class_names: the label space (names default to ``"0" … "C-1"``; ``num_classes`` to the
-            length of ``class_names``).
+            length of ``class_names``, else to the width of the backbone's last ``nn.Linear``).
+        freeze: hold f fixed: its parameters get no gradient (gradients still flow to the *input*) and
+            ``train()`` leaves it in eval mode. Off by default: a by-design model's view of itself keeps training.
     """
 
     def __init__(self, frontend: nn.Module, backbone: nn.Module, task: str, num_classes: int | None = None,
-                 class_names: Sequence[str] | None = None):
+                 class_names: Sequence[str] | None = None, freeze: bool = False):
         super().__init__()
         if task not in ("multiclass", "multilabel"):
             raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
         self.frontend, self.backbone, self.task = frontend, backbone, task
         if num_classes is None and class_names:
             num_classes = len(class_names)
+        if num_classes is None and isinstance(backbone, nn.Module):
+            fc = [m for m in backbone.modules() if isinstance(m, nn.Linear)]
+            num_classes = fc[-1].out_features if fc else None
         self.num_classes = None if num_classes is None else int(num_classes)
         self.class_names = list(class_names) if class_names else (
             [str(i) for i in range(self.num_classes)] if self.num_classes is not None else [])
+        self.frozen = bool(freeze)
+        if self.frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(mode and not self.frozen)
 
     def forward(self, waveform: Tensor, sample_rate: int | None = None) -> Tensor:
         return self.backbone(self.frontend(waveform, sample_rate).logmel)
+
+    def classify_magnitude(self, magnitude: Tensor) -> Tensor:
+        """``|X| (B, F, T)`` -> logits ``(B, C)`` through f's own log-mel (differentiable in ``|X|``)."""
+        return self.backbone(self.frontend.logmel_from_magnitude(magnitude))
 
 
 def classifier_of(model, what: str | None = None) -> Classifier:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
+from l2i.checkpoints import CheckpointError, safe_load
 from l2i.frontend import SPECTRAL_KEYS, FrontEndConfig
 
 __all__ = ["DictionaryMismatchError", "DictionaryArtifact", "frontend_params", "NOISE_LABEL"]
@@ -213,7 +214,6 @@ class DictionaryArtifact:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"dictionary artifact not found: {path}")
-        from l2i.checkpoints import CheckpointError, safe_load
 
         try:
             obj = safe_load(path, what="dictionary artifact")

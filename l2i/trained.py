@@ -9,7 +9,7 @@
     clip.save("interpretations/")                                         # WAVs + JSON (+ PNG with plots=True)
 
 An interpreter consists of the classifier it explains (architecture and weights), the NMF dictionary W and its
-own Ψ/Θ weights; :func:`l2i.checkpoints.read_interpreter` gathers them from one file. :meth:`TrainedInterpreter.explain`
+own Ψ/Θ weights; :func:`l2i.bundle.read_interpreter` gathers them from one file. :meth:`TrainedInterpreter.explain`
 takes one clip (a path, or a waveform with its ``sample_rate``), downmixes and resamples it, pads a clip
 shorter than the model's minimum as the data sets do (then trims every output back), and returns a
 :class:`ClipInterpretation` whose audio has the input's length. Each clip is interpreted on its own, so a
@@ -49,7 +49,7 @@ def _evidence(bundle: dict):
 
 def build_interpreter(bundle: dict) -> nn.Module:
     """The pure-torch model (:class:`~l2i.interpreter.posthoc.PostHocInterpreter` or
-    :class:`~l2i.interpreter.bydesign.ByDesignModel`) of a bundle from :func:`l2i.checkpoints.read_interpreter`,
+    :class:`~l2i.interpreter.bydesign.ByDesignModel`) of a bundle from :func:`l2i.bundle.read_interpreter`,
     with its weights loaded (strictly: every tensor must fit)."""
     from l2i.backbones import build_backbone
     from l2i.checkpoints import CheckpointError
@@ -523,10 +523,10 @@ class TrainedInterpreter(nn.Module):
 def load_interpreter(path: str | os.PathLike, *, classifier: str | os.PathLike | None = None,
                      dictionary: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> TrainedInterpreter:
     """A trained interpreter (post-hoc or by-design) from its checkpoint or self-contained file, from any
-    working directory (see :func:`l2i.checkpoints.read_interpreter`; ``classifier`` / ``dictionary`` give the
+    working directory (see :func:`l2i.bundle.read_interpreter`; ``classifier`` / ``dictionary`` give the
     artifact files of an old checkpoint that names files no longer where they were). ``device``: ``auto`` is
     CUDA when available."""
-    from l2i.checkpoints import read_interpreter
+    from l2i.bundle import read_interpreter
 
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

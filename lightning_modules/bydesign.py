@@ -17,7 +17,7 @@ import torch
 
 from l2i.backbones import build_backbone
 from l2i.classifier import FrozenClassifier, LogmelPredictor
-from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
+from l2i.bundle import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.interpreter.bydesign import ByDesignModel
@@ -180,7 +180,7 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
         """A trained by-design model from its checkpoint or self-contained file, from any folder
-        (:func:`l2i.checkpoints.read_interpreter`); ``classifier_checkpoint`` / ``dictionary_path`` give moved
+        (:func:`l2i.bundle.read_interpreter`); ``classifier_checkpoint`` / ``dictionary_path`` give moved
         artifacts of an old checkpoint; other keyword arguments replace hyper-parameters."""
         kwargs.pop("weights_only", None)
         bundle = read_interpreter(checkpoint_path, classifier=kwargs.pop("classifier_checkpoint", None),
@@ -189,7 +189,7 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
 
     @classmethod
     def from_bundle(cls, bundle: dict, **overrides) -> "ByDesignModule":
-        """The module from :func:`l2i.checkpoints.read_interpreter`'s dict (no file read), eval mode."""
+        """The module from :func:`l2i.bundle.read_interpreter`'s dict (no file read), eval mode."""
         import inspect
 
         if bundle["kind"] != "bydesign":

@@ -91,12 +91,20 @@ class LMACModule(L2IModule):
         return self.schedule.weights(int(self.current_epoch) if self._trainer is not None else 0)
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        losses = self.interpreter.losses(batch["waveform"], self.loss_weights(), self.hparams.out_cap)
+        losses = self.interpreter.losses(batch["waveform"], self.loss_weights(), self.hparams.out_cap,
+                                         sample_rate=self.batch_rate(batch))
         bs = batch["waveform"].shape[0]
         for key, value in losses.items():
             self.log(f"{stage}/{key}", value, prog_bar=key in ("loss", "fid_in") and stage != "train", batch_size=bs,
                      sync_dist=stage != "train")
         return losses["loss"]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the decoder held f as ``interpreter.classifier`` stored it as
+        ``interpreter.frontend`` / ``interpreter.backbone``: read them under the new names."""
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(("interpreter.frontend.", "interpreter.backbone."))]:
+            state["interpreter.classifier." + key[len("interpreter."):]] = state.pop(key)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

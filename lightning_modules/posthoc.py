@@ -17,7 +17,7 @@ import torch
 import torchmetrics
 from lightning.pytorch.utilities import rank_zero_warn
 
-from l2i.checkpoints import EMBEDDED_KEY, embedded_bundle, read_interpreter
+from l2i.bundle import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact, theta_evidence as _evidence
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
@@ -200,7 +200,7 @@ class PostHocInterpreterModule(L2IModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
         """A trained interpreter from its checkpoint or self-contained file, from any folder
-        (:func:`l2i.checkpoints.read_interpreter`: safe loading, the stored class checked, artifacts found
+        (:func:`l2i.bundle.read_interpreter`: safe loading, the stored class checked, artifacts found
         relative to the checkpoint). ``classifier_checkpoint`` / ``dictionary_path`` give moved artifacts of an
         old checkpoint; other keyword arguments replace hyper-parameters (e.g. ``threshold``)."""
         kwargs.pop("weights_only", None)
@@ -211,7 +211,7 @@ class PostHocInterpreterModule(L2IModule):
 
     @classmethod
     def from_bundle(cls, bundle: dict, **overrides) -> "PostHocInterpreterModule":
-        """The module from :func:`l2i.checkpoints.read_interpreter`'s dict (no file read), eval mode."""
+        """The module from :func:`l2i.bundle.read_interpreter`'s dict (no file read), eval mode."""
         import inspect
 
         from lightning_modules.classifier import ClassifierModule

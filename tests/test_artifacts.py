@@ -66,15 +66,30 @@ def test_load_artifact_builds_each_file_as_the_class_it_stores(files):
 
 
 def test_every_module_refuses_a_batch_that_mixes_sample_rates(files):
-    """The post-hoc and by-design modules used to take the first clip's rate for the whole batch."""
+    """The post-hoc, by-design and L-MAC modules used to take the first clip's rate (L-MAC: none) for the whole
+    batch."""
     batch = {"waveform": torch.randn(2, 8000) * 0.1, "sample_rate": torch.tensor([8000, 16000]),
              "target": torch.tensor([0, 1])}
     modules = [load_artifact(files["classifier"]), *files["modules"].values()]
-    for module in modules[:3]:  # classifier, post-hoc, by-design
+    for module in modules:  # classifier, post-hoc, by-design, L-MAC
         with pytest.raises(ValueError, match=r"a batch mixes sample rates \[8000, 16000\]"):
             module.training_step(batch, 0)
     same = {**batch, "sample_rate": torch.tensor([8000, 8000])}
     assert torch.isfinite(files["modules"]["posthoc"].training_step(same, 0))
+    assert torch.isfinite(files["modules"]["lmac"].training_step(same, 0))
+
+
+def test_an_lmac_checkpoint_of_the_old_layout_still_loads(files, tmp_path):
+    """L-MAC's decoder holds f as ``interpreter.classifier`` (the one adapter); a checkpoint that stored it as
+    ``interpreter.frontend`` / ``interpreter.backbone`` loads to the same interpretations."""
+    state = torch.load(files["lmac"], weights_only=True)
+    old = {k.replace("interpreter.classifier.", "interpreter.", 1): v for k, v in state["state_dict"].items()}
+    assert any(k.startswith("interpreter.backbone.") for k in old)
+    state["state_dict"] = old
+    torch.save(state, tmp_path / "old.ckpt")
+    x = torch.randn(2, 8000) * 0.1
+    got, ref = load_artifact(str(tmp_path / "old.ckpt")), load_artifact(files["lmac"])
+    assert torch.equal(got.interpret(x).mask, ref.interpret(x).mask)
 
 
 def test_the_classifier_protocol_and_the_by_design_prediction(files):

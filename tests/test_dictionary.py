@@ -319,6 +319,8 @@ def test_nmf_command_names_bad_options_folders_and_state_files_up_front(tmp_path
         return capsys.readouterr().err
 
     assert "split 'train' has no clips (check data.init_args.num_train" in error("--data.init_args.num_train", "0")
+    assert "num_clips: expected int, or null; got many" in error("--num_clips", "many")
+    assert "unrecognized arguments: --nmf.bogus 1" in error("--nmf.bogus", "1")
     msg = error("--nmf.n_components", "5000")
     assert "nmf.n_components = 5000 is more than 4 x the 129 frequency bins" in msg
     blocker = tmp_path / "a_file"

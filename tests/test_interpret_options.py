@@ -91,7 +91,7 @@ def test_stored_options_are_interpret_defaults_and_an_argument_wins(artifacts):
 
 def test_a_checkpoint_reloads_with_its_options_without_lightning(artifacts, tmp_path):
     from l2i import load_interpreter
-    from l2i.checkpoints import export_interpreter
+    from l2i.bundle import export_interpreter
 
     recipe, x = artifacts["recipe"], artifacts["x"]
     loaded = load_interpreter(artifacts["ckpt"])

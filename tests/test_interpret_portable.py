@@ -130,7 +130,8 @@ def test_a_checkpoint_with_relative_artifact_paths_loads_from_another_folder(run
 
 
 def test_a_missing_artifact_is_named_with_its_relative_path_and_the_fix(run, tmp_path, monkeypatch):
-    from l2i.checkpoints import CheckpointError, read_interpreter
+    from l2i.bundle import read_interpreter
+    from l2i.checkpoints import CheckpointError
 
     lone = tmp_path / "alone" / "old.ckpt"
     lone.parent.mkdir()

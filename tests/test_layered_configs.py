@@ -88,15 +88,33 @@ def test_a_data_rate_other_than_the_front_ends_is_refused_naming_both_keys(tmp_p
     assert not any(tmp_path.iterdir())  # refused before anything was built or written
 
 
-def test_nmf_takes_the_front_end_of_the_classifier_config():
-    from experiments.nmf import build_parser, classifier_frontend
+def test_nmf_reads_its_configs_as_every_verb_composed_in_order():
+    """``l2i nmf`` reads each --config with the one file reader (the data and front-end files it names read in),
+    composes them in order, then applies the options and dotted overrides."""
+    from experiments.cli import read_config
+    from experiments.nmf import read_nmf_config
 
-    parser = build_parser()
-    cfg = parser.parse_args(["--config", str(EXP / "synthetic/nmf.yaml"), "--frontend.n_mels", "32",
-                             "--classifier", "experiments/synthetic/classifier.yaml"])
+    cfg, _ = read_nmf_config(["--config", "experiments/esc50/nmf.yaml", "--config", "experiments/esc50/nmf_blocks.yaml",
+                              "--data.init_args.root", "/data/esc50", "--device=cpu", "--nmf.seed", "3"])
+    data = read_config("experiments/esc50/data.yaml")
+    assert cfg.data.class_path == data["class_path"] and cfg.data.init_args.sample_rate == data["init_args"]["sample_rate"]
+    assert cfg.data.init_args.root == "/data/esc50" and cfg.device == "cpu"
+    assert (cfg.nmf.n_components, cfg.nmf.per_class_components, cfg.nmf.seed) == (100, 2, 3)  # both files, then the override
+    assert cfg.out == "runs/esc50/dictionary_blocks.pt" and cfg.frontend.sample_rate == 32000
+    # an override is typed by the schema, as l2i fit types it (as YAML, "|" would be an empty block scalar)
+    cfg, _ = read_nmf_config(["--config", "experiments/custom/nmf.yaml", "--data.init_args.label_separator", "|"])
+    assert cfg.data.init_args.label_separator == "|"
+
+
+def test_nmf_takes_the_front_end_of_the_classifier_config():
+    from experiments.nmf import classifier_frontend, read_nmf_config
+
+    cfg, _ = read_nmf_config(["--config", str(EXP / "synthetic/nmf.yaml"), "--frontend.n_mels", "32",
+                              "--classifier", "experiments/synthetic/classifier.yaml"])
+    assert cfg.frontend.n_mels == 32  # the command line's, until the classifier's replaces it
     assert classifier_frontend(cfg).frontend.n_mels == 64  # the classifier's, not the command line's
-    cfg = parser.parse_args(["--config", str(EXP / "synthetic/nmf.yaml"),
-                             "--classifier", "experiments/esc50/classifier.yaml"])
+    cfg, _ = read_nmf_config(["--config", str(EXP / "synthetic/nmf.yaml"),
+                              "--classifier", "experiments/esc50/classifier.yaml"])
     with pytest.raises(ValueError, match="data.init_args.sample_rate is 16000 but frontend.sample_rate is 32000"):
         classifier_frontend(cfg)
 

@@ -243,3 +243,14 @@ def test_a_collapsed_interpreter_scores_zero_fidelity_not_one_and_is_flagged():
     H[2] = 0
     assert collapsed(torch.zeros(3, 4)).tolist() == [True, True, True]
     assert collapsed(torch.tensor([[0.0, 1.0, 0, 0], [2.0, 0, 0, 0], [0.0, 1.0, 0, 0]]), H).tolist() == [False, False, True]
+
+
+def test_posthoc_stage_without_a_dictionary_says_which_stage_to_run(tmp_path):
+    """The dictionary has one learner (``l2i nmf`` / the dictionary stage); the post-hoc stage no longer learns a
+    second one of its own behind the user's back."""
+    from experiments.stages.posthoc import posthoc_stage
+    from experiments.pipeline import PipelineContext
+
+    ctx = PipelineContext(out_dir=tmp_path / "run", artifacts={"classifier": str(tmp_path / "classifier.ckpt")})
+    with pytest.raises(ValueError, match="no dictionary artifact; run the 'dictionary' stage first"):
+        posthoc_stage(ctx, {})

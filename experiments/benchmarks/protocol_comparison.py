@@ -20,9 +20,10 @@ import lightning as L
 import torch
 
 from datamodules.synthetic import SyntheticDataModule
-from experiments.stages.posthoc import learn_dictionary
 from l2i.evaluation import evaluate_interpreter
+from l2i.dictionary import DictionaryArtifact
 from l2i.evaluation.authors import evaluate_authors_protocol
+from l2i.nmf import NMF
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.posthoc import PostHocInterpreterModule
 
@@ -31,6 +32,15 @@ KEYS = ("fidelity.top1", "faithfulness.frac_prob_relevant_gt_random", "ground_tr
         "ground_truth.all.mixture_mean", "lmac.SPS", "authors.fidelity.top1",
         "authors.faithfulness.relevant_prob_drop_median", "authors.faithfulness.random_prob_drop_median",
         "authors.lmac.AD", "authors.lmac.FF")
+
+
+def _dictionary(frontend, clips, n_components: int, max_iter: int) -> DictionaryArtifact:
+    """One NMF of ``V = log1p|X|`` of every clip of ``clips``, pooled (the whole small set fits in memory)."""
+    with torch.no_grad():
+        V = frontend.nmf_spectrogram(frontend.prepare(torch.stack([clips[i]["waveform"] for i in range(len(clips))])))
+        result = NMF(n_components, sparsity=0.0, max_iter=max_iter, seed=0).fit(V)
+    return DictionaryArtifact(W=result.dictionary, frontend=frontend.config.spectral_params(),
+                              meta={"n_components": n_components, "clips": len(clips), "objective": float(result.objective)})
 
 
 def _trainer(epochs: int) -> L.Trainer:
@@ -55,7 +65,7 @@ def main() -> None:
     start = time.perf_counter()
     _trainer(args.classifier_epochs).fit(clf, datamodule=dm)
     clf.eval().requires_grad_(False)
-    art = learn_dictionary(clf.frontend.config, dm.dataset("nmf", 64), n_clips=64, n_components=24, max_iter=60)
+    art = _dictionary(clf.frontend, dm.dataset("nmf", 64), n_components=24, max_iter=60)
     from l2i.interpreter.posthoc import AUTHORS_ESC50_SCHEDULE
 
     configs = {

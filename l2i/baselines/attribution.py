@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2i.baselines.common import (
-    FrozenClassifierMixin,
+    ClassifierBaseline,
     attribution_mask,
     check_threshold,
     mask_interpretation,
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-class AttributionInterpreter(FrozenClassifierMixin, metaclass=abc.ABCMeta):
+class AttributionInterpreter(ClassifierBaseline, metaclass=abc.ABCMeta):
     """Base class: subclasses implement :meth:`attribute` ``(logmel (B, M, T), target (B,)) -> (B, M, T)``.
 
     Args:

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from l2i.classifier import FrozenClassifier
 from l2i.interpreter.interpretation import Interpretation, synthesize
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "mel_to_linear",
     "attribution_mask",
     "mask_interpretation",
-    "FrozenClassifierMixin",
+    "ClassifierBaseline",
     "SourcesObserver",
     "MEL_TO_LINEAR",
     "MASK_MODES",
@@ -148,44 +149,37 @@ def mask_interpretation(
     )
 
 
-class FrozenClassifierMixin(nn.Module):
-    """Holds the explained classifier's ``frontend`` and ``backbone`` frozen (no gradients to its weights, always
-    eval: batch-norm statistics and dropout never move) and classifies log-mel / magnitude input.
+class ClassifierBaseline(nn.Module):
+    """A baseline that explains a classifier f it holds fixed. f is seen through the project's one adapter,
+    :class:`l2i.classifier.FrozenClassifier` (``self.classifier``, built with ``freeze=True``: no gradient to its
+    weights, always eval). ``frontend``, ``backbone``, ``task`` and ``num_classes`` read f's, as the evaluation
+    suite looks for them."""
 
-    ``self.frontend`` / ``self.backbone`` / ``self.task`` / ``self.num_classes`` are what the evaluation suite
-    looks for, so a baseline can also stand in as the classifier (``classify_magnitude``)."""
+    classifier: FrozenClassifier
 
     def _init_classifier(self, frontend: nn.Module, backbone: nn.Module, task: str, num_classes: int | None) -> None:
-        if task not in ("multiclass", "multilabel"):
-            raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
-        self.frontend = frontend
-        self.backbone = backbone
-        self.frontend.requires_grad_(False)
-        self.backbone.requires_grad_(False)
-        self.task = task
-        if num_classes is None:
-            fc = [m for m in backbone.modules() if isinstance(m, nn.Linear)]
-            if not fc:
-                raise ValueError("num_classes not given and the backbone has no final nn.Linear to read it from")
-            num_classes = fc[-1].out_features
-        self.num_classes = int(num_classes)
+        self.classifier = FrozenClassifier(frontend, backbone, task, num_classes, freeze=True)
+        if self.classifier.num_classes is None:
+            raise ValueError("num_classes not given and the backbone has no final nn.Linear to read it from")
         self.register_buffer(
             "_mel_fbanks", frontend.mel_fbanks.detach().clone().float(), persistent=False
         )
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.frontend.eval()
-        self.backbone.eval()
-        return self
+    @property
+    def frontend(self) -> nn.Module:
+        return self.classifier.frontend
 
-    def classify_logmel(self, logmel: Tensor) -> Tensor:
-        """``(B, M, T)`` -> logits ``(B, C)`` (gradients flow to the input when it requires them)."""
-        return self.backbone(logmel)
+    @property
+    def backbone(self) -> nn.Module:
+        return self.classifier.backbone
 
-    def classify_magnitude(self, magnitude: Tensor) -> Tensor:
-        """``|X| (B, F, T)`` -> logits ``(B, C)`` through the classifier's log-mel (differentiable in |X|)."""
-        return self.backbone(self.frontend.logmel_from_magnitude(magnitude))
+    @property
+    def task(self) -> str:
+        return self.classifier.task
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.num_classes
 
 
 def check_threshold(threshold: float) -> float:

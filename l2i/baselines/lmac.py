@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2i.backbones import capture_hidden
-from l2i.baselines.common import FrozenClassifierMixin, check_threshold, mask_interpretation, mel_to_linear, mel_to_linear_matrix
+from l2i.baselines.common import ClassifierBaseline, check_threshold, mask_interpretation, mel_to_linear, mel_to_linear_matrix
 from l2i.interpreter.interpretation import Interpretation, select_classes
 
 __all__ = ["LMACDecoder", "LMACInterpreter", "LMAC_DEFAULT_WEIGHTS", "total_variation"]
@@ -100,7 +100,7 @@ class LMACDecoder(nn.Module):
         return torch.sigmoid(self.head(torch.cat([lin, v[:, None]], dim=1)))[:, 0]
 
 
-class LMACInterpreter(FrozenClassifierMixin):
+class LMACInterpreter(ClassifierBaseline):
     """The frozen classifier + the L-MAC decoder.
 
     Args:
@@ -180,8 +180,8 @@ class LMACInterpreter(FrozenClassifierMixin):
             classes = torch.multinomial(active, 1, generator=generator).squeeze(-1)
         features, logits, classes, mask, _ = self.masks(waveform, classes, sample_rate)
         mag = features.magnitude
-        l_in = self.classify_magnitude(mask * mag)
-        l_out = self.classify_magnitude((1 - mask) * mag)
+        l_in = self.classifier.classify_magnitude(mask * mag)
+        l_out = self.classifier.classify_magnitude((1 - mask) * mag)
         if self.task == "multiclass":
             ce_in = F.cross_entropy(l_in, classes)
             ce_out = F.cross_entropy(l_out, classes, reduction="none").clamp(max=out_cap).mean()

@@ -15,14 +15,14 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from l2i.baselines.common import FrozenClassifierMixin, SourcesObserver, mask_interpretation
+from l2i.baselines.common import ClassifierBaseline, SourcesObserver, mask_interpretation
 from l2i.evaluation.ground_truth import ideal_ratio_mask
 from l2i.interpreter.interpretation import Interpretation, select_classes
 
 __all__ = ["IdealRatioMask"]
 
 
-class IdealRatioMask(SourcesObserver, FrozenClassifierMixin):
+class IdealRatioMask(SourcesObserver, ClassifierBaseline):
     """The ideal ratio mask of each explained class (see the module docstring).
 
     Args:
