@@ -225,6 +225,21 @@ class AudioFolderDataModule(FileDataModule):
 
     def _table_rows(self, root: Path) -> list[_Row]:
         path = self._table_path(root)
+        split_col, raw = self._read_table(path)
+        seen: dict[str, int] = {}
+        rows = [self._table_row(root, f"{path}, row {lineno}", r, split_col, seen, lineno) for lineno, r in raw]
+        if self.fold_column:
+            folds = sorted({r.fold for r in rows})
+            for what, value in (("test_fold", self.test_fold), ("val_fold", self.val_fold)):
+                if value is not None and _fold_text(value) not in folds:
+                    raise DatasetFormatError(f"{path}: {what} {value!r} does not occur in column {self.fold_column!r} "
+                                             f"(folds present: {folds})")
+        return rows
+
+    def _read_table(self, path: Path) -> tuple[str | None, list[tuple[int, dict[str, str]]]]:
+        """The split column (``split`` when the table has one and no fold column is set) and the non-empty rows as
+        ``(line number, {column: text})``; a header in another delimiter, a missing column or a row of another
+        length is refused naming the file and row."""
         delim = self._delimiter(path)
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, delimiter=delim)
@@ -251,59 +266,57 @@ class AudioFolderDataModule(FileDataModule):
                 raw.append((lineno, dict(zip(header, fields))))
         if not raw:
             raise DatasetFormatError(f"{path}: no rows below the header")
-        rows, seen = [], {}
-        for lineno, r in raw:
-            where = f"{path}, row {lineno}"
-            rel = r[self.path_column].strip()
-            if not rel:
-                raise DatasetFormatError(f"{where}, column {self.path_column!r}: empty path")
-            file = Path(rel).expanduser()
-            file = file if file.is_absolute() else root / file
-            key = str(file.resolve())
-            if key in seen:
-                raise DatasetFormatError(f"{where}, column {self.path_column!r}: {rel!r} is already listed in row {seen[key]}")
-            seen[key] = lineno
-            if self.on_bad_file == "error" and not file.is_file():
-                raise DatasetFormatError(f"{where}, column {self.path_column!r}: file {str(file)!r} does not exist "
-                                         f"(set on_bad_file: skip to drop such rows)")
-            cell = r[self.label_column].strip()
-            if self.task == "multilabel":
-                labels = [x.strip() for x in cell.split(self.label_separator) if x.strip()]
-                dup = [x for i, x in enumerate(labels) if x in labels[:i]]
-                if dup:
-                    raise DatasetFormatError(f"{where}, column {self.label_column!r}: label {dup[0]!r} given twice in {cell!r}")
-            else:
-                if not cell:
-                    raise DatasetFormatError(f"{where}, column {self.label_column!r}: empty label")
-                if self.label_separator in cell and (self._classes_given is None or cell not in self._classes_given):
-                    raise DatasetFormatError(
-                        f"{where}, column {self.label_column!r}: {cell!r} holds several labels but task is multiclass "
-                        f"(set task: multilabel, or label_separator to a character the labels do not use)"
-                    )
-                labels = [cell]
-            split = fold = None
-            if split_col:
-                value = r[split_col].strip()
-                split = SPLIT_VALUES.get(value.lower())
-                if split is None:
-                    raise DatasetFormatError(f"{where}, column {split_col!r}: unknown split {value!r} "
-                                             f"(expected one of {sorted(SPLIT_VALUES)})")
-            if self.fold_column:
-                fold = _fold_text(r[self.fold_column])
-                if not fold:
-                    raise DatasetFormatError(f"{where}, column {self.fold_column!r}: empty fold")
-            try:
-                ident = file.relative_to(root).as_posix()
-            except ValueError:
-                ident = str(file)
-            rows.append(_Row(file, labels, split, fold, where, ident))
+        return split_col, raw
+
+    def _table_row(self, root: Path, where: str, r: dict[str, str], split_col: str | None, seen: dict[str, int],
+                   lineno: int) -> _Row:
+        """One table row as a :class:`_Row` (``seen``: the files listed so far, by resolved path -> row number)."""
+        rel = r[self.path_column].strip()
+        if not rel:
+            raise DatasetFormatError(f"{where}, column {self.path_column!r}: empty path")
+        file = Path(rel).expanduser()
+        file = file if file.is_absolute() else root / file
+        key = str(file.resolve())
+        if key in seen:
+            raise DatasetFormatError(f"{where}, column {self.path_column!r}: {rel!r} is already listed in row {seen[key]}")
+        seen[key] = lineno
+        if self.on_bad_file == "error" and not file.is_file():
+            raise DatasetFormatError(f"{where}, column {self.path_column!r}: file {str(file)!r} does not exist "
+                                     f"(set on_bad_file: skip to drop such rows)")
+        labels = self._cell_labels(r[self.label_column].strip(), where)
+        split = fold = None
+        if split_col:
+            value = r[split_col].strip()
+            split = SPLIT_VALUES.get(value.lower())
+            if split is None:
+                raise DatasetFormatError(f"{where}, column {split_col!r}: unknown split {value!r} "
+                                         f"(expected one of {sorted(SPLIT_VALUES)})")
         if self.fold_column:
-            folds = sorted({r.fold for r in rows})
-            for what, value in (("test_fold", self.test_fold), ("val_fold", self.val_fold)):
-                if value is not None and _fold_text(value) not in folds:
-                    raise DatasetFormatError(f"{path}: {what} {value!r} does not occur in column {self.fold_column!r} "
-                                             f"(folds present: {folds})")
-        return rows
+            fold = _fold_text(r[self.fold_column])
+            if not fold:
+                raise DatasetFormatError(f"{where}, column {self.fold_column!r}: empty fold")
+        try:
+            ident = file.relative_to(root).as_posix()
+        except ValueError:
+            ident = str(file)
+        return _Row(file, labels, split, fold, where, ident)
+
+    def _cell_labels(self, cell: str, where: str) -> list[str]:
+        """The labels of one label cell (several, split at ``label_separator``, for a multilabel task)."""
+        if self.task == "multilabel":
+            labels = [x.strip() for x in cell.split(self.label_separator) if x.strip()]
+            dup = [x for i, x in enumerate(labels) if x in labels[:i]]
+            if dup:
+                raise DatasetFormatError(f"{where}, column {self.label_column!r}: label {dup[0]!r} given twice in {cell!r}")
+            return labels
+        if not cell:
+            raise DatasetFormatError(f"{where}, column {self.label_column!r}: empty label")
+        if self.label_separator in cell and (self._classes_given is None or cell not in self._classes_given):
+            raise DatasetFormatError(
+                f"{where}, column {self.label_column!r}: {cell!r} holds several labels but task is multiclass "
+                f"(set task: multilabel, or label_separator to a character the labels do not use)"
+            )
+        return [cell]
 
     def _classes_of(self, rows: list[_Row]) -> list[str]:
         found = sorted({lab for r in rows for lab in r.labels})

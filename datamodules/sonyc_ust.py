@@ -75,6 +75,34 @@ def read_taxonomy(path: str | os.PathLike) -> SONYCTaxonomy:
     return SONYCTaxonomy(coarse=coarse, fine=fine)
 
 
+def _annotations_per_clip(rows: list[dict], csv_path: Path, label_cols: list[str]):
+    """``(split_of, volunteer, truth)`` from the annotation rows: each clip's split, its volunteers' label vectors
+    (annotator_id > 0) and its ground-truth vector (annotator_id == 0), each value 1, 0 or -1; a clip in two splits,
+    an unknown split or another value is refused naming the file, the clip and the column."""
+    split_of: dict[str, str] = {}
+    volunteer: dict[str, list[np.ndarray]] = defaultdict(list)
+    truth: dict[str, np.ndarray] = {}
+    for r in rows:
+        fname = r["audio_filename"].strip()
+        split = r["split"].strip()
+        if split not in SPLIT_NAMES.values():
+            raise DatasetFormatError(f"{csv_path}: row of {fname!r} has unknown split {split!r}")
+        if split_of.setdefault(fname, split) != split:
+            raise DatasetFormatError(f"{csv_path}: clip {fname!r} is listed in splits {split_of[fname]!r} and {split!r}")
+        annotator = parse_int(r["annotator_id"], csv_path, "annotator_id", fname)
+        values = np.empty(len(label_cols), dtype=np.int8)
+        for j, col in enumerate(label_cols):
+            v = parse_int(r[col], csv_path, col, fname)
+            if v not in (-1, 0, 1):
+                raise DatasetFormatError(f"{csv_path}: column {col!r} of {fname!r} is {v}, expected 1, 0 or -1")
+            values[j] = v
+        if annotator > 0:
+            volunteer[fname].append(values)
+        elif annotator == 0:
+            truth[fname] = values
+    return split_of, volunteer, truth
+
+
 class SONYCUSTDataModule(FileDataModule):
     """SONYC-UST v2 as a LightningDataModule (batch contract of :mod:`datamodules.files`).
 
@@ -173,6 +201,22 @@ class SONYCUSTDataModule(FileDataModule):
             return self._clips
         root = require_root(self.root, "SONYC-UST", "the SONYC-UST tree with annotations.csv and audio/")
         csv_path = require_file(root / "annotations.csv", "SONYC-UST", "annotations csv")
+        label_cols, rows = self._annotation_rows(root, csv_path)
+        audio_dirs = self._audio_dirs(root)
+        split_of, volunteer, truth = _annotations_per_clip(rows, csv_path, label_cols)
+        clips, dropped = self._items_per_stage(split_of, volunteer, truth, audio_dirs)
+        for stage, n in dropped.items():
+            if n:
+                rule = "volunteer (annotator_id > 0)" if stage == "train" else "ground-truth (annotator_id == 0)"
+                log.warning("SONYC-UST: %d %s clip(s) have no %s annotation and are left out", n, SPLIT_NAMES[stage], rule)
+        self.dropped_unlabelled = dropped
+        self.stages = tuple(s for s in SPLIT_NAMES if clips[s])
+        self._clips = clips
+        return clips
+
+    def _annotation_rows(self, root: Path, csv_path: Path) -> tuple[list[str], list[dict]]:
+        """The label columns of :attr:`level` and the csv's rows, the taxonomy read from the tree when it has one;
+        a tag column outside the taxonomy or a duplicated annotation is refused naming the file."""
         yaml_path = root / "dcase-ust-taxonomy.yaml"
         if yaml_path.is_file():
             self.taxonomy = read_taxonomy(yaml_path)
@@ -195,31 +239,13 @@ class SONYCUSTDataModule(FileDataModule):
                           if not r["annotator_id"].strip().startswith("-")], csv_path, "(audio_filename, annotator_id)")
         check_duplicates([tuple(r.values()) for r in rows if r["annotator_id"].strip().startswith("-")], csv_path,
                          "identical team-member row")
-        audio_dirs = self._audio_dirs(root)
+        return label_cols, rows
 
-        split_of: dict[str, str] = {}
-        volunteer: dict[str, list[np.ndarray]] = defaultdict(list)
-        truth: dict[str, np.ndarray] = {}
-        for r in rows:
-            fname = r["audio_filename"].strip()
-            split = r["split"].strip()
-            if split not in SPLIT_NAMES.values():
-                raise DatasetFormatError(f"{csv_path}: row of {fname!r} has unknown split {split!r}")
-            if split_of.setdefault(fname, split) != split:
-                raise DatasetFormatError(f"{csv_path}: clip {fname!r} is listed in splits {split_of[fname]!r} and {split!r}")
-            annotator = parse_int(r["annotator_id"], csv_path, "annotator_id", fname)
-            values = np.empty(len(label_cols), dtype=np.int8)
-            for j, col in enumerate(label_cols):
-                v = parse_int(r[col], csv_path, col, fname)
-                if v not in (-1, 0, 1):
-                    raise DatasetFormatError(f"{csv_path}: column {col!r} of {fname!r} is {v}, expected 1, 0 or -1")
-                values[j] = v
-            if annotator > 0:
-                volunteer[fname].append(values)
-            elif annotator == 0:
-                truth[fname] = values
-
-        n_fine = len(label_cols)
+    def _items_per_stage(self, split_of: dict[str, str], volunteer: dict[str, list[np.ndarray]],
+                         truth: dict[str, np.ndarray], audio_dirs: list[Path]):
+        """``({stage: [AudioItem]}, {stage: clips left out})``: train clips labelled by any volunteer's 1, val / test
+        clips by the ground truth; a clip without such an annotation is left out (counted)."""
+        tx = self.taxonomy
         x_idx = [x for _, x in tx.fine_groups() if x is not None]
         complete_idx = [i for c, _ in tx.fine_groups() for i in c]
         clips: dict[str, list[AudioItem]] = {s: [] for s in SPLIT_NAMES}
@@ -239,19 +265,11 @@ class SONYCUSTDataModule(FileDataModule):
                 target = target.astype(np.float32)
                 extra = None
                 if self.level == "fine" and not self.fine_x_tags:
-                    assert len(target) == n_fine
                     extra = {"target_x": target[x_idx]}
                     target = target[complete_idx]
                 path = next((d / fname for d in audio_dirs if (d / fname).is_file()), audio_dirs[0] / fname)
                 clips[stage].append(AudioItem(str(path), target, fname, extra))
-        for stage, n in dropped.items():
-            if n:
-                rule = "volunteer (annotator_id > 0)" if stage == "train" else "ground-truth (annotator_id == 0)"
-                log.warning("SONYC-UST: %d %s clip(s) have no %s annotation and are left out", n, SPLIT_NAMES[stage], rule)
-        self.dropped_unlabelled = dropped
-        self.stages = tuple(s for s in SPLIT_NAMES if clips[s])
-        self._clips = clips
-        return clips
+        return clips, dropped
 
     def prepare_data(self) -> None:
         self.read_annotations()

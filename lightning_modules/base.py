@@ -7,17 +7,19 @@
 * :meth:`~L2IModule.check_label_space`: the data's label space checked against the classifier an interpreter
   explains (loaded frozen by :func:`lightning_modules.classifier.frozen_classifier`);
 * :meth:`~L2IModule.load_dictionary`: the NMF dictionary, its front-end checked against the model's;
-* :meth:`~L2IModule.register_pos_weight`: the multilabel BCE's per-class positive weights, checked.
+* :meth:`~L2IModule.register_pos_weight`: the multilabel BCE's per-class positive weights, checked;
+* :meth:`~L2IModule.set_loss_schedule`: the loss weights as a schedule, a loss the module does not compute refused.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import lightning as L
 import torch
 
 from l2i.dictionary import DictionaryArtifact
+from l2i.interpreter.losses import LossSchedule
 
 __all__ = ["L2IModule"]
 
@@ -72,3 +74,12 @@ class L2IModule(L.LightningModule):
         if pos_weight is not None and len(pos_weight) != num_classes:
             raise ValueError(f"pos_weight has {len(pos_weight)} entries, expected num_classes={num_classes}")
         self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None, persistent=False)
+
+    def set_loss_schedule(self, loss_weights, refused: Mapping[str, str]) -> None:
+        """``self.schedule``: :class:`~l2i.interpreter.losses.LossSchedule` of ``loss_weights`` (the authors' when
+        ``None``); a loss named in ``refused`` (``{name: why}``, in order) is refused as ``loss_weights.<name> <why>``."""
+        self.schedule = LossSchedule(loss_weights)
+        named = self.schedule.to_dict()
+        for name, why in refused.items():
+            if name in named:
+                raise ValueError(f"loss_weights.{name} {why}")

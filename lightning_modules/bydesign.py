@@ -21,7 +21,7 @@ from l2i.bundle import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact
 from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.interpreter.bydesign import ByDesignModel
-from l2i.interpreter.losses import VARIANTS, LossSchedule, bydesign_losses
+from l2i.interpreter.losses import VARIANTS, bydesign_losses
 from l2i.interpreter.interpretation import Interpretation
 from l2i.interpreter.posthoc import PostHocOutput
 from lightning_modules.base import L2IModule
@@ -30,6 +30,23 @@ from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.dictionary import theta_evidence as _evidence
 
 __all__ = ["ByDesignModule"]
+
+
+def _backbone(classifier_checkpoint: str | None, num_classes: int, task: str, backbone: str,
+              backbone_kwargs: dict | None, frontend, pretrained: str | None, class_names: list[str] | None):
+    """``(front-end, backbone, architecture dict)``: the classifier's (its checkpoint, whose label space must be the
+    data's) when ``classifier_checkpoint`` is given, else a new ``backbone`` at ``frontend``."""
+    if classifier_checkpoint:
+        base = ClassifierModule.load_frozen(classifier_checkpoint)
+        if base.num_classes != num_classes or base.task != task:
+            raise ValueError(f"classifier_checkpoint {classifier_checkpoint} has {base.num_classes} classes "
+                             f"({base.task}); the data has {num_classes} ({task})")
+        return base.frontend, base.backbone, dict(base.hparams)
+    fe = AudioFrontEnd(FrontEndConfig.from_any(frontend))
+    net = build_backbone(backbone, n_mels=fe.config.n_mels, num_classes=num_classes, pretrained=pretrained,
+                         **(backbone_kwargs or {}))
+    return fe, net, {"backbone": backbone, "backbone_kwargs": backbone_kwargs, "frontend": fe.config.to_dict(),
+                     "task": task, "num_classes": num_classes, "class_names": class_names}
 
 
 class ByDesignModule(OfficialMetricMixin, L2IModule):
@@ -102,19 +119,8 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if distill and not classifier_checkpoint:
             raise ValueError("distill needs classifier_checkpoint (the black box to distil from)")
-        if classifier_checkpoint:
-            base = ClassifierModule.load_frozen(classifier_checkpoint)
-            if base.num_classes != num_classes or base.task != task:
-                raise ValueError(f"classifier_checkpoint {classifier_checkpoint} has {base.num_classes} classes "
-                                 f"({base.task}); the data has {num_classes} ({task})")
-            fe, net = base.frontend, base.backbone
-            arch = dict(base.hparams)
-        else:
-            fe = AudioFrontEnd(FrontEndConfig.from_any(frontend))
-            net = build_backbone(backbone, n_mels=fe.config.n_mels, num_classes=num_classes, pretrained=pretrained,
-                                 **(backbone_kwargs or {}))
-            arch = {"backbone": backbone, "backbone_kwargs": backbone_kwargs, "frontend": fe.config.to_dict(),
-                    "task": task, "num_classes": num_classes, "class_names": class_names}
+        fe, net, arch = _backbone(classifier_checkpoint, num_classes, task, backbone, backbone_kwargs, frontend,
+                                  pretrained, class_names)
         self.save_hyperparameters(ignore=["dictionary", "frontend"])
         self.hparams["frontend"] = fe.config.to_dict()
         dictionary = self.load_dictionary(dictionary, dictionary_path, fe.config, "ByDesignModule")
@@ -122,12 +128,9 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         self.register_pos_weight(pos_weight, num_classes)
         self.task, self.num_classes, self.variant = task, num_classes, variant
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.schedule = LossSchedule(loss_weights)
-        named = self.schedule.to_dict()
-        if "distillation" in named and not distill:
-            raise ValueError("loss_weights.distillation needs model.init_args.distill: true (and classifier_checkpoint)")
-        if "block_gate" in named:
-            raise ValueError("loss_weights.block_gate is a loss of the post-hoc interpreter (block_gate), not the by-design model's")
+        self.set_loss_schedule(loss_weights, {
+            **({} if distill else {"distillation": "needs model.init_args.distill: true (and classifier_checkpoint)"}),
+            "block_gate": "is a loss of the post-hoc interpreter (block_gate), not the by-design model's"})
         self.model = ByDesignModel(fe, net, dictionary.W, num_classes, task=task, variant=variant, layers=layers,
                                    hidden=hidden, psi_dropout=psi_dropout, pooling=pooling,
                                    attention_dim=attention_dim, finetune_dictionary=finetune_dictionary,

@@ -21,7 +21,7 @@ from l2i.bundle import EMBEDDED_KEY, embedded_bundle, read_interpreter
 from l2i.dictionary import DictionaryArtifact, theta_evidence as _evidence
 from l2i.evaluation.fidelity import fidelity_metrics
 from l2i.interpreter.interpretation import Interpretation
-from l2i.interpreter.posthoc import (LossSchedule, PostHocInterpreter, PostHocOutput, check_interpret_options,
+from l2i.interpreter.posthoc import (PostHocInterpreter, PostHocOutput, check_interpret_options,
                                     merge_interpret_options)
 from l2i.interpreter.protocol import get_protocol, interpreter_options
 from lightning_modules.base import L2IModule
@@ -144,23 +144,12 @@ class PostHocInterpreterModule(L2IModule):
             loss_weights = preset.loss_weights
         options = interpreter_options(preset, psi_variant=psi_variant, skip_last_layers=skip_last_layers,
                                       attention_dropout=attention_dropout, top_k=top_k, share_eps=share_eps)
-        from lightning_modules.classifier import frozen_classifier
-
-        classifier = frozen_classifier(classifier, classifier_checkpoint, "PostHocInterpreterModule")
-        classifier.eval()
-        classifier.requires_grad_(False)
-        dictionary = self.load_dictionary(dictionary, dictionary_path, classifier.frontend.config, "PostHocInterpreterModule")
-        # what the checkpoint carries besides the weights, so it loads from any folder (see on_save_checkpoint)
-        clf_hparams = getattr(classifier, "hparams", None)
-        self._embedded = (embedded_bundle("posthoc", dict(clf_hparams), dictionary.to_dict())
-                          if clf_hparams is not None and "backbone" in clf_hparams else None)
+        classifier, dictionary = self._artifacts(classifier, classifier_checkpoint, dictionary, dictionary_path)
         self.check_label_space(classifier, num_classes, task, classifier_checkpoint)
-        self.schedule = LossSchedule(loss_weights)
-        named = self.schedule.to_dict()
-        if "block_gate" in named and block_gate is None:
-            raise ValueError("loss_weights.block_gate needs model.init_args.block_gate (soft or hard) and block_evidence: true")
-        if "distillation" in named:
-            raise ValueError("loss_weights.distillation is a loss of the by-design model (ByDesignModule, distill: true)")
+        self.set_loss_schedule(loss_weights, {
+            **({"block_gate": "needs model.init_args.block_gate (soft or hard) and block_evidence: true"}
+               if block_gate is None else {}),
+            "distillation": "is a loss of the by-design model (ByDesignModule, distill: true)"})
         self.task = classifier.task
         self.num_classes = classifier.num_classes
         self.class_names = list(classifier.class_names)
@@ -189,6 +178,21 @@ class PostHocInterpreterModule(L2IModule):
         self.train_fidelity = metrics.clone(prefix="train/")
         self.val_fidelity = metrics.clone(prefix="val/")
         self.test_fidelity = metrics.clone(prefix="test/")
+
+    def _artifacts(self, classifier, classifier_checkpoint: str | None, dictionary: DictionaryArtifact | None,
+                   dictionary_path: str | None):
+        """The classifier (frozen, eval mode) and the dictionary (its front-end checked against the classifier's);
+        sets what the checkpoint carries besides the weights, so it loads from any folder (see on_save_checkpoint)."""
+        from lightning_modules.classifier import frozen_classifier
+
+        classifier = frozen_classifier(classifier, classifier_checkpoint, "PostHocInterpreterModule")
+        classifier.eval()
+        classifier.requires_grad_(False)
+        dictionary = self.load_dictionary(dictionary, dictionary_path, classifier.frontend.config, "PostHocInterpreterModule")
+        clf_hparams = getattr(classifier, "hparams", None)
+        self._embedded = (embedded_bundle("posthoc", dict(clf_hparams), dictionary.to_dict())
+                          if clf_hparams is not None and "backbone" in clf_hparams else None)
+        return classifier, dictionary
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

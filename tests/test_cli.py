@@ -27,8 +27,9 @@ def _verb(path: Path) -> str | None:
 
 def _configs(path: Path) -> list[str]:
     """The ``--config`` files of the header's command when it names ``path`` among several (an overlay is read on
-    top of its base config), else ``[path]``."""
-    for line in (ROOT / path).read_text().splitlines()[:12]:
+    top of its base config; the command may go on over ``\\``-continued lines), else ``[path]``."""
+    header = re.sub(r"\\\n#\s*", " ", "\n".join((ROOT / path).read_text().splitlines()[:12]))
+    for line in header.splitlines():
         if re.match(r"#\s+l2i \w+ ", line):
             named = re.findall(r"--config (\S+)", line)
             if len(named) > 1 and str(path) in named:

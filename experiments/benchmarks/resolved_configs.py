@@ -26,9 +26,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: recipes resolved by l2i nmf's parser (relative to experiments/), with their overlays
-NMF_OVERLAYS = {"nmf_blocks.yaml": "nmf.yaml"}
-FIT_OVERLAYS = {"posthoc_blocks.yaml": "posthoc.yaml", "bydesign_blocks.yaml": "bydesign.yaml"}
+#: overlays and the files they are composed on, in order (an overlay is resolved on top of them)
+NMF_OVERLAYS = {"nmf_blocks.yaml": ["nmf.yaml"]}
+FIT_OVERLAYS = {"posthoc_blocks.yaml": ["posthoc.yaml"], "bydesign_blocks.yaml": ["bydesign.yaml"],
+                "bydesign_distilled.yaml": ["bydesign.yaml", "bydesign_blocks.yaml"]}
 SKIP_FOLDERS = ("benchmark",)
 SKIP_FILES = ("demo.yaml", "demo_instruments.yaml")
 
@@ -46,8 +47,8 @@ def recipes(root: Path) -> dict[str, list[str]]:
         is_run = is_nmf or "\nmodel:" in f"\n{text}" or rel.name in FIT_OVERLAYS
         if not is_run:
             continue  # a shared part (data.yaml, a front-end, callbacks): not a recipe by itself
-        base = (NMF_OVERLAYS if is_nmf else FIT_OVERLAYS).get(rel.name)
-        files = [str(path.with_name(base)), str(path)] if base else [str(path)]
+        bases = (NMF_OVERLAYS if is_nmf else FIT_OVERLAYS).get(rel.name, [])
+        files = [str(path.with_name(base)) for base in bases] + [str(path)]
         out[str(rel)] = files
     return out
 

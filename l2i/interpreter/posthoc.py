@@ -118,6 +118,53 @@ def merge_interpret_options(options: Mapping[str, Any], kwargs: Mapping[str, Any
     return {**options, **{k: v for k, v in kwargs.items() if v is not None or k not in options}}
 
 
+def _check_settings(task: str, psi_variant: str, top_k: int | None, block_gate: str | None,
+                    block_gate_threshold: float) -> None:
+    """Refuse a :class:`PostHocInterpreter` setting outside its range, naming it."""
+    if block_gate is not None and block_gate not in BLOCK_GATES:
+        raise ValueError(f"block_gate must be one of {', '.join(BLOCK_GATES)} (or None), got {block_gate!r}")
+    if not 0.0 <= float(block_gate_threshold) <= 1.0:
+        raise ValueError(f"block_gate_threshold must be in [0, 1], got {block_gate_threshold}")
+    if psi_variant not in ("project", "authors"):
+        raise ValueError(f"psi_variant must be project|authors, got {psi_variant!r}")
+    if top_k is not None and int(top_k) < 1:
+        raise ValueError(f"top_k must be a positive number of components (or None), got {top_k}")
+    if task not in ("multiclass", "multilabel"):
+        raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
+
+
+def _unit_norm_dictionary(dictionary, frontend_config) -> Tensor:
+    """``W (F, K)`` as float with unit-L2-norm columns; refused unless F is the front-end's frequency bins and W is
+    finite, non-negative and without an all-zero column."""
+    W = torch.as_tensor(dictionary).detach().float()
+    n_freq = frontend_config.n_freq
+    if W.dim() != 2 or W.shape[0] != n_freq:
+        raise ValueError(
+            f"dictionary W must be (F={n_freq}, K) for the front-end (n_fft={frontend_config.n_fft}), "
+            f"got {tuple(W.shape)}"
+        )
+    if not bool(torch.isfinite(W).all()) or bool((W < 0).any()):
+        raise ValueError("dictionary W must be finite and non-negative")
+    norms = W.norm(dim=0)
+    if bool((norms == 0).any()):
+        raise ValueError(f"dictionary W has all-zero column(s) {torch.nonzero(norms == 0).flatten().tolist()}")
+    return W / norms
+
+
+def _probe(backbone: nn.Module, cfg, names: list[str], probe_frames: int | None):
+    """``(hidden maps by layer name, logits, device)`` of one dummy forward ``(2, n_mels, T)`` through the frozen
+    backbone in eval mode (its mode restored): T is ``probe_frames``, else the front-end's clip length, or 128."""
+    T = probe_frames or (cfg.num_frames() if cfg.num_samples else 128)
+    T = max(int(T), int(getattr(backbone, "min_frames", 1)))
+    device = next((p.device for p in backbone.parameters()), torch.device("cpu"))
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad(), capture_hidden(backbone, names, detach=True) as maps:
+        logits = backbone(torch.zeros(2, cfg.n_mels, T, device=device))
+    backbone.train(was_training)
+    return maps, logits, device
+
+
 class PostHocInterpreter(nn.Module):
     """``forward(waveform (B, samples)) -> PostHocOutput``; ``interpret(...) -> Interpretation``.
 
@@ -171,32 +218,11 @@ class PostHocInterpreter(nn.Module):
         block_gate_threshold: float = 0.2,
     ):
         super().__init__()
-        if block_gate is not None and block_gate not in BLOCK_GATES:
-            raise ValueError(f"block_gate must be one of {', '.join(BLOCK_GATES)} (or None), got {block_gate!r}")
-        if not 0.0 <= float(block_gate_threshold) <= 1.0:
-            raise ValueError(f"block_gate_threshold must be in [0, 1], got {block_gate_threshold}")
+        _check_settings(task, psi_variant, top_k, block_gate, block_gate_threshold)
         self.block_gate, self.block_gate_threshold = block_gate, float(block_gate_threshold)
-        if psi_variant not in ("project", "authors"):
-            raise ValueError(f"psi_variant must be project|authors, got {psi_variant!r}")
-        if top_k is not None and int(top_k) < 1:
-            raise ValueError(f"top_k must be a positive number of components (or None), got {top_k}")
         self.top_k = None if top_k is None else int(top_k)
         self.share_eps = float(share_eps)
-        if task not in ("multiclass", "multilabel"):
-            raise ValueError(f"task must be multiclass|multilabel, got {task!r}")
-        W = torch.as_tensor(dictionary).detach().float()
-        n_freq = frontend.config.n_freq
-        if W.dim() != 2 or W.shape[0] != n_freq:
-            raise ValueError(
-                f"dictionary W must be (F={n_freq}, K) for the front-end (n_fft={frontend.config.n_fft}), "
-                f"got {tuple(W.shape)}"
-            )
-        if not bool(torch.isfinite(W).all()) or bool((W < 0).any()):
-            raise ValueError("dictionary W must be finite and non-negative")
-        norms = W.norm(dim=0)
-        if bool((norms == 0).any()):
-            raise ValueError(f"dictionary W has all-zero column(s) {torch.nonzero(norms == 0).flatten().tolist()}")
-        W = W / norms
+        W = _unit_norm_dictionary(dictionary, frontend.config)
         self.task = task
         self.num_classes = int(num_classes)
         self.n_components = int(W.shape[1])
@@ -211,28 +237,12 @@ class PostHocInterpreter(nn.Module):
             self.register_buffer("dictionary_buffer", W.clone())
         self.conv_map_axes = getattr(backbone, "conv_map_axes", "BCFT")
         # size Ψ from one dummy forward through the frozen backbone
-        cfg = frontend.config
-        T = probe_frames or (cfg.num_frames() if cfg.num_samples else 128)
-        T = max(int(T), int(getattr(backbone, "min_frames", 1)))
-        device = next((p.device for p in backbone.parameters()), torch.device("cpu"))
         names = list(layers) if layers else list(getattr(backbone, "layer_names", ()))
-        was_training = backbone.training
-        backbone.eval()
-        with torch.no_grad(), capture_hidden(backbone, names, detach=True) as maps:
-            probe_logits = backbone(torch.zeros(2, cfg.n_mels, T, device=device))
-        backbone.train(was_training)
+        maps, probe_logits, device = _probe(backbone, frontend.config, names, probe_frames)
         if probe_logits.shape[-1] != self.num_classes:
             raise ValueError(f"the classifier has {probe_logits.shape[-1]} outputs, num_classes is {self.num_classes}")
         self.layers = list(layers) if layers else default_layers(backbone, maps, skip_last=skip_last_layers)
-        if psi_variant == "authors":
-            missing = [n for n in self.layers if n not in maps]
-            if missing:
-                raise KeyError(f"layer(s) {missing} produced no output in the probe forward (is it used in forward?)")
-            shapes = {n: tuple(map_to_grid(maps[n], self.conv_map_axes, n).shape[1:]) for n in self.layers}
-            self.psi = AuthorsPsi(shapes, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes)
-        else:
-            channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
-            self.psi = Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
+        self.psi = self._build_psi(maps, psi_variant, hidden, psi_dropout)
         self.theta = Theta(self.n_components, self.num_classes, pooling=pooling, attention_dim=attention_dim,
                            center=task == "multiclass", evidence=evidence, attention_dropout=attention_dropout,
                            bias=theta_bias)
@@ -241,6 +251,17 @@ class PostHocInterpreter(nn.Module):
         self.psi.to(device)
         self.theta.to(device)
         self.train(self.training)
+
+    def _build_psi(self, maps: dict[str, Tensor], psi_variant: str, hidden: int, psi_dropout: float) -> nn.Module:
+        """Ψ sized by the probe's hidden ``maps`` of :attr:`layers`."""
+        if psi_variant == "authors":
+            missing = [n for n in self.layers if n not in maps]
+            if missing:
+                raise KeyError(f"layer(s) {missing} produced no output in the probe forward (is it used in forward?)")
+            shapes = {n: tuple(map_to_grid(maps[n], self.conv_map_axes, n).shape[1:]) for n in self.layers}
+            return AuthorsPsi(shapes, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes)
+        channels = {n: int(map_to_sequence(maps[n], self.conv_map_axes, n).shape[1]) for n in self.layers}
+        return Psi(channels, self.n_components, hidden=hidden, conv_map_axes=self.conv_map_axes, dropout=psi_dropout)
 
     # -- the frozen classifier stays frozen -----------------------------------------------------------
     def train(self, mode: bool = True) -> "PostHocInterpreter":
