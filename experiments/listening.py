@@ -80,11 +80,6 @@ def listening_table(folder: str | Path, entries: Sequence[tuple[str, Any, Any]],
         each row ``{"id", "true_label", "explained_class", "files": {column: file name},
         "figures": {interpreter: {"si_sdr": float | None, "prob_drop": float}}, "si_sdr_mixture": float | None}``.
     """
-    import soundfile as sf
-
-    from l2i.evaluation.common import classify_waveform, gather_classes, probabilities
-    from l2i.evaluation.ground_truth import class_sources, si_sdr
-
     if not entries:
         raise ValueError("listening table: no interpreter to listen to")
     folder = Path(folder)
@@ -106,72 +101,100 @@ def listening_table(folder: str | Path, entries: Sequence[tuple[str, Any, Any]],
         return frontend.stft(x.to(device).float()).abs().cpu()
 
     rows: list[dict] = [{"id": ids[j], "files": {}, "figures": {}, "si_sdr_mixture": None} for j in range(n)]
-    explained: torch.Tensor | None = None
-    for j in range(n):
-        rows[j]["true_label"] = (", ".join(_label(class_names, int(c)) for c in torch.nonzero(target[j] > 0.5).flatten())
-                                 if multilabel else _label(class_names, int(target[j])))
-        base = f"{j:02d}_{_safe(ids[j])}"
-        sf.write(folder / f"{base}_mixture.wav", np.clip(wave[j].cpu().numpy(), -1, 1), sr, subtype="PCM_16")
-        rows[j]["files"]["mixture"] = f"{base}_mixture.wav"
-    mix_mag = magnitude(wave) if images else None
-    if images:
-        for j in range(n):
-            rows[j]["files"]["mixture_spectrogram"] = _spectrogram_png(folder / f"{j:02d}_mixture.png", mix_mag[j], "mixture")
-
+    page = _PageWriter(folder, rows, class_names, sr, images, magnitude, device)
+    page.mixtures(wave, target)
+    explained = src = known = None
     for name, interp, model in entries:
         if hasattr(interp, "observe") and has_sources:  # the oracle reads the sources of the clips it explains
             interp.observe(sub)
         tau = {} if threshold is None else {"threshold": threshold}
         it = interp.interpret(wave, target=target if has_sources else None, **tau)
-        classes = it.classes[:, :1].to(device)  # the first explained slot of every clip
         if explained is None:
-            explained = classes
+            explained = it.classes[:, :1].to(device)  # the first explained slot of every clip
             if has_sources:
-                st = sub.get("source_targets")
-                src = class_sources(sub["sources"].to(device).float(), sub["source_labels"].to(device), classes,
-                                    None if st is None else st.to(device))[:, 0]
-                N = min(src.shape[-1], wave.shape[-1])
-                known = src.pow(2).sum(-1) > 0
-                mix_sdr = si_sdr(wave[:, :N], src[:, :N])
-                for j in range(n):
-                    if bool(known[j]):
-                        rows[j]["files"]["source"] = f"{j:02d}_source.wav"
-                        sf.write(folder / rows[j]["files"]["source"], np.clip(src[j].cpu().numpy(), -1, 1), sr, subtype="PCM_16")
-                        rows[j]["si_sdr_mixture"] = float(mix_sdr[j])
-                        if images:
-                            rows[j]["files"]["source_spectrogram"] = _spectrogram_png(
-                                folder / f"{j:02d}_source.png", magnitude(src[j : j + 1])[0], "true source")
-            else:
-                src = known = None
-        audio = it.audio[:, 0].to(device).float()
-        task = "multilabel" if multilabel else "multiclass"
-        original = classify_waveform(model, wave)
-        removed = classify_waveform(model, it.residual[:, 0].to(device).float())
-        drop = (gather_classes(probabilities(original, task), classes) - gather_classes(probabilities(removed, task), classes))[:, 0]
-        sdr = None
-        if src is not None:
-            N = min(src.shape[-1], audio.shape[-1])
-            sdr = si_sdr(audio[:, :N], src[:, :N])
-        mags = magnitude(audio) if images else None
-        for j in range(n):
-            c = int(it.classes[j, 0])
-            rows[j].setdefault("explained_class", _label(class_names, int(explained[j, 0])))
-            tag = f"{j:02d}_{_safe(name)}"
-            sf.write(folder / f"{tag}.wav", np.clip(audio[j].cpu().numpy(), -1, 1), sr, subtype="PCM_16")
-            rows[j]["files"][name] = f"{tag}.wav"
-            if images:
-                rows[j]["files"][f"{name}_spectrogram"] = _spectrogram_png(folder / f"{tag}.png", mags[j], name)
-            rows[j]["figures"][name] = {
-                "si_sdr": None if sdr is None or not bool(known[j]) else float(sdr[j]),
-                "prob_drop": float(drop[j]),
-                "explained_class": _label(class_names, c),
-            }
+                src, known = page.sources(sub, wave, explained)
+        page.interpretations(name, it, model, wave, explained, src, known, multilabel)
     record = {"interpreters": [e[0] for e in entries], "has_sources": has_sources, "sample_rate": sr,
               "threshold": None if threshold is None else float(threshold), "rows": rows}
     (folder / "rows.json").write_text(json.dumps(record, indent=1))
     record["page"] = str(_write_page(folder, record, title or "Listening table — every interpreter on the same clips"))
     return record
 
+
+
+class _PageWriter:
+    """Writes a listening table's files (WAV, spectrogram PNG) and fills its ``rows`` (see :func:`listening_table`)."""
+
+    def __init__(self, folder: Path, rows: list[dict], class_names: Sequence[str], sr: int, images: bool, magnitude, device):
+        self.folder, self.rows, self.class_names, self.sr = folder, rows, class_names, sr
+        self.images, self.magnitude, self.device = images, magnitude, device
+
+    def _wav(self, name: str, audio: torch.Tensor) -> str:
+        import soundfile as sf
+
+        sf.write(self.folder / name, np.clip(audio.cpu().numpy(), -1, 1), self.sr, subtype="PCM_16")
+        return name
+
+    def mixtures(self, wave: torch.Tensor, target: torch.Tensor) -> None:
+        """The mixtures (and their spectrograms) and each row's true label(s)."""
+        for j, row in enumerate(self.rows):
+            row["true_label"] = (", ".join(_label(self.class_names, int(c)) for c in torch.nonzero(target[j] > 0.5).flatten())
+                                 if target.dim() > 1 else _label(self.class_names, int(target[j])))
+            row["files"]["mixture"] = self._wav(f"{j:02d}_{_safe(row['id'])}_mixture.wav", wave[j])
+        if self.images:
+            mix_mag = self.magnitude(wave)
+            for j, row in enumerate(self.rows):
+                row["files"]["mixture_spectrogram"] = _spectrogram_png(self.folder / f"{j:02d}_mixture.png", mix_mag[j], "mixture")
+
+    def sources(self, sub: dict, wave: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The true source of each row's explained class ``classes (B, 1)``: written, and the mixture's SI-SDR
+        against it; returns ``(sources (B, N), known (B,))``."""
+        from l2i.evaluation.ground_truth import class_sources, si_sdr
+
+        st = sub.get("source_targets")
+        src = class_sources(sub["sources"].to(self.device).float(), sub["source_labels"].to(self.device), classes,
+                            None if st is None else st.to(self.device))[:, 0]
+        N = min(src.shape[-1], wave.shape[-1])
+        known = src.pow(2).sum(-1) > 0
+        mix_sdr = si_sdr(wave[:, :N], src[:, :N])
+        for j, row in enumerate(self.rows):
+            if bool(known[j]):
+                row["files"]["source"] = self._wav(f"{j:02d}_source.wav", src[j])
+                row["si_sdr_mixture"] = float(mix_sdr[j])
+                if self.images:
+                    row["files"]["source_spectrogram"] = _spectrogram_png(
+                        self.folder / f"{j:02d}_source.png", self.magnitude(src[j : j + 1])[0], "true source")
+        return src, known
+
+    def interpretations(self, name: str, it, model, wave: torch.Tensor, explained: torch.Tensor,
+                        src: torch.Tensor | None, known: torch.Tensor | None, multilabel: bool) -> None:
+        """One interpreter's column: its interpretation of every row (audio, spectrogram), the probability drop when
+        it is removed and its SI-SDR against the true source."""
+        from l2i.evaluation.common import classify_waveform, gather_classes, probabilities
+        from l2i.evaluation.ground_truth import si_sdr
+
+        classes = it.classes[:, :1].to(self.device)
+        audio = it.audio[:, 0].to(self.device).float()
+        task = "multilabel" if multilabel else "multiclass"
+        original = classify_waveform(model, wave)
+        removed = classify_waveform(model, it.residual[:, 0].to(self.device).float())
+        drop = (gather_classes(probabilities(original, task), classes) - gather_classes(probabilities(removed, task), classes))[:, 0]
+        sdr = None
+        if src is not None:
+            N = min(src.shape[-1], audio.shape[-1])
+            sdr = si_sdr(audio[:, :N], src[:, :N])
+        mags = self.magnitude(audio) if self.images else None
+        for j, row in enumerate(self.rows):
+            row.setdefault("explained_class", _label(self.class_names, int(explained[j, 0])))
+            tag = f"{j:02d}_{_safe(name)}"
+            row["files"][name] = self._wav(f"{tag}.wav", audio[j])
+            if self.images:
+                row["files"][f"{name}_spectrogram"] = _spectrogram_png(self.folder / f"{tag}.png", mags[j], name)
+            row["figures"][name] = {
+                "si_sdr": None if sdr is None or not bool(known[j]) else float(sdr[j]),
+                "prob_drop": float(drop[j]),
+                "explained_class": _label(self.class_names, int(it.classes[j, 0])),
+            }
 
 def _fmt_db(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f} dB"

@@ -84,9 +84,7 @@ def instruments_stage(ctx, settings: dict) -> dict:
     import lightning as L
 
     from datamodules.instruments import InstrumentDataModule
-    from experiments.cli import read_config
     from experiments.listening import listening_table
-    from experiments.nmf import NMFSettings, learn_dictionary
     from l2i.evaluation import evaluate_interpreter, ground_truth_markdown
     from lightning_modules.classifier import ClassifierModule
     from lightning_modules.posthoc import PostHocInterpreterModule
@@ -106,9 +104,7 @@ def instruments_stage(ctx, settings: dict) -> dict:
     with clock("data"):
         for split in ("train", "val", "test"):
             dm.dataset(split)
-    fe = {"sample_rate": int(s["sample_rate"]), "n_fft": 512 if int(s["sample_rate"]) >= 16000 else 256,
-          "hop_length": 256 if int(s["sample_rate"]) >= 16000 else 128, "n_mels": 64 if int(s["sample_rate"]) >= 16000 else 32,
-          "top_db": 80.0}
+    fe = _frontend(int(s["sample_rate"]))
 
     L.seed_everything(ctx.seed, verbose=False)
     clf = ClassifierModule(backbone="small_cnn", backbone_kwargs={"channels": [8, 16, 32, 32]}, frontend=fe,
@@ -123,23 +119,10 @@ def instruments_stage(ctx, settings: dict) -> dict:
 
     with clock("dictionary"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain, _ = learn_dictionary(dm, fe, NMFSettings(n_components=int(s["authors_components"]), epochs=int(s["nmf_epochs"]),
-                                                        seed=ctx.seed), out / "dictionary_authors.pt", device="cpu",
-                                    save_images=False, progress=False, eval_split=None, threads=1)
-        blocks, _ = learn_dictionary(dm, fe, NMFSettings(per_class_components=int(s["block_components"]),
-                                                         per_class_source="single_label", epochs=int(s["nmf_epochs"]),
-                                                         seed=ctx.seed), out / "dictionary_blocks.pt", device="cpu",
-                                     save_images=False, progress=False, eval_split=None, threads=1)
+        plain, blocks = _dictionaries(dm, fe, s, out, ctx.seed)
 
-    recipe_args = read_config(REPO / RECIPE)["model"]["init_args"]
     schedule = {"reconstruction": {0: 5.0}, "fidelity": {1: 0.5, 2: 1.0}, "sparsity": {1: 0.4}}
-    recipe = {k: recipe_args[k] for k in RECIPE_KEYS if k in recipe_args}
-    if recipe.get("block_gate"):  # Ψ trained as the recipe trains it: the classifier-gated block loss, at its weight
-        recipe["loss_weights"] = {**schedule, "block_gate": recipe_args["loss_weights"]["block_gate"]}
-    rows = {
-        "authors": (plain, {"pooling": "attention", "threshold": 0.2}),
-        "recipe": (blocks, recipe),
-    }
+    rows = {"authors": (plain, {"pooling": "attention", "threshold": 0.2}), "recipe": (blocks, _recipe(schedule))}
     entries, tables = [], [f"# Real recordings: the authors' settings and the recipe ({dm.num_classes} instruments, "
                            f"test split, {len(test.dataset)} clips, seed {ctx.seed})", ""]
     for name, (art, options) in rows.items():
@@ -174,6 +157,39 @@ def instruments_stage(ctx, settings: dict) -> dict:
     _describe(ctx, figures)
     return figures
 
+
+
+def _frontend(rate: int) -> dict:
+    """The stage's front-end at ``rate`` Hz (the instruments' classifier's at 16 kHz, half the sizes below)."""
+    wide = rate >= 16000
+    return {"sample_rate": rate, "n_fft": 512 if wide else 256, "hop_length": 256 if wide else 128,
+            "n_mels": 64 if wide else 32, "top_db": 80.0}
+
+
+def _dictionaries(dm, fe: dict, s: dict, out: Path, seed: int):
+    """The authors' dictionary (one NMF of the clips) and the recipe's class blocks (learnt on the
+    single-instrument clips), saved in ``out``; returns both artifacts."""
+    from experiments.nmf import NMFSettings, learn_dictionary
+
+    common = dict(device="cpu", save_images=False, progress=False, eval_split=None, threads=1)
+    plain, _ = learn_dictionary(dm, fe, NMFSettings(n_components=int(s["authors_components"]), epochs=int(s["nmf_epochs"]),
+                                                    seed=seed), out / "dictionary_authors.pt", **common)
+    blocks, _ = learn_dictionary(dm, fe, NMFSettings(per_class_components=int(s["block_components"]),
+                                                     per_class_source="single_label", epochs=int(s["nmf_epochs"]),
+                                                     seed=seed), out / "dictionary_blocks.pt", **common)
+    return plain, blocks
+
+
+def _recipe(schedule: dict) -> dict:
+    """The recipe's post-hoc settings (:data:`RECIPE_KEYS` of :data:`RECIPE`); Ψ trained as the recipe trains it:
+    with the classifier-gated block loss at the recipe's weight, beside the stage's short ``schedule``."""
+    from experiments.cli import read_config
+
+    recipe_args = read_config(REPO / RECIPE)["model"]["init_args"]
+    recipe = {k: recipe_args[k] for k in RECIPE_KEYS if k in recipe_args}
+    if recipe.get("block_gate"):
+        recipe["loss_weights"] = {**schedule, "block_gate": recipe_args["loss_weights"]["block_gate"]}
+    return recipe
 
 def _log_wandb(ctx, out: Path, settings: dict, figures: dict, listening: dict) -> str:
     """The stage's W&B run (offline by default, in ``<out>/wandb``): its settings, the ground-truth figures (as

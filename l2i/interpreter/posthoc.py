@@ -409,22 +409,10 @@ class PostHocInterpreter(nn.Module):
             if refine_iters > 0:
                 activations = self.refine_activations(out, int(refine_iters), class_threshold, refine_gate, refine_init)
             return build_interpretation(
-                frontend=self.frontend,
-                features=out.features,
-                dictionary=self.dictionary,
-                activations=activations,
-                pooled=out.pooled,
-                class_weights=self.theta.class_weights,
-                logits=out.logits,
-                classes=classes,
-                classifier_logits=out.classifier_logits,
-                threshold=threshold,
-                mask_mode=mask_mode,
-                relevance_weighted=relevance_weighted,
-                components=components,
-                top_k=top_k,
-                eps=self.share_eps,
-                mask_power=mask_power,
-            )
+                frontend=self.frontend, features=out.features, dictionary=self.dictionary, activations=activations,
+                pooled=out.pooled, class_weights=self.theta.class_weights, logits=out.logits, classes=classes,
+                classifier_logits=out.classifier_logits, threshold=threshold, mask_mode=mask_mode,
+                relevance_weighted=relevance_weighted, components=components, top_k=top_k, eps=self.share_eps,
+                mask_power=mask_power)
         finally:
             self.train(was_training)
