@@ -51,3 +51,13 @@ def _no_wandb_run_left_open():
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """Torch on one thread for a module of tests on tiny matrices: on a busy 2-core machine two threads handing
+    off tiny products cost more than they gain. The thread count is restored after the module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,12 +11,8 @@ from l2i.dictionary import DictionaryArtifact, DictionaryMismatchError
 from l2i.frontend import FrontEndConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: tiny matrices: torch on one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def small_fe(**kw) -> FrontEndConfig:

@@ -14,12 +14,8 @@ FE = dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, duration_s=1.0
 BLOCKS = torch.tensor([[True, True, False, False, False], [False, False, True, True, False]])  # column 4: noise
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: tiny matrices: torch on one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_the_gate_weighs_each_block_by_the_classifiers_decision():

@@ -17,13 +17,8 @@ from l2i.nmf import SHARED_LABEL, fit_weak_labels
 TINY = dict(sample_rate=8000, duration_s=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread avoids thread hand-off costs on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: tiny matrices: torch on one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_clip_is_deterministic_and_stems_add_up():

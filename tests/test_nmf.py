@@ -9,13 +9,8 @@ import torch
 from l2i.nmf import NMF, check_nonnegative, concat_dictionaries, fit_per_class, fit_with_noise, nmf_objective
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread avoids thread hand-off costs on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: tiny matrices: torch on one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def planted(F=48, K=6, N=600, seed=0, density=0.3, dtype=torch.float64):
