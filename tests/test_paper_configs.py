@@ -18,20 +18,10 @@ import pytest
 import torch
 
 from experiments.cli import main
-from fixtures_datasets import make_esc50, make_sonyc
+from test_real_configs import _esc50, _sonyc  # the same fixture data sets, half-second clips
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "experiments" / "paper"
-
-
-def _esc50(tmp: Path) -> list[str]:
-    fx = make_esc50(tmp, classes=(0, 1), seconds=0.5)
-    return ["--data.init_args.root", str(fx.root), "--data.init_args.duration_s", "0.5"]
-
-
-def _sonyc(tmp: Path) -> list[str]:
-    fx = make_sonyc(tmp, seconds=0.5)
-    return ["--data.init_args.root", str(fx.root), "--data.init_args.duration_s", "0.5"]
 
 
 SETTINGS = {
