@@ -422,9 +422,9 @@ class TrainedInterpreter(nn.Module):
         """``waveform (B, N)`` -> :class:`~l2i.interpreter.interpretation.Interpretation` (the tensor verb; the
         clips of a batch must have one length). ``threshold`` defaults to the model's τ; ``top_k`` caps the
         chosen components (post-hoc interpreters; default the model's own, 0 = no cap). A post-hoc interpreter's
-        further ``options`` (``refine_iters``, ``refine_gate``, ``refine_init``, ``block_components``) and every
-        argument left ``None`` come from its stored ``interpret_options``, else the method's defaults
-        (``mask_mode`` ``log1p``)."""
+        further ``options`` (``refine_iters``, ``refine_gate``, ``refine_init``, ``refine_beta``, ``block_components``,
+        ``mask_power``) and every argument left ``None`` come from its stored ``interpret_options``, else the
+        method's defaults (``mask_mode`` ``log1p``)."""
         if self.kind != "posthoc" and (top_k is not None or options):
             raise ValueError(f"{', '.join(['top_k'] * (top_k is not None) + list(options))} apply to post-hoc "
                              f"interpreters; this is a {self.kind} model")

@@ -244,7 +244,7 @@ def test_class_blocks_beat_the_authors_settings_on_ground_truth(tmp_path):
     same classifier and clips with two or more instruments. The benchmark script measures it at full scale."""
     import lightning as L
 
-    from experiments.benchmarks.real_recordings import _interpret_fn, score, summary
+    from experiments.benchmarks.real_recordings import _interpret_fn, label_constrained_nmf, score, summary
     from experiments.nmf import NMFSettings, learn_dictionary
     from lightning_modules.classifier import ClassifierModule
     from lightning_modules.posthoc import PostHocInterpreterModule
@@ -289,11 +289,20 @@ def test_class_blocks_beat_the_authors_settings_on_ground_truth(tmp_path):
     trainer(4).fit(gated, datamodule=dm)
     results["gated"] = summary(score(_interpret_fn(gated.eval(), {**kw, "refine_gate": "interpreter", "class_threshold": 0.1}),
                                      clf.frontend, dm.test_dataloader()))
-    a, b, g = results["authors"], results["blocks"], results["gated"]
-    assert a["pairs"] == b["pairs"] == g["pairs"] >= 20
-    for recipe in (b, g):
+    # the recipe's separation with the Kullback-Leibler updates (``refine_beta: 1``, the recipe's setting)
+    results["gated_kl"] = summary(score(_interpret_fn(gated, {**kw, "refine_gate": "interpreter", "class_threshold": 0.1,
+                                                              "refine_beta": 1}), clf.frontend, dm.test_dataloader()))
+    a, b, g, k = results["authors"], results["blocks"], results["gated"], results["gated_kl"]
+    assert a["pairs"] == b["pairs"] == g["pairs"] == k["pairs"] >= 20
+    for recipe in (b, g, k):
         assert recipe["specificity"] > a["specificity"], results
         assert recipe["interp_median"] > a["interp_median"], results
+    # with the true labels (the block dictionary's ceiling) the KL updates gain more over the mixture than the
+    # Euclidean ones (here +8.3 against +7.4 dB; at this size the interpreter's own gate blurs the difference, the
+    # benchmark script measures it at full scale)
+    ceiling = {beta: summary(score(label_constrained_nmf(blocks, clf.frontend, dm.class_names, beta=beta), clf.frontend,
+                                   dm.test_dataloader())) for beta in (1, 2)}
+    assert ceiling[1]["gain_median"] > ceiling[2]["gain_median"] + 0.3, ceiling
 
 
 def test_magnitude_mask_gives_a_dominant_part_its_magnitude_ratio():
@@ -344,6 +353,11 @@ def test_refinement_keeps_the_absent_classes_blocks_silent_and_fits_v():
     assert bool((H[:, [0, 1, 2, 5]] > 0).all())  # shared / unowned and class 0's components free
     err = lambda h: float((torch.einsum("fk,bkt->bft", net.dictionary, h) - out.features.nmf).pow(2).mean())
     assert err(H) < err(out.activations)
+    kl = net.refine_activations(out, 30, beta=1)  # the Kullback-Leibler updates: the same gate, another fit
+    assert float(kl[:, 3:5].abs().max()) == 0.0 and bool((kl[:, [0, 1, 2, 5]] > 0).all())
+    V, WH = out.features.nmf, lambda h: torch.einsum("fk,bkt->bft", net.dictionary, h) + 1e-9
+    divergence = lambda h: float((V * torch.log((V + 1e-9) / WH(h)) - V + WH(h)).sum())
+    assert divergence(kl) < divergence(H) and not torch.allclose(kl, H)
     it = net.interpret(x, target=torch.tensor([[1.0, 1.0], [1.0, 0.0]]), threshold=0.0, mask_mode="share", refine_iters=30)
     assert float(it.audio[0, 1].abs().max()) == 0.0  # class 1 asked for, but the interpreter hears none of it
     assert float(it.audio[:, 0].abs().max()) > 0

@@ -56,7 +56,7 @@ def artifacts(tmp_path_factory):
 
 def test_the_recipe_file_is_the_readme_recipe():
     assert RECIPE == {"mask_mode": "share", "refine_iters": 150, "refine_gate": "interpreter", "refine_init": "uniform",
-                      "class_threshold": 0.1, "block_components": True}
+                      "refine_beta": 1, "class_threshold": 0.1, "block_components": True}
     from experiments.benchmarks.real_recordings import GATED, RECIPE as MEASURED
 
     # the file trains and interprets as the benchmark script measured it
@@ -117,6 +117,8 @@ def test_a_checkpoint_reloads_with_its_options_without_lightning(artifacts, tmp_
     ({"mask_power": -2.0}, r"interpret_options.mask_power must be a finite number > 0, got -2.0"),
     ({"mask_power": float("nan")}, r"interpret_options.mask_power must be a finite number > 0, got nan"),
     ({"mask_power": True}, r"interpret_options.mask_power must be a finite number > 0, got True"),
+    ({"refine_beta": 0}, r"interpret_options.refine_beta must be one of 1, 2, got 0"),
+    ({"refine_beta": True}, r"interpret_options.refine_beta must be one of 1, 2, got True"),
 ])
 def test_a_wrong_option_is_named_in_one_line(artifacts, options, message):
     with pytest.raises(ValueError, match=message):

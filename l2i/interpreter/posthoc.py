@@ -24,6 +24,7 @@ from l2i.interpreter.losses import (AUTHORS_ESC50_SCHEDULE, BLOCK_GATES, LossSch
                                     interpreter_losses)
 from l2i.interpreter.psi import AuthorsPsi, Psi, map_to_grid, map_to_sequence
 from l2i.interpreter.theta import Theta
+from l2i.nmf.core import update_activations
 
 __all__ = ["PostHocInterpreter", "PostHocOutput", "LossSchedule", "interpreter_losses", "AUTHORS_ESC50_SCHEDULE", "default_layers",
            "gated_block_loss", "BLOCK_GATES",
@@ -68,6 +69,7 @@ INTERPRET_OPTIONS: dict[str, Any] = {
     "refine_iters": int,
     "refine_gate": ("interpreter", "classifier"),
     "refine_init": ("interpreter", "uniform"),
+    "refine_beta": (1, 2),
     "block_components": bool,
     "class_threshold": float,
     "mask_power": "positive",
@@ -90,8 +92,8 @@ def check_interpret_options(options: Mapping[str, Any] | None, where: str = "int
             extra = " (the relevance threshold τ is the model's own `threshold`)" if key == "threshold" else ""
             raise ValueError(f"{where}.{key}: unknown interpretation option{extra}; known: {', '.join(INTERPRET_OPTIONS)}")
         if isinstance(kind, tuple):
-            if value not in kind:
-                raise ValueError(f"{where}.{key} must be one of {', '.join(kind)}, got {value!r}")
+            if isinstance(value, bool) or value not in kind:
+                raise ValueError(f"{where}.{key} must be one of {', '.join(map(str, kind))}, got {value!r}")
         elif kind is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"{where}.{key} must be true or false, got {value!r}")
@@ -317,10 +319,11 @@ class PostHocInterpreter(nn.Module):
 
     @torch.no_grad()
     def refine_activations(self, out: PostHocOutput, iters: int, class_threshold: float | Tensor = 0.5,
-                           gate: str = "interpreter", init: str = "interpreter") -> Tensor:
+                           gate: str = "interpreter", init: str = "interpreter", beta: int = 2) -> Tensor:
         """``H (B, K, T)`` after ``iters`` multiplicative updates on ``V`` (see ``refine_iters`` of
-        :meth:`interpret`): ``H ← H ⊙ WᵀV / (WᵀW H + ε)``, which keeps a zero at zero, from Ψ's H (plus a
-        floor of 1e-3 of its mean, so a component Ψ left at exactly 0 may still grow) on the allowed components."""
+        :meth:`interpret`), which keep a zero at zero, from Ψ's H (plus a floor of 1e-3 of its mean, so a
+        component Ψ left at exactly 0 may still grow) on the allowed components, by
+        :func:`l2i.nmf.update_activations`: ``beta`` 2 the Euclidean updates, 1 the Kullback-Leibler ones."""
         W, V, H = self.dictionary, out.features.nmf, out.activations
         B, K, _ = H.shape
         allowed = torch.ones(B, K, dtype=torch.bool, device=H.device)
@@ -338,11 +341,9 @@ class PostHocInterpreter(nn.Module):
         floor = 1e-3 * H.mean().clamp_min(1e-12)
         start = H + floor if init == "interpreter" else torch.full_like(H, float(H.mean().clamp_min(1e-6)))
         H = start * allowed[..., None].to(H.dtype)
-        WtV = torch.einsum("fk,bft->bkt", W, V)
-        G = W.t() @ W
-        for _ in range(int(iters)):
-            H = H * WtV / (torch.einsum("kj,bjt->bkt", G, H) + 1e-9)
-        return H
+        if beta not in (1, 2):
+            raise ValueError(f"refine_beta must be 1 (Kullback-Leibler) or 2 (Euclidean), got {beta!r}")
+        return update_activations(W, V, H, int(iters), beta)
 
     # -- the one verb ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -361,6 +362,7 @@ class PostHocInterpreter(nn.Module):
         refine_iters: int = 0,
         refine_gate: str = "interpreter",
         refine_init: str = "interpreter",
+        refine_beta: int = 2,
         block_components: bool = False,
         mask_power: float = 1.0,
     ) -> Interpretation:
@@ -388,6 +390,8 @@ class PostHocInterpreter(nn.Module):
             refine_init: where the updates start: ``interpreter`` (Ψ's H) or ``uniform`` (every allowed
                 component at the same level: with ``refine_gate: classifier`` Ψ then plays no part, the
                 interpretation is the NMF of the clip on the blocks of the classes f detects).
+            refine_beta: the updates' divergence: 2 (Euclidean, default, as the dictionary was learnt) or 1
+                (Kullback-Leibler; see :meth:`refine_activations`).
             block_components: explain c with every component of c's block (Θ's per-class ``evidence``)
                 instead of the components above the relevance threshold (``components``, when given, wins).
             mask_power: ``p``: the share of the chosen components against the rest raised to ``p`` before the
@@ -407,7 +411,8 @@ class PostHocInterpreter(nn.Module):
                     raise ValueError("block_components needs Θ tied to class blocks (block_evidence: true)")
                 components = self.theta.evidence.expand(waveform.shape[0], -1, -1)
             if refine_iters > 0:
-                activations = self.refine_activations(out, int(refine_iters), class_threshold, refine_gate, refine_init)
+                activations = self.refine_activations(out, int(refine_iters), class_threshold, refine_gate, refine_init,
+                                                      int(refine_beta))
             return build_interpretation(
                 frontend=self.frontend, features=out.features, dictionary=self.dictionary, activations=activations,
                 pooled=out.pooled, class_weights=self.theta.class_weights, logits=out.logits, classes=classes,

@@ -54,7 +54,7 @@ from l2i.nmf.blocks import (
     fit_weak_labels,
     fit_with_noise,
 )
-from l2i.nmf.core import NMFResult, check_nonnegative, nmf_objective, normalize_columns
+from l2i.nmf.core import NMFResult, check_nonnegative, nmf_objective, normalize_columns, update_activations
 from l2i.nmf.solvers import NMF
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "check_nonnegative",
     "nmf_objective",
     "normalize_columns",
+    "update_activations",
     "concat_dictionaries",
     "fit_per_class",
     "fit_weak_labels",

@@ -72,6 +72,29 @@ def _unframes(H: Tensor, batch_shape: tuple[int, ...] | None) -> Tensor:
     return H.reshape(H.shape[0], B, T).permute(1, 0, 2).contiguous()
 
 
+def update_activations(W: Tensor, V: Tensor, H: Tensor, iters: int, beta: int = 2, eps: float = 1e-9) -> Tensor:
+    """``iters`` multiplicative updates of the activations of clips with the dictionary fixed (Lee & Seung 2001).
+
+    Shapes: ``W (F, K)``, ``V (B, F, T)``, ``H (B, K, T)`` (the start; an entry at zero stays at zero, which is
+    how a component is held off). ``beta`` 2: the Euclidean updates ``H ← H ⊙ WᵀV / (WᵀW H + ε)``; 1: the
+    Kullback-Leibler ones ``H ← H ⊙ Wᵀ(V / (W H + ε)) / Wᵀ1``, which weigh a bin's error relative to its level
+    instead of its square. Returns the new ``H (B, K, T)``. A fixed number of steps, no stopping rule: what the
+    interpretation's separation (``refine_iters``) needs, batched over clips; :meth:`NMF.transform` solves to
+    a tolerance instead."""
+    if beta == 1:
+        norm = W.sum(0)[None, :, None].clamp_min(1e-12)
+        for _ in range(int(iters)):
+            H = H * torch.einsum("fk,bft->bkt", W, V / (torch.einsum("fk,bkt->bft", W, H) + eps)) / norm
+        return H
+    if beta != 2:
+        raise ValueError(f"update_activations: beta must be 1 (Kullback-Leibler) or 2 (Euclidean), got {beta!r}")
+    WtV = torch.einsum("fk,bft->bkt", W, V)
+    G = W.t() @ W
+    for _ in range(int(iters)):
+        H = H * WtV / (torch.einsum("kj,bjt->bkt", G, H) + eps)
+    return H
+
+
 def nmf_objective(
     V: Tensor, W: Tensor, H: Tensor, beta: float = 2.0, sparsity: float = 0.0, eps: float = 1e-12, chunk: int = 2048
 ) -> float:
