@@ -65,7 +65,7 @@ def load_evaluated(read, ckpt: str, device: str = "cpu", classifier: str | None 
 
     A post-hoc interpreter's or by-design model's checkpoint (or self-contained file) is loaded by
     :func:`l2i.bundle.read_interpreter` from any folder, whatever the config's ``model.init_args`` say
-    (a config naming another model class is refused) but for a post-hoc ``interpret_options``: the config's,
+    (a config naming another model class is refused) but for ``interpret_options``: the config's,
     when it names them, replace the checkpoint's (they choose how it interprets, not what it learnt). Any other
     checkpoint is loaded as the class it stores (:func:`lightning_modules.artifacts.load_artifact`), or, when
     that cannot be told, with the config's ``<class>.load_from_checkpoint`` after the same safe read, when its
@@ -88,7 +88,7 @@ def load_evaluated(read, ckpt: str, device: str = "cpu", classifier: str | None 
                                       f"config it was trained with (its data section is what evaluate reads)")
         bundle = read_interpreter(ckpt, classifier=classifier, dictionary=dictionary, verb="evaluate")
         options = read.init_args("model", given=True).get("interpret_options")
-        if options is not None and kind == "posthoc":
+        if options is not None:
             bundle["interpreter"]["interpret_options"] = options  # interpretation settings, not weights
         return TrainedInterpreter(bundle).to(device).eval()
     stored = str(((state.get("hyper_parameters") or {}).get("_class_path")) or "")

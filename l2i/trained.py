@@ -337,8 +337,8 @@ class TrainedInterpreter(nn.Module):
     """A trained post-hoc interpreter or by-design model, ready to explain audio (see the module docstring).
 
     Attributes: ``model`` (the pure-torch model), ``kind`` (``posthoc`` | ``bydesign``), ``class_names``,
-    ``task``, ``threshold`` (relevance τ), ``class_threshold`` (multilabel decision), ``interpret_options`` (a
-    post-hoc interpreter's stored interpretation options, the defaults of :meth:`interpret`), ``frontend``,
+    ``task``, ``threshold`` (relevance τ), ``class_threshold`` (multilabel decision), ``interpret_options`` (the
+    model's stored interpretation options, the defaults of :meth:`interpret`), ``frontend``,
     ``classifier`` (the :class:`~l2i.classifier.Classifier` it explains: post-hoc, the frozen classifier; by-design,
     the model's own prediction, Θ(H) in bottleneck mode), ``source`` (the file it came from), ``settings`` (the
     interpreter's hyper-parameters), ``dictionary`` (the artifact's dict: W, front-end, labels).
@@ -354,13 +354,10 @@ class TrainedInterpreter(nn.Module):
         self.threshold = float(hp.get("threshold", 0.2))
         self.class_threshold = float(hp.get("class_threshold", 0.5))
         self.source = bundle.get("source")
-        self.interpret_options: dict[str, Any] = {}
-        if self.kind == "posthoc":
-            from l2i.interpreter.posthoc import check_interpret_options
+        from l2i.interpreter.posthoc import check_interpret_options
 
-            self.interpret_options = check_interpret_options(hp.get("interpret_options"),
-                                                             f"{self.source or 'interpreter'}: interpret_options",
-                                                             bool(hp.get("block_evidence")))
+        self.interpret_options: dict[str, Any] = check_interpret_options(
+            hp.get("interpret_options"), f"{self.source or 'interpreter'}: interpret_options", bool(hp.get("block_evidence")))
         self.settings = dict(hp)
         self.dictionary = bundle["dictionary"]
         from l2i.classifier import FrozenClassifier, LogmelPredictor
@@ -421,19 +418,15 @@ class TrainedInterpreter(nn.Module):
                   components: Tensor | None = None, top_k: int | None = None, **options) -> Interpretation:
         """``waveform (B, N)`` -> :class:`~l2i.interpreter.interpretation.Interpretation` (the tensor verb; the
         clips of a batch must have one length). ``threshold`` defaults to the model's τ; ``top_k`` caps the
-        chosen components (post-hoc interpreters; default the model's own, 0 = no cap). A post-hoc interpreter's
-        further ``options`` (``refine_iters``, ``refine_gate``, ``refine_init``, ``refine_beta``, ``block_components``,
-        ``mask_power``) and every argument left ``None`` come from its stored ``interpret_options``, else the
-        method's defaults (``mask_mode`` ``log1p``)."""
-        if self.kind != "posthoc" and (top_k is not None or options):
-            raise ValueError(f"{', '.join(['top_k'] * (top_k is not None) + list(options))} apply to post-hoc "
-                             f"interpreters; this is a {self.kind} model")
+        chosen components (default the model's own, 0 = no cap). Further ``options`` (``refine_iters``,
+        ``refine_gate``, ``refine_init``, ``refine_beta``, ``block_components``, ``mask_power``) and every argument
+        left ``None`` come from the model's stored ``interpret_options``, else the method's defaults (``mask_mode``
+        ``log1p``)."""
+        from l2i.interpreter.posthoc import merge_interpret_options
+
         kw = dict(class_threshold=class_threshold, mask_mode=mask_mode, relevance_weighted=relevance_weighted,
                   components=components, top_k=top_k, **options)
-        if self.kind == "posthoc":
-            from l2i.interpreter.posthoc import merge_interpret_options
-
-            kw = merge_interpret_options(self.interpret_options, kw)
+        kw = merge_interpret_options(self.interpret_options, kw)
         kw = {k: v for k, v in kw.items() if v is not None}
         kw.setdefault("class_threshold", self.class_threshold)
         return self.model.interpret(waveform, target, self.threshold if threshold is None else float(threshold),

@@ -23,7 +23,7 @@ from l2i.frontend import AudioFrontEnd, FrontEndConfig
 from l2i.interpreter.bydesign import ByDesignModel
 from l2i.interpreter.losses import VARIANTS, bydesign_losses
 from l2i.interpreter.interpretation import Interpretation
-from l2i.interpreter.posthoc import PostHocOutput
+from l2i.interpreter.posthoc import PostHocOutput, check_interpret_options, merge_interpret_options
 from lightning_modules.base import L2IModule
 from lightning_modules.classifier import ClassifierModule, OfficialMetricMixin, is_empty_batch, task_metrics
 from l2i.evaluation.fidelity import fidelity_metrics
@@ -80,6 +80,11 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
             Lightning checkpoint or the state dict of a ``PostHocInterpreterModule``): Ψ and Θ start from its
             weights instead of at random (same ``layers``, ``hidden``, ``pooling``, evidence). Not in the paper;
             default ``None``.
+        interpret_options: keyword arguments :meth:`interpret` uses by default, as the post-hoc interpreter's
+            (:class:`~lightning_modules.posthoc.PostHocInterpreterModule`; kept in the checkpoint, so ``l2i
+            evaluate`` / ``l2i interpret`` / :func:`l2i.load_interpreter` use them too). Default empty: the
+            authors' interpretation. ``experiments/instruments/bydesign_distilled.yaml`` sets the real-recording
+            recipe's separation (gated by the model's own prediction). Not used in training.
     """
 
     def __init__(
@@ -113,8 +118,11 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
         dictionary: DictionaryArtifact | None = None,
         distill: bool = False,
         interpreter_init: str | None = None,
+        interpret_options: Mapping[str, Any] | None = None,
     ):
         super().__init__()
+        self.interpret_options = check_interpret_options(interpret_options, "model.init_args.interpret_options",
+                                                         block_evidence)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if distill and not classifier_checkpoint:
@@ -123,6 +131,7 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
                                   pretrained, class_names)
         self.save_hyperparameters(ignore=["dictionary", "frontend"])
         self.hparams["frontend"] = fe.config.to_dict()
+        self.hparams["interpret_options"] = dict(self.interpret_options)
         dictionary = self.load_dictionary(dictionary, dictionary_path, fe.config, "ByDesignModule")
         self._embedded = embedded_bundle("bydesign", {**arch, "frontend": fe.config.to_dict()}, dictionary.to_dict())
         self.register_pos_weight(pos_weight, num_classes)
@@ -228,7 +237,9 @@ class ByDesignModule(OfficialMetricMixin, L2IModule):
                                 self.class_names)
 
     def interpret(self, waveform: torch.Tensor, target=None, threshold: float | None = None, **kwargs) -> Interpretation:
-        """The one verb, explaining the model's own prediction (see :meth:`PostHocInterpreter.interpret`)."""
+        """The one verb, explaining the model's own prediction (see :meth:`PostHocInterpreter.interpret`); unset
+        keyword arguments come from ``interpret_options``."""
+        kwargs = merge_interpret_options(self.interpret_options, kwargs)
         kwargs.setdefault("class_threshold", self.hparams.class_threshold)
         return self.model.interpret(waveform, target, self.hparams.threshold if threshold is None else threshold, **kwargs)
 

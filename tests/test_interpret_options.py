@@ -213,3 +213,79 @@ def test_interpret_plays_the_stored_recipe(artifacts, tmp_path):
     assert set(recs) == {"piano", "violin"}
     assert all(r["mask_mode"] == "share" and len(r["chosen_components"]) == BLOCK for r in recs.values())
     assert recs["piano"]["chosen_components"] == [0, 1]
+
+
+#: the by-design recipe as experiments/instruments/bydesign_distilled.yaml sets it
+BYDESIGN_RECIPE = yaml.safe_load((REPO / "experiments/instruments/bydesign_distilled.yaml").read_text())["model"]["init_args"][
+    "interpret_options"]
+
+
+def test_the_bydesign_recipe_is_the_posthoc_recipe_and_the_measured_row():
+    """The distilled by-design model is interpreted as the post-hoc recipe (its own prediction is the interpreter's
+    decision), and as the benchmark script measured it."""
+    from experiments.benchmarks.real_recordings import BYDESIGN
+
+    assert BYDESIGN_RECIPE == RECIPE
+    measured = BYDESIGN["distilled_long"][2][""]
+    assert {**measured, "block_components": True} == {**BYDESIGN_RECIPE, "threshold": 0.0, "block": True}
+
+
+def test_a_bydesign_model_keeps_its_options_through_its_checkpoint_and_evaluate(artifacts, tmp_path):
+    """``interpret_options`` on the by-design model: the defaults of its ``interpret`` (an argument wins), kept in
+    the checkpoint for the Lightning-free loader, replaced by a config's in ``l2i evaluate``; a wrong one is named."""
+    from l2i import load_interpreter
+    from lightning_modules.bydesign import ByDesignModule
+
+    root, x = artifacts["root"], artifacts["x"]
+    kw = dict(classifier_checkpoint=str(root / "classifier.ckpt"), dictionary_path=str(root / "blocks.pt"), hidden=8,
+              pooling="max", block_evidence=True, theta_bias=True, threshold=0.0, num_classes=8, task="multilabel",
+              class_names=NAMES)
+    torch.manual_seed(2)
+    recipe = ByDesignModule(**kw, interpret_options=BYDESIGN_RECIPE).eval()
+    torch.manual_seed(2)
+    plain = ByDesignModule(**kw).eval()
+    target = torch.zeros(2, 8)
+    target[:, [1, 4]] = 1.0
+    got = recipe.interpret(x, target)
+    torch.testing.assert_close(got.audio, plain.interpret(x, target, **BYDESIGN_RECIPE).audio)
+    assert int(got.num_chosen[got.valid].min()) == BLOCK  # c's whole block
+    assert not torch.allclose(plain.interpret(x, target).audio, got.audio)  # no options: the authors' interpretation
+    torch.testing.assert_close(recipe.interpret(x, target, refine_beta=2).audio,
+                               plain.interpret(x, target, **{**BYDESIGN_RECIPE, "refine_beta": 2}).audio)
+    loaded = load_interpreter(_save(recipe, tmp_path / "bd.ckpt"))
+    assert loaded.kind == "bydesign" and loaded.interpret_options == BYDESIGN_RECIPE
+    torch.testing.assert_close(loaded.interpret(x, target).audio, got.audio)
+    assert load_interpreter(_save(plain, tmp_path / "plain.ckpt")).interpret_options == {}
+    with pytest.raises(ValueError, match=r"model.init_args.interpret_options.refine_beta must be one of 1, 2, got 3"):
+        ByDesignModule(**kw, interpret_options={"refine_beta": 3})
+    with pytest.raises(ValueError, match="block_components needs Θ tied to class blocks"):
+        ByDesignModule(**{**kw, "block_evidence": False}, interpret_options=BYDESIGN_RECIPE)
+
+
+def test_evaluate_scores_a_bydesign_model_with_its_configs_interpretation(artifacts, tmp_path):
+    """``l2i evaluate`` with the distilled by-design recipe's configs on a by-design checkpoint trained without
+    options: the config's ``interpret_options`` are scored (c's whole block), ``{}`` the authors' interpretation."""
+    from experiments.cli import main
+    from lightning_modules.bydesign import ByDesignModule
+
+    root = artifacts["root"]
+    torch.manual_seed(2)
+    plain = ByDesignModule(classifier_checkpoint=str(root / "classifier.ckpt"), dictionary_path=str(root / "blocks.pt"),
+                           hidden=8, pooling="max", block_evidence=True, theta_bias=True, threshold=0.0, num_classes=8,
+                           task="multilabel", class_names=NAMES).eval()
+    ckpt = _save(plain, tmp_path / "bd.ckpt")
+    cfg = REPO / "experiments/instruments"
+    common = ["--config", str(cfg / "bydesign.yaml"), "--config", str(cfg / "bydesign_blocks.yaml"), "--config",
+              str(cfg / "bydesign_distilled.yaml"), "--data.init_args.num_train", "2", "--data.init_args.num_val", "2",
+              "--data.init_args.num_test", "6", "--data.init_args.sample_rate", str(SR), "--data.init_args.duration_s",
+              "1.0", "--data.init_args.batch_size", "6", "--data.init_args.cache_dir", str(tmp_path / "cache"),
+              "--noise_snr_db", "", "--device", "cpu", "--ckpt", str(ckpt)]
+    results = {}
+    for name, extra in (("recipe", []), ("authors", ["--model.init_args.interpret_options", "{}"])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert main(["evaluate", *common, "--out_dir", str(tmp_path / name), *extra]) == 0
+        results[name] = json.loads((tmp_path / name / "evaluation.json").read_text())["results"]
+    assert results["recipe"]["components_mean"] == BLOCK
+    assert results["authors"]["ground_truth.all.pairs"] == results["recipe"]["ground_truth.all.pairs"] > 6
+    assert results["authors"]["ground_truth.all.interpretation_median"] != results["recipe"]["ground_truth.all.interpretation_median"]

@@ -131,8 +131,10 @@ BYDESIGN = {
     "distilled_long": ("blocks", {"pooling": "max", "block_evidence": True, "theta_bias": True,
                                   "interpreter_init": "gated_long", "distill": True, "lr": 5e-4, "epochs": 10,
                                   "loss_weights": {"distillation": {0: 2.0}}}, {
-        "": {**SEPARATION, "class_threshold": 0.1, "refine_beta": 1},
-        "refine_beta2": {**SEPARATION, "class_threshold": 0.1},  # the Euclidean updates
+        # the recipe's separation (experiments/instruments/bydesign_distilled.yaml); in the bottleneck variant the
+        # interpreter's decision (Θ(H)) is the model's prediction
+        "": RECIPE,
+        "refine_beta2": RECIPE_EUCLIDEAN,  # the Euclidean updates
     }),
 }
 
