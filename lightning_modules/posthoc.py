@@ -94,12 +94,11 @@ class PostHocInterpreterModule(L2IModule):
         interpret_options: keyword arguments :meth:`interpret` uses by default (an explicit argument wins; kept in
             the checkpoint, so ``l2i evaluate`` / ``l2i interpret`` / :func:`l2i.load_interpreter` use them too):
             ``mask_mode``, ``relevance_weighted``, ``top_k``, ``refine_iters``, ``refine_gate``, ``refine_init``,
-            ``refine_beta``, ``block_components``, ``class_threshold``, ``mask_power`` (see :meth:`PostHocInterpreter.interpret`).
-            Default empty: the authors' interpretation. The real-recording recipe
-            (``experiments/instruments/posthoc_blocks.yaml``) sets ``{mask_mode: share, refine_iters: 150,
+            ``refine_beta``, ``block_components``, ``class_threshold``, ``mask_power`` (see
+            :meth:`PostHocInterpreter.interpret`). Default empty: the authors' interpretation. The real-recording
+            recipe (``experiments/instruments/posthoc_blocks.yaml``) sets ``{mask_mode: share, refine_iters: 150,
             refine_gate: interpreter, refine_init: uniform, refine_beta: 1, class_threshold: 0.1,
-            block_components: true}``. Not
-            used in training.
+            block_components: true}``. Not used in training.
     """
 
     def __init__(

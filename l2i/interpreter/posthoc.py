@@ -341,9 +341,7 @@ class PostHocInterpreter(nn.Module):
         floor = 1e-3 * H.mean().clamp_min(1e-12)
         start = H + floor if init == "interpreter" else torch.full_like(H, float(H.mean().clamp_min(1e-6)))
         H = start * allowed[..., None].to(H.dtype)
-        if beta not in (1, 2):
-            raise ValueError(f"refine_beta must be 1 (Kullback-Leibler) or 2 (Euclidean), got {beta!r}")
-        return update_activations(W, V, H, int(iters), beta)
+        return update_activations(W, V, H, int(iters), beta)  # a beta other than 1 or 2 is refused there
 
     # -- the one verb ------------------------------------------------------------------------------------
     @torch.no_grad()
